@@ -1,0 +1,62 @@
+//! `check`, `token` and `ca generate`: short commands that print to stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config;
+use crate::metrics::Metrics;
+use crate::token::TokenStore;
+
+/// Prints `ok` or every error; returns the exit code (0 / 1).
+pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
+    match config::load(path) {
+        Ok(cfg) => {
+            let _ = writeln!(out, "ok");
+            let _ = writeln!(
+                out,
+                "{} route(s), {} client(s); proxy on {}",
+                cfg.routes.len(),
+                cfg.clients.len(),
+                cfg.proxy.listen
+            );
+            0
+        }
+        Err(e) => {
+            let _ = writeln!(out, "{e}");
+            1
+        }
+    }
+}
+
+/// Fetches one token; prints type, expiry, scopes (and the token with `show`).
+pub async fn token(path: &Path, client: &str, show: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    crate::init_crypto();
+    let cfg = config::load(path)?;
+    let settings = cfg.clients.get(client).ok_or_else(|| {
+        let known: Vec<&str> = cfg.clients.keys().map(String::as_str).collect();
+        anyhow::anyhow!("client {client:?} is not defined (defined: {})", known.join(", "))
+    })?;
+    let store = TokenStore::new(Arc::new(Metrics::new()));
+    let slot = store
+        .slot(settings, &cfg.tls.extra_roots)
+        .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?;
+    let token = slot
+        .get()
+        .await
+        .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?;
+    use crate::template::TokenView;
+    writeln!(out, "type: {}", token.token_type())?;
+    writeln!(out, "expires_in: {}s", token.expires_in().as_secs())?;
+    writeln!(out, "scopes: {}", token.scopes.join(" "))?;
+    if show {
+        writeln!(out, "token: {}", token.access_token())?;
+    }
+    Ok(())
+}
+
+pub fn ca_generate(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    crate::tls::ca::generate(dir)?;
+    writeln!(out, "wrote {} and {} (mode 0600)", dir.join("ca.crt").display(), dir.join("ca.key").display())?;
+    Ok(())
+}

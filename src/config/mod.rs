@@ -1,0 +1,95 @@
+//! Config: `proxy.toml` is parsed (raw), validated once into typed settings
+//! (model), and only then handed to the server. Every problem found is
+//! reported with file:line:column and the route/client/header it concerns.
+
+mod client;
+pub mod model;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use model::*;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub span: Option<Range<usize>>,
+    pub message: String,
+}
+
+/// Every problem found in one config file, rendered as `file:line:col: message`.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub source: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match &e.span {
+                Some(span) if !(span.start == 0 && span.end == 0) => {
+                    let (line, col) = line_col(&self.source, span.start);
+                    write!(f, "{}:{line}:{col}: {}", self.path.display(), e.message)?;
+                }
+                _ => write!(f, "{}: {}", self.path.display(), e.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Reads and validates a config file, resolving `<<env.*>>` from the process environment.
+pub fn load(path: &Path) -> Result<ValidConfig, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        path: path.to_path_buf(),
+        source: String::new(),
+        errors: vec![ConfigError {
+            span: None,
+            message: format!("cannot read config: {e}"),
+        }],
+    })?;
+    load_str(path, &source, &|name| std::env::var(name).ok())
+}
+
+/// Validates config text; `env` resolves `<<env.*>>` (tests pass their own).
+pub fn load_str(
+    path: &Path,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ValidConfig, ConfigErrors> {
+    let fail = |errors| ConfigErrors {
+        path: path.to_path_buf(),
+        source: source.to_string(),
+        errors,
+    };
+    let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
+        fail(vec![ConfigError {
+            span: e.span(),
+            message: e.message().trim().to_string(),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate::validate(raw, path, base, env).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests;

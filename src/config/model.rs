@@ -1,0 +1,191 @@
+//! Config stage 3: the typed, validated configuration. Nothing here can be
+//! built except through `config::load`, so an unchecked config cannot exist.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+
+pub use super::raw::{ConnectPolicy, Unmatched};
+use crate::secret::Secret;
+use crate::template::Template;
+
+#[derive(Debug)]
+pub struct ValidConfig {
+    /// The file it was loaded from (watched for reloads).
+    pub path: PathBuf,
+    pub proxy: ProxySettings,
+    pub tls: TlsSettings,
+    pub clients: BTreeMap<String, Arc<ClientSettings>>,
+    pub routes: Vec<RouteSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub unmatched: Unmatched,
+    pub connect: ConnectPolicy,
+    pub connect_ports: Vec<u16>,
+    pub upstream_timeout: Duration,
+    pub retry_body_limit: u64,
+    pub tunnel_idle_timeout: Duration,
+    pub deny_destinations: Vec<IpNet>,
+    /// The exact `Proxy-Authorization` value expected (`Basic …`).
+    pub proxy_auth: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// CA certificate and key for interception: both or neither.
+    pub ca: Option<(PathBuf, PathBuf)>,
+    pub extra_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// A lower-cased host name or IP literal.
+    Exact { host: String, port: Option<u16> },
+    /// `*.example.com`, kept as the suffix `.example.com`.
+    Wildcard { suffix: String, port: Option<u16> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamScheme {
+    AsRequested,
+    Https,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderTemplate {
+    /// Known at load: inserted as is, no per-request work.
+    Static(HeaderValue),
+    Dynamic(Template),
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    pub name: Arc<str>,
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: Option<String>,
+    pub methods: Vec<Method>,
+    /// Names compare case-insensitively (HeaderName is lower-case); values exactly.
+    pub match_headers: Vec<(HeaderName, HeaderValue)>,
+    pub client: Option<String>,
+    pub upstream: UpstreamScheme,
+    pub set_headers: Vec<(HeaderName, HeaderTemplate)>,
+    pub remove_headers: Vec<HeaderName>,
+    pub retry_on_401: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JwtAlg {
+    Rs256,
+    Es256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientAuth {
+    /// client_secret_basic (RFC 6749 §2.3.1).
+    Basic,
+    /// client_secret_post.
+    Post,
+    /// Public client: only `client_id` is sent.
+    None,
+    /// RFC 7523 client assertion signed with `key` (PEM).
+    PrivateKeyJwt {
+        key: Template,
+        key_id: Option<String>,
+        alg: JwtAlg,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContentType {
+    Json,
+    Form,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GrantSettings {
+    ClientCredentials,
+    Password {
+        username: Template,
+        password: Template,
+    },
+    RefreshToken {
+        refresh_token: Option<Template>,
+        state_file: Option<PathBuf>,
+        authorize_url: Option<url::Url>,
+        redirect_uri: url::Url,
+    },
+    TokenExchange {
+        subject_token: Template,
+        subject_token_type: String,
+        requested_token_type: Option<String>,
+        actor_token: Option<Template>,
+        actor_token_type: Option<String>,
+    },
+    Capillary,
+    Custom {
+        body: Template,
+        content_type: ContentType,
+        token_path: Vec<String>,
+        expires_in_path: Option<Vec<String>>,
+        refresh_token_path: Option<Vec<String>>,
+        refresh_token: Option<Template>,
+        state_file: Option<PathBuf>,
+    },
+}
+
+impl GrantSettings {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::Password { .. } => "password",
+            Self::RefreshToken { .. } => "refresh_token",
+            Self::TokenExchange { .. } => "token_exchange",
+            Self::Capillary => "capillary",
+            Self::Custom { .. } => "custom",
+        }
+    }
+}
+
+/// One OAuth client. `PartialEq`/`Hash` cover every setting, so a reload
+/// can tell whether a client changed and keep its token if it did not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientSettings {
+    pub name: String,
+    pub grant: GrantSettings,
+    pub token_url: url::Url,
+    pub client_id: Option<Template>,
+    pub client_secret: Option<Template>,
+    pub client_auth: ClientAuth,
+    pub scopes: Vec<String>,
+    pub audience: Option<Template>,
+    pub params: Vec<(String, Template)>,
+    pub refresh_before: Duration,
+    pub default_ttl: Duration,
+    pub timeout: Duration,
+    /// mTLS to the token endpoint (RFC 8705): certificate and key PEM.
+    pub tls_identity: Option<(Template, Template)>,
+}
+
+impl ClientSettings {
+    /// The identity a cached token belongs to (SPEC: token_url, client_id,
+    /// grant, scopes, audience, subject), plus every other setting that
+    /// changes what the endpoint returns. Never printed: it may hash secrets.
+    pub fn cache_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut me = self.clone();
+        // Two names for the same client share one token.
+        me.name.clear();
+        me.hash(&mut h);
+        h.finish()
+    }
+}

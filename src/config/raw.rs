@@ -1,0 +1,248 @@
+//! Config stage 1: the `proxy.toml` schema exactly as written, deserialized
+//! strictly (unknown keys are errors) and with spans kept so that
+//! validation can point at file:line:column.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawTls>>,
+    #[serde(default)]
+    pub clients: BTreeMap<String, Spanned<RawClient>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    /// The forward proxy's address. Default is `127.0.0.1:3128`.
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<String>,
+    /// Admin address; `""` disables it. Default is `127.0.0.1:9901`.
+    #[serde(default = "default_admin")]
+    pub admin: Spanned<String>,
+    /// `pass` or `deny`. Default is `pass`.
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// `tunnel` or `deny`. Default is `tunnel`.
+    #[serde(default)]
+    pub connect: ConnectPolicy,
+    /// Ports CONNECT may reach. Default is `[443]`.
+    #[serde(default = "default_connect_ports")]
+    pub connect_ports: Vec<u16>,
+    /// Connect + response-head timeout. Default is `30s`.
+    #[serde(default = "default_upstream_timeout", with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+    /// Bodies up to this size are kept for a 401 retry. Default is `64KiB`.
+    #[serde(default = "default_retry_body_limit")]
+    pub retry_body_limit: ByteSize,
+    /// Idle timeout of blind CONNECT tunnels. Default is `5m`.
+    #[serde(default = "default_tunnel_idle_timeout", with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
+    /// CIDRs never connected to. Default is the link-local ranges.
+    #[serde(default = "default_deny_destinations")]
+    pub deny_destinations: Vec<Spanned<String>>,
+    /// Basic credentials the application must present. Default is none.
+    #[serde(default)]
+    pub proxy_auth: Option<Spanned<RawProxyAuth>>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin: default_admin(),
+            unmatched: Unmatched::default(),
+            connect: ConnectPolicy::default(),
+            connect_ports: default_connect_ports(),
+            upstream_timeout: default_upstream_timeout(),
+            retry_body_limit: default_retry_body_limit(),
+            tunnel_idle_timeout: default_tunnel_idle_timeout(),
+            deny_destinations: default_deny_destinations(),
+            proxy_auth: None,
+        }
+    }
+}
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:3128".into())
+}
+fn default_admin() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".into())
+}
+fn default_connect_ports() -> Vec<u16> {
+    vec![443]
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_tunnel_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_retry_body_limit() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_deny_destinations() -> Vec<Spanned<String>> {
+    ["169.254.0.0/16", "fe80::/10"]
+        .into_iter()
+        .map(|s| Spanned::new(0..0, s.to_string()))
+        .collect()
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    #[default]
+    Pass,
+    Deny,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectPolicy {
+    #[default]
+    Tunnel,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyAuth {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca_cert: Option<Spanned<String>>,
+    pub ca_key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub extra_roots: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub grant: Spanned<String>,
+    pub token_url: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub client_secret: Option<Spanned<String>>,
+    pub client_auth: Option<Spanned<String>>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub audience: Option<Spanned<String>>,
+    #[serde(default)]
+    pub params: BTreeMap<String, Spanned<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_before: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    // password
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    // refresh_token
+    pub refresh_token: Option<Spanned<String>>,
+    pub state_file: Option<Spanned<String>>,
+    pub authorize_url: Option<Spanned<String>>,
+    pub redirect_uri: Option<Spanned<String>>,
+    // token_exchange
+    pub subject_token: Option<Spanned<String>>,
+    pub subject_token_type: Option<Spanned<String>>,
+    pub requested_token_type: Option<Spanned<String>>,
+    pub actor_token: Option<Spanned<String>>,
+    pub actor_token_type: Option<Spanned<String>>,
+    // private_key_jwt
+    pub private_key: Option<Spanned<String>>,
+    pub key_id: Option<Spanned<String>>,
+    pub signing_alg: Option<Spanned<String>>,
+    // mTLS to the token endpoint
+    pub tls_client_cert: Option<Spanned<String>>,
+    pub tls_client_key: Option<Spanned<String>>,
+    // custom
+    pub body: Option<Spanned<String>>,
+    pub content_type: Option<Spanned<String>>,
+    pub token_path: Option<Spanned<String>>,
+    pub expires_in_path: Option<Spanned<String>>,
+    pub refresh_token_path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Spanned<String>,
+    pub hosts: Spanned<Vec<Spanned<String>>>,
+    pub path_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub match_headers: BTreeMap<String, Spanned<String>>,
+    pub client: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub remove_headers: Vec<Spanned<String>>,
+    #[serde(default = "default_true")]
+    pub retry_on_401: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A size such as `"64KiB"`, `"1MB"` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected e.g. \"64KiB\""))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" | "kB" => 1000,
+            "KiB" => 1024,
+            "MB" => 1000 * 1000,
+            "MiB" => 1024 * 1024,
+            "GB" => 1000 * 1000 * 1000,
+            "GiB" => 1024 * 1024 * 1024,
+            other => return Err(format!("invalid size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, KB, MB or GB")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Num(u64),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Num(n) => Ok(ByteSize(n)),
+            Repr::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}

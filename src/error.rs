@@ -1,0 +1,109 @@
+//! Everything that can fail while serving a request, grouped by where it
+//! came from, and the one place that turns it into a response with
+//! `X-Sidekey-Error` and the SPEC's JSON body.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{self, ProxyBody};
+use crate::token::FetchError;
+
+pub const ERROR_HEADER: &str = "x-sidekey-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    // === downstream: the application's request ===
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("proxy authentication required")]
+    ProxyAuthRequired,
+    #[error("{0}")]
+    Denied(String),
+
+    // === tokens ===
+    #[error("no valid token for client {client:?}: {source}")]
+    TokenUnavailable { client: String, source: FetchError },
+    #[error("header {header:?}: {reason}")]
+    TokenContent { header: String, reason: String },
+
+    // === upstream ===
+    #[error("cannot reach {authority}: {reason}")]
+    UpstreamUnreachable { authority: String, reason: String },
+    #[error("{authority} did not answer within {after:?}")]
+    UpstreamTimeout { authority: String, after: Duration },
+}
+
+impl ProxyError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::ProxyAuthRequired => "proxy_auth_required",
+            Self::Denied(_) => "denied",
+            Self::TokenUnavailable { .. } | Self::TokenContent { .. } => "token_unavailable",
+            Self::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Self::Denied(_) => StatusCode::FORBIDDEN,
+            Self::TokenUnavailable { .. } | Self::TokenContent { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The response the application sees. `route`/`client` are null where
+    /// they do not apply.
+    pub fn to_response(&self, route: Option<&str>, client: Option<&str>) -> Response<ProxyBody> {
+        let json = serde_json::json!({
+            "error": self.code(),
+            "message": self.to_string(),
+            "route": route,
+            "client": client,
+        });
+        let mut resp = Response::new(body::full(json.to_string()));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if matches!(self, Self::ProxyAuthRequired) {
+            h.insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"sidekey\""),
+            );
+        }
+        if matches!(self, Self::TokenUnavailable { .. }) {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_code_header_and_json() {
+        let e = ProxyError::Denied("no route for evil.example".into());
+        let resp = e.to_response(None, None);
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.headers()[ERROR_HEADER], "denied");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "denied");
+        assert!(v["route"].is_null() && v["client"].is_null());
+        let e = ProxyError::TokenUnavailable {
+            client: "orders".into(),
+            source: FetchError::Status(500),
+        };
+        assert_eq!(e.status(), 503);
+        assert_eq!(e.code(), "token_unavailable");
+    }
+}

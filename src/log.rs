@@ -1,0 +1,29 @@
+//! Logging: `RUST_LOG` (default `info`), text on a terminal, one JSON
+//! object per line otherwise. Nothing logged carries a header value: the
+//! access line names method, host, route, client, status and duration.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+pub fn init(format: Option<Format>) {
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+        Format::Text
+    } else {
+        Format::Json
+    });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        Format::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,89 @@
+//! The `sidekey` binary: parse arguments, set up logging, run a command.
+//! Exit codes: 0 ok, 1 command failed, 64 (EX_USAGE) bad config for `run`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sidekey::cli::{self, CaCommand, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    sidekey::log::init(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(cmd: Command) -> ExitCode {
+    let mut stdout = std::io::stdout();
+    let result = match cmd {
+        Command::Run { config } => return run(&config.path()).await,
+        Command::Check { config } => return ExitCode::from(cli::check(&config.path(), &mut stdout) as u8),
+        Command::Token { client, show, config } => cli::token(&config.path(), &client, show, &mut stdout).await,
+        Command::Ca { command: CaCommand::Generate { out } } => cli::ca_generate(&out, &mut stdout),
+        Command::Login { client, no_browser, config } => {
+            cli::login::login(&config.path(), &client, no_browser, &mut stdout).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(path: &std::path::Path) -> ExitCode {
+    let config = match sidekey::config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            tracing::error!(config = %path.display(), "invalid config");
+            return ExitCode::from(64);
+        }
+    };
+    let server = match sidekey::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    wait_for_signals(&server).await;
+    tracing::info!("shutting down: draining in-flight requests (up to 30s)");
+    server.shutdown().await;
+    tracing::info!("bye");
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signals(server: &sidekey::Server) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => { server.reload(); }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signals(_server: &sidekey::Server) {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,102 @@
+//! Prometheus metrics (SPEC "Admin endpoints"), registered once and shared
+//! by the listener, the proxy pipeline and the token cache.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FetchLabels {
+    pub client: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabel {
+    pub client: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteLabel, Histogram>,
+    pub token_fetches: Family<FetchLabels, Counter>,
+    pub token_expires_in: Family<ClientLabel, Gauge<f64, AtomicU64>>,
+    pub reloads: Family<OutcomeLabel, Counter>,
+    pub connections_open: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // Buckets from 100µs: sidekey's own overhead lives at the bottom.
+        let duration = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(
+                [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0].into_iter(),
+            )
+        });
+        let token_fetches = Family::<FetchLabels, Counter>::default();
+        let token_expires_in = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        let connections_open = Gauge::default();
+        registry.register("sidekey_requests", "Requests handled, by route and status", requests.clone());
+        registry.register(
+            "sidekey_request_duration_seconds",
+            "Time from request head to response head, by route",
+            duration.clone(),
+        );
+        registry.register("sidekey_token_fetches", "Token endpoint requests, by client and outcome", token_fetches.clone());
+        registry.register(
+            "sidekey_token_expires_in_seconds",
+            "Seconds until the cached token of each client expires",
+            token_expires_in.clone(),
+        );
+        registry.register("sidekey_config_reloads", "Config reloads, by outcome", reloads.clone());
+        registry.register("sidekey_connections_open", "Open client connections", connections_open.clone());
+        Self {
+            registry,
+            requests,
+            duration,
+            token_fetches,
+            token_expires_in,
+            reloads,
+            connections_open,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

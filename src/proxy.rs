@@ -1,0 +1,179 @@
+//! The request pipeline, top to bottom:
+//! inbound (auth, target) -> route -> token -> rewrite -> upstream -> response.
+//! CONNECT branches off to `connect`; intercepted HTTPS re-enters at `forward`.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{self, Outgoing, ProxyBody};
+use crate::error::ProxyError;
+use crate::inbound::{self, Target};
+use crate::metrics::{RequestLabels, RouteLabel};
+use crate::rewrite::{self, Head};
+use crate::route::{Decision, RequestInfo, Route};
+use crate::runtime::{Runtime, Shared};
+use crate::{connect, config::Unmatched};
+
+/// Route and client of a request, for its log line, metrics and errors.
+#[derive(Default)]
+pub struct Ctx {
+    pub route: Option<Arc<str>>,
+    pub client: Option<String>,
+    /// Metric label when no route applies: `unmatched` or `connect`.
+    pub label: &'static str,
+}
+
+/// Entry point for every request the application sends to the proxy port.
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let rt = shared.runtime();
+    let mut ctx = Ctx {
+        label: "unmatched",
+        ..Ctx::default()
+    };
+    let started = Instant::now();
+    let method = req.method().clone();
+    let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+    let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
+        Err(e) => Err(e),
+        Ok(()) if method == Method::CONNECT => {
+            ctx.label = "connect";
+            connect::handle(&shared, &rt, req, &mut ctx).await
+        }
+        Ok(()) => match inbound::target(req.uri()) {
+            Ok(target) => forward(&rt, target, req, &mut ctx).await,
+            Err(e) => Err(e),
+        },
+    };
+    finish(&shared, result, &method, &authority, &ctx, started)
+}
+
+/// Turns the outcome into the response, and logs and counts it once.
+pub fn finish(
+    shared: &Shared,
+    result: Result<Response<ProxyBody>, ProxyError>,
+    method: &Method,
+    authority: &str,
+    ctx: &Ctx,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let route = ctx.route.as_deref();
+    let client = ctx.client.as_deref();
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(%method, host = authority, route, client, error = %e, code = e.code(), "request failed");
+            e.to_response(route, client)
+        }
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let label = route.unwrap_or(ctx.label).to_string();
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: label.clone(),
+            status,
+        })
+        .inc();
+    shared
+        .metrics
+        .duration
+        .get_or_create(&RouteLabel { route: label })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(target: "sidekey::access", %method, host = authority, route, client, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    resp
+}
+
+/// route -> token -> rewrite -> upstream, for a request whose target is
+/// known (absolute-form, or the CONNECT authority of an intercepted tunnel).
+pub async fn forward(
+    rt: &Runtime,
+    target: Target,
+    mut req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
+        return Err(ProxyError::Denied(format!("{ip} is in proxy.deny_destinations")));
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let decision = rt.routes.decide(&RequestInfo {
+        host: &target.host,
+        port: target.port,
+        method: req.method(),
+        path: &pq,
+        headers: req.headers(),
+    });
+    let route = decision.as_ref().map(|d: &Decision<'_>| d.route);
+    match &decision {
+        Some(d) => {
+            tracing::debug!(decision = %d, "routed");
+            ctx.route = Some(Arc::clone(&d.route.settings.name));
+            ctx.client = d.route.settings.client.clone();
+        }
+        None if rt.config.proxy.unmatched == Unmatched::Deny => {
+            return Err(ProxyError::Denied(format!(
+                "no route matches {} and proxy.unmatched is \"deny\"",
+                target.authority()
+            )))
+        }
+        None => tracing::debug!(host = %target.host, "no route: passing through untouched"),
+    }
+    let uri = rewrite::upstream_uri(route, &target, &pq)?;
+    let upgrade = inbound::is_upgrade(req.method(), req.headers());
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let head = Head {
+        method: parts.method,
+        path_and_query: pq,
+        headers: parts.headers,
+        upgrade,
+    };
+    let slot = route.and_then(|r| r.slot.clone());
+    let token = match &slot {
+        Some(slot) => Some(slot.get().await.map_err(|source| ProxyError::TokenUnavailable {
+            client: slot.name().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
+    let outgoing = if retry && !upgrade {
+        body::keep_up_to(incoming, rt.config.proxy.retry_body_limit)
+            .await
+            .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?
+    } else {
+        Outgoing::Streaming(body::boxed(incoming))
+    };
+    let (first, kept) = outgoing.take();
+    let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
+    let mut resp = rt.upstream.send(req).await?;
+
+    if let (true, Some(slot), Some(token)) = (resp.status() == StatusCode::UNAUTHORIZED && retry, &slot, &token) {
+        slot.invalidate(token);
+        match (kept, slot.get().await) {
+            (Some(kept), Ok(fresh)) if !Arc::ptr_eq(&fresh, token) => {
+                tracing::info!(client = slot.name(), route = route.map(Route::name), "upstream answered 401: retrying once with a fresh token");
+                let req = rewrite::upstream_request(route, &head, uri, Some(&fresh), body::full(kept))?;
+                resp = rt.upstream.send(req).await?;
+            }
+            (None, _) => tracing::info!(client = slot.name(), "upstream answered 401; body too large to retry, token dropped"),
+            (_, Err(e)) => tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had"),
+            _ => {}
+        }
+    }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(on_client) = downstream_upgrade {
+            let on_upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(connect::splice_upgrades(on_client, on_upstream));
+        }
+    }
+    Ok(rewrite::downstream_response(resp.map(body::boxed)))
+}

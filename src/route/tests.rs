@@ -1,0 +1,86 @@
+//! Table tests for `decide`, in the style of smokescreen's `acl.Decide`.
+
+use super::*;
+use crate::config;
+
+fn table(toml: &str) -> RouteTable {
+    let cfg = config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
+    RouteTable::new(
+        cfg.routes
+            .into_iter()
+            .map(|settings| Route { settings, slot: None })
+            .collect(),
+    )
+}
+
+fn decide(t: &RouteTable, host: &str, port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    let m = Method::from_bytes(method.as_bytes()).unwrap();
+    let info = RequestInfo { host, port, method: &m, path, headers: &h };
+    t.decide(&info).map(|d| d.route.name().to_string())
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "eu-org"
+hosts = ["eu.api.capillarytech.com"]
+match_headers = { "X-Org" = "eu-child" }
+
+[[routes]]
+name = "eu-v2"
+hosts = ["eu.api.capillarytech.com"]
+path_prefix = "/v2/"
+methods = ["GET", "post"]
+
+[[routes]]
+name = "wild"
+hosts = ["*.example.com"]
+
+[[routes]]
+name = "exact-after-wild"
+hosts = ["a.example.com"]
+
+[[routes]]
+name = "port"
+hosts = ["svc.local:8080", "10.0.0.7", "[::1]:9000"]
+"#;
+
+#[test]
+fn first_match_in_file_order() {
+    let t = table(ROUTES);
+    let cases: &[(&str, u16, &str, &str, &[(&str, &str)], Option<&str>)] = &[
+        ("eu.api.capillarytech.com", 80, "GET", "/v2/x", &[("x-org", "eu-child")], Some("eu-org")),
+        ("eu.api.capillarytech.com", 80, "GET", "/v2/x", &[("X-Org", "other")], Some("eu-v2")),
+        ("eu.api.capillarytech.com", 443, "POST", "/v2/x", &[], Some("eu-v2")),
+        ("eu.api.capillarytech.com", 80, "DELETE", "/v2/x", &[], None),
+        ("eu.api.capillarytech.com", 80, "GET", "/v3/x", &[], None),
+        ("a.example.com", 80, "GET", "/", &[], Some("wild")),
+        ("a.b.example.com", 80, "GET", "/", &[], Some("wild")),
+        ("example.com", 80, "GET", "/", &[], None),
+        ("badexample.com", 80, "GET", "/", &[], None),
+        ("svc.local", 8080, "GET", "/", &[], Some("port")),
+        ("svc.local", 80, "GET", "/", &[], None),
+        ("10.0.0.7", 1234, "GET", "/", &[], Some("port")),
+        ("10.0.0.8", 1234, "GET", "/", &[], None),
+        ("::1", 9000, "GET", "/", &[], Some("port")),
+        ("::1", 9001, "GET", "/", &[], None),
+    ];
+    for (host, port, method, path, headers, want) in cases {
+        assert_eq!(
+            decide(&t, host, *port, method, path, headers).as_deref(),
+            *want,
+            "{method} {host}:{port}{path} {headers:?}"
+        );
+    }
+}
+
+#[test]
+fn decision_explains_itself() {
+    let t = table(ROUTES);
+    let h = HeaderMap::new();
+    let info = RequestInfo { host: "x.example.com", port: 443, method: &Method::GET, path: "/", headers: &h };
+    assert_eq!(t.decide(&info).unwrap().to_string(), r#"route "wild": host matched *.example.com"#);
+}

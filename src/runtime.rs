@@ -1,0 +1,127 @@
+//! The serving state: `Runtime` is everything compiled from one config
+//! (route table, token slots, upstream client), swapped whole on reload;
+//! `Shared` is what outlives reloads (metrics, token store, readiness).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::{self, ValidConfig};
+use crate::metrics::{Metrics, OutcomeLabel};
+use crate::route::{Route, RouteTable};
+use crate::tls::Interceptor;
+use crate::token::TokenStore;
+use crate::upstream::Upstream;
+
+pub struct Runtime {
+    pub config: ValidConfig,
+    pub routes: RouteTable,
+    pub upstream: Upstream,
+    /// Present when `[tls]` has a CA: CONNECTs to routed hosts are intercepted.
+    pub intercept: Option<Arc<Interceptor>>,
+}
+
+impl Runtime {
+    pub fn build(config: ValidConfig, tokens: &TokenStore) -> anyhow::Result<Self> {
+        let extra = &config.tls.extra_roots;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for settings in &config.routes {
+            let slot = match &settings.client {
+                Some(name) => {
+                    let client = config
+                        .clients
+                        .get(name)
+                        .ok_or_else(|| anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name))?;
+                    Some(tokens.slot(client, extra).map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?)
+                }
+                None => None,
+            };
+            routes.push(Route {
+                settings: settings.clone(),
+                slot,
+            });
+        }
+        let upstream = Upstream::new(
+            config.proxy.deny_destinations.clone(),
+            extra,
+            config.proxy.upstream_timeout,
+        )?;
+        let intercept = match &config.tls.ca {
+            Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key, upstream.clone())?)),
+            None => None,
+        };
+        // Only now that the config is accepted: forget clients it dropped.
+        let keys: Vec<u64> = config.clients.values().map(|c| c.cache_key()).collect();
+        tokens.retain(&keys);
+        Ok(Self {
+            routes: RouteTable::new(routes),
+            upstream,
+            intercept,
+            config,
+        })
+    }
+}
+
+pub struct Shared {
+    runtime: RwLock<Arc<Runtime>>,
+    pub metrics: Arc<Metrics>,
+    pub tokens: TokenStore,
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(config: ValidConfig) -> anyhow::Result<Arc<Self>> {
+        let metrics = Arc::new(Metrics::new());
+        let tokens = TokenStore::new(Arc::clone(&metrics));
+        let runtime = Runtime::build(config, &tokens)?;
+        Ok(Arc::new(Self {
+            runtime: RwLock::new(Arc::new(runtime)),
+            metrics,
+            tokens,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The current runtime; a request keeps the one it started with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        match self.runtime.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads the config file. A config that fails validation is
+    /// rejected and logged; the old one keeps serving.
+    pub fn reload(&self) -> bool {
+        let current = self.runtime();
+        let path = current.config.path.clone();
+        let result = config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| {
+                if cfg.proxy.listen != current.config.proxy.listen || cfg.proxy.admin != current.config.proxy.admin {
+                    tracing::warn!("proxy.listen / proxy.admin changes take effect only after a restart");
+                }
+                Runtime::build(cfg, &self.tokens).map_err(|e| format!("{e:#}"))
+            });
+        let outcome = match result {
+            Ok(rt) => {
+                let routes = rt.routes.routes().len();
+                match self.runtime.write() {
+                    Ok(mut g) => *g = Arc::new(rt),
+                    Err(p) => *p.into_inner() = Arc::new(rt),
+                }
+                tracing::info!(config = %path.display(), routes, "config reloaded");
+                "ok"
+            }
+            Err(e) => {
+                tracing::error!(config = %path.display(), error = %e, "config reload rejected; the previous config keeps serving");
+                "error"
+            }
+        };
+        self.metrics.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+        outcome == "ok"
+    }
+}

@@ -1,0 +1,354 @@
+//! Templates: `<<name>>` placeholders parsed once at config load into
+//! literal and placeholder segments, so a request only concatenates.
+//! `<<env.*>>` is resolved at load; the rest are filled per use.
+
+use std::path::PathBuf;
+
+use crate::secret::Secret;
+
+/// Where a template appears decides which placeholders it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Route `set_headers` values: `oauth.*` and `env.*`.
+    Header,
+    /// Client fields: `env.*` and `file:`.
+    ClientField,
+    /// A custom grant's `body`: `env.*`, `file:` and `client.*`.
+    Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    Lit(String),
+    Token,
+    TokenType,
+    IdToken,
+    /// `oauth.tokenDecoded.a.b`: a claim path.
+    Claim(Vec<String>),
+    File(PathBuf),
+    /// `client.FIELD` in a custom body.
+    Client(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Template {
+    segments: Vec<Segment>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("unterminated placeholder: `<<` without `>>`")]
+    Unterminated,
+    #[error("unknown placeholder <<{0}>>")]
+    Unknown(String),
+    #[error("environment variable {0} is not set (use <<env.{0}:-DEFAULT>> for a default)")]
+    MissingEnv(String),
+    #[error("<<{0}>> cannot be used here ({1})")]
+    NotAllowed(String, &'static str),
+}
+
+/// What a header template needs from the current token.
+pub trait TokenView {
+    fn access_token(&self) -> &str;
+    fn token_type(&self) -> &str;
+    fn id_token(&self) -> Option<&str>;
+    fn claim(&self, path: &[String]) -> Option<String>;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("the token has no id_token")]
+    NoIdToken,
+    #[error("the token has no claim `{0}`")]
+    NoClaim(String),
+    #[error("no token is available to this template")]
+    NoToken,
+}
+
+pub const CLIENT_FIELDS: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "username",
+    "password",
+    "audience",
+    "scope",
+];
+
+impl Template {
+    /// Parses `src`, resolving `<<env.*>>` through `env`.
+    pub fn parse(
+        src: &str,
+        ctx: Context,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, TemplateError> {
+        let mut segments = Vec::new();
+        let mut lit = String::new();
+        let mut rest = src;
+        while let Some(start) = rest.find("<<") {
+            lit.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find(">>").ok_or(TemplateError::Unterminated)?;
+            let name = after[..end].trim();
+            match placeholder(name, ctx, env)? {
+                Segment::Lit(s) => lit.push_str(&s),
+                seg => {
+                    if !lit.is_empty() {
+                        segments.push(Segment::Lit(std::mem::take(&mut lit)));
+                    }
+                    segments.push(seg);
+                }
+            }
+            rest = &after[end + 2..];
+        }
+        lit.push_str(rest);
+        if !lit.is_empty() || segments.is_empty() {
+            segments.push(Segment::Lit(lit));
+        }
+        Ok(Self { segments })
+    }
+
+    /// A template with no placeholders left after load.
+    pub fn literal(s: impl Into<String>) -> Self {
+        Self {
+            segments: vec![Segment::Lit(s.into())],
+        }
+    }
+
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.segments.as_slice() {
+            [Segment::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn uses_oauth(&self) -> bool {
+        self.segments.iter().any(|s| {
+            matches!(
+                s,
+                Segment::Token | Segment::TokenType | Segment::IdToken | Segment::Claim(_)
+            )
+        })
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::File(p) => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Renders a header value from the current token.
+    pub fn render_header(&self, token: Option<&dyn TokenView>) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Lit(s) => out.push_str(s),
+                Segment::Token => out.push_str(token.ok_or(RenderError::NoToken)?.access_token()),
+                Segment::TokenType => out.push_str(token.ok_or(RenderError::NoToken)?.token_type()),
+                Segment::IdToken => out.push_str(
+                    token
+                        .ok_or(RenderError::NoToken)?
+                        .id_token()
+                        .ok_or(RenderError::NoIdToken)?,
+                ),
+                Segment::Claim(path) => out.push_str(
+                    &token
+                        .ok_or(RenderError::NoToken)?
+                        .claim(path)
+                        .ok_or_else(|| RenderError::NoClaim(path.join(".")))?,
+                ),
+                Segment::File(_) | Segment::Client(_) => return Err(RenderError::NoToken),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renders a client field or body, reading `<<file:…>>` afresh (so a
+    /// rotated secret file is picked up) and `<<client.*>>` through `field`.
+    pub fn render_value(
+        &self,
+        field: &dyn Fn(&str) -> Option<Secret>,
+    ) -> Result<Secret, std::io::Error> {
+        let mut out = String::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Lit(s) => out.push_str(s),
+                Segment::File(path) => out.push_str(&read_secret_file(path)?),
+                Segment::Client(name) => {
+                    if let Some(v) = field(name) {
+                        out.push_str(v.expose());
+                    }
+                }
+                Segment::Token | Segment::TokenType | Segment::IdToken | Segment::Claim(_) => {}
+            }
+        }
+        Ok(Secret::new(out))
+    }
+}
+
+/// Reads a secret file, trimming one trailing newline (`\n` or `\r\n`).
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, std::io::Error> {
+    let mut s = std::fs::read_to_string(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+    })?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
+}
+
+fn placeholder(
+    name: &str,
+    ctx: Context,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Segment, TemplateError> {
+    let not_allowed = |why| Err(TemplateError::NotAllowed(name.to_string(), why));
+    if let Some(var) = name.strip_prefix("env.") {
+        let (var, default) = match var.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (var, None),
+        };
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(TemplateError::Unknown(name.to_string()));
+        }
+        return match (env(var).filter(|v| !v.is_empty() || default.is_none()), default) {
+            (Some(v), _) => Ok(Segment::Lit(v)),
+            (None, Some(d)) => Ok(Segment::Lit(d.to_string())),
+            (None, None) => Err(TemplateError::MissingEnv(var.to_string())),
+        };
+    }
+    if let Some(path) = name.strip_prefix("file:") {
+        if ctx == Context::Header {
+            return not_allowed("files are read for client fields only");
+        }
+        if path.is_empty() {
+            return Err(TemplateError::Unknown(name.to_string()));
+        }
+        return Ok(Segment::File(PathBuf::from(path)));
+    }
+    if let Some(field) = name.strip_prefix("client.") {
+        if ctx != Context::Body {
+            return not_allowed("client fields are for a custom grant's body");
+        }
+        if !CLIENT_FIELDS.contains(&field) {
+            return Err(TemplateError::Unknown(name.to_string()));
+        }
+        return Ok(Segment::Client(field.to_string()));
+    }
+    if let Some(what) = name.strip_prefix("oauth.") {
+        if ctx != Context::Header {
+            return not_allowed("oauth values are for route headers");
+        }
+        return match what {
+            "token" => Ok(Segment::Token),
+            "tokenType" => Ok(Segment::TokenType),
+            "idToken" => Ok(Segment::IdToken),
+            _ => match what.strip_prefix("tokenDecoded.") {
+                Some(path) if !path.is_empty() && path.split('.').all(|p| !p.is_empty()) => {
+                    Ok(Segment::Claim(path.split('.').map(str::to_string).collect()))
+                }
+                _ => Err(TemplateError::Unknown(name.to_string())),
+            },
+        };
+    }
+    Err(TemplateError::Unknown(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SET" => Some("value".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    struct Tok;
+    impl TokenView for Tok {
+        fn access_token(&self) -> &str {
+            "abc"
+        }
+        fn token_type(&self) -> &str {
+            "Bearer"
+        }
+        fn id_token(&self) -> Option<&str> {
+            None
+        }
+        fn claim(&self, path: &[String]) -> Option<String> {
+            (path.join(".") == "org.id").then(|| "42".into())
+        }
+    }
+
+    #[test]
+    fn parses_literals_and_placeholders_once() {
+        let t = Template::parse("Bearer <<oauth.token>>", Context::Header, &env).unwrap();
+        assert_eq!(t.segments, vec![Segment::Lit("Bearer ".into()), Segment::Token]);
+        assert_eq!(t.render_header(Some(&Tok)).unwrap(), "Bearer abc");
+        let t = Template::parse("<<oauth.tokenType>> <<oauth.token>>", Context::Header, &env).unwrap();
+        assert_eq!(t.render_header(Some(&Tok)).unwrap(), "Bearer abc");
+    }
+
+    #[test]
+    fn env_is_resolved_at_load() {
+        let t = Template::parse("x-<<env.SET>>-y", Context::Header, &env).unwrap();
+        assert_eq!(t.as_literal(), Some("x-value-y"));
+        let t = Template::parse("<<env.NOPE:-fallback>>", Context::ClientField, &env).unwrap();
+        assert_eq!(t.as_literal(), Some("fallback"));
+        let t = Template::parse("<<env.EMPTY:-fallback>>", Context::ClientField, &env).unwrap();
+        assert_eq!(t.as_literal(), Some("fallback"));
+        let t = Template::parse("<<env.NOPE:->>", Context::ClientField, &env).unwrap();
+        assert_eq!(t.as_literal(), Some(""));
+        assert_eq!(
+            Template::parse("<<env.NOPE>>", Context::Header, &env),
+            Err(TemplateError::MissingEnv("NOPE".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_and_misplaced_placeholders() {
+        for (src, ctx) in [
+            ("<<oauth.nope>>", Context::Header),
+            ("<<nope>>", Context::Header),
+            ("<<oauth.tokenDecoded.>>", Context::Header),
+            ("<<client.nope>>", Context::Body),
+        ] {
+            assert!(matches!(Template::parse(src, ctx, &env), Err(TemplateError::Unknown(_))), "{src}");
+        }
+        assert!(matches!(
+            Template::parse("<<oauth.token>>", Context::ClientField, &env),
+            Err(TemplateError::NotAllowed(..))
+        ));
+        assert!(matches!(
+            Template::parse("<<file:/x>>", Context::Header, &env),
+            Err(TemplateError::NotAllowed(..))
+        ));
+        assert_eq!(Template::parse("a <<oauth.token", Context::Header, &env), Err(TemplateError::Unterminated));
+    }
+
+    #[test]
+    fn claims_and_missing_values() {
+        let t = Template::parse("<<oauth.tokenDecoded.org.id>>", Context::Header, &env).unwrap();
+        assert_eq!(t.render_header(Some(&Tok)).unwrap(), "42");
+        let t = Template::parse("<<oauth.idToken>>", Context::Header, &env).unwrap();
+        assert_eq!(t.render_header(Some(&Tok)), Err(RenderError::NoIdToken));
+    }
+
+    #[test]
+    fn files_are_reread_on_every_render() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "one\n").unwrap();
+        let src = format!("<<file:{}>>", path.display());
+        let t = Template::parse(&src, Context::ClientField, &env).unwrap();
+        assert_eq!(t.render_value(&|_| None).unwrap().expose(), "one");
+        std::fs::write(&path, "two\r\n").unwrap();
+        assert_eq!(t.render_value(&|_| None).unwrap().expose(), "two");
+    }
+}

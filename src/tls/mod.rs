@@ -1,0 +1,99 @@
+//! TLS interception: for a CONNECT to a routed host, terminate the
+//! application's TLS with a leaf minted from our CA, then serve the
+//! decrypted HTTP/1.1 or HTTP/2 through the same pipeline as plain HTTP.
+
+pub mod ca;
+mod mint;
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+
+use crate::inbound::Target;
+use crate::proxy::{self, Ctx};
+use crate::runtime::Shared;
+use crate::upstream::Upstream;
+
+pub use mint::LeafCache;
+
+pub struct Interceptor {
+    leaves: LeafCache,
+}
+
+impl Interceptor {
+    /// Loads the CA; a missing or unreadable CA is a start-up error.
+    pub fn load(cert: &Path, key: &Path, _upstream: Upstream) -> anyhow::Result<Self> {
+        let ca = ca::Ca::load(cert, key)?;
+        Ok(Self {
+            leaves: LeafCache::new(ca),
+        })
+    }
+
+    pub fn leaves(&self) -> &LeafCache {
+        &self.leaves
+    }
+
+    /// Serves one intercepted tunnel until the application closes it.
+    pub async fn serve<IO>(&self, shared: Arc<Shared>, target: Target, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(host = %target.host, error = %e, "not a TLS ClientHello inside CONNECT");
+                return;
+            }
+        };
+        // The certificate follows SNI when there is one; routing always
+        // follows the CONNECT authority.
+        let name = start
+            .client_hello()
+            .server_name()
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| target.host.clone());
+        let config = match self.leaves.server_config(&name) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(host = %name, error = %e, "cannot mint a certificate");
+                return;
+            }
+        };
+        let tls = match start.into_stream(config).await {
+            Ok(t) => t,
+            Err(e) => {
+                // Typically the application does not trust our CA. Nothing
+                // was decrypted, so nothing was forwarded and no token sent.
+                tracing::warn!(host = %target.host, error = %e, "TLS handshake with the application failed (does it trust the sidekey CA?)");
+                return;
+            }
+        };
+        let svc = service_fn(move |req| {
+            let shared = Arc::clone(&shared);
+            let target = target.clone();
+            async move {
+                let rt = shared.runtime();
+                let started = Instant::now();
+                let method = req.method().clone();
+                let authority = target.authority();
+                let mut ctx = Ctx {
+                    label: "unmatched",
+                    ..Ctx::default()
+                };
+                let result = proxy::forward(&rt, target, req, &mut ctx).await;
+                Ok::<_, Infallible>(proxy::finish(&shared, result, &method, &authority, &ctx, started))
+            }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+            tracing::debug!(error = %e, "intercepted connection ended");
+        }
+    }
+}

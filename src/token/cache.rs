@@ -1,0 +1,224 @@
+//! One client's token: fetched once however many requests wait for it,
+//! refreshed in the background ahead of expiry, never served after expiry,
+//! and retried with backoff and jitter while the endpoint fails.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::{FetchError, Token, TokenResponse};
+use crate::config::ClientSettings;
+use crate::metrics::{ClientLabel, FetchLabels, Metrics};
+
+type Inflight = Shared<BoxFuture<'static, Result<Arc<Token>, FetchError>>>;
+
+/// Asks a token endpoint once; `grants::Fetcher` in production, fakes in tests.
+pub trait FetchToken: Send + Sync + 'static {
+    fn fetch<'a>(&'a self, s: &'a ClientSettings) -> BoxFuture<'a, Result<TokenResponse, FetchError>>;
+}
+
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The cache entry of one client (shared by every route that uses it).
+pub struct Slot {
+    pub settings: Arc<ClientSettings>,
+    fetcher: Box<dyn FetchToken>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Arc<Token>>,
+    inflight: Option<Inflight>,
+    failures: u32,
+    /// While set and in the future, no fetch starts (backoff).
+    retry_at: Option<Instant>,
+    last_error: Option<FetchError>,
+    /// A request wanted a token since the last attempt; an idle client
+    /// stops retrying instead of polling a dead endpoint forever.
+    demand: bool,
+    timer: Option<AbortHandle>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Slot {
+    pub fn new(settings: Arc<ClientSettings>, fetcher: Box<dyn FetchToken>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            fetcher,
+            metrics,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// A valid token, from the cache or from one shared fetch. While the
+    /// endpoint is in backoff and no token is valid, fails at once.
+    pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, FetchError> {
+        let fut = {
+            let mut st = self.lock();
+            if let Some(t) = st.current.as_ref().filter(|t| t.is_valid()) {
+                return Ok(t.clone());
+            }
+            st.current = None;
+            st.demand = true;
+            match (&st.inflight, st.retry_at) {
+                (Some(f), _) => f.clone(),
+                (None, Some(at)) if Instant::now() < at => {
+                    return Err(st
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| FetchError::Setup("token endpoint failing".into())))
+                }
+                (None, _) => self.start_fetch(&mut st),
+            }
+        };
+        fut.await
+    }
+
+    /// The cached token if still valid, without fetching.
+    pub fn peek(&self) -> Option<Arc<Token>> {
+        self.lock().current.clone().filter(|t| t.is_valid())
+    }
+
+    /// The upstream rejected `token` (401): forget it, unless a newer one
+    /// has replaced it meanwhile, so the next `get` fetches afresh.
+    pub fn invalidate(&self, token: &Arc<Token>) {
+        let mut st = self.lock();
+        if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, token)) {
+            st.current = None;
+            // A rejected token is no reason to wait out an old backoff.
+            st.retry_at = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave State inconsistent
+        // (every write is a single field), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the one fetch; it runs in its own task so it completes (and
+    /// fills the cache) even if every waiting request goes away.
+    fn start_fetch(self: &Arc<Self>, st: &mut State) -> Inflight {
+        let me = Arc::clone(self);
+        let fut = async move { me.fetch_and_store().await }.boxed().shared();
+        st.inflight = Some(fut.clone());
+        tokio::spawn(fut.clone());
+        fut
+    }
+
+    async fn fetch_and_store(self: Arc<Self>) -> Result<Arc<Token>, FetchError> {
+        let timeout = self.settings.timeout;
+        let result = match tokio::time::timeout(timeout, self.fetcher.fetch(&self.settings)).await {
+            Ok(r) => r.map(|resp| Arc::new(Token::from_response(resp, self.settings.default_ttl))),
+            Err(_) => Err(FetchError::Timeout(timeout)),
+        };
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .token_fetches
+            .get_or_create(&FetchLabels {
+                client: self.settings.name.clone(),
+                outcome,
+            })
+            .inc();
+        let mut st = self.lock();
+        st.inflight = None;
+        st.demand = false;
+        match &result {
+            Ok(token) => {
+                st.current = Some(token.clone());
+                st.failures = 0;
+                st.retry_at = None;
+                st.last_error = None;
+                let at = refresh_at(token, self.settings.refresh_before);
+                tracing::info!(client = %self.settings.name, expires_in = ?token.lifetime(), refresh_in = ?at.saturating_duration_since(Instant::now()), "token fetched");
+                self.schedule(&mut st, at);
+            }
+            Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                let delay = backoff(st.failures);
+                st.retry_at = Some(Instant::now() + delay);
+                st.last_error = Some(e.clone());
+                tracing::warn!(client = %self.settings.name, error = %e, failures = st.failures, retry_in = ?delay, "token fetch failed");
+                self.schedule(&mut st, Instant::now() + delay);
+            }
+        }
+        result
+    }
+
+    /// Arms the one timer of this slot: a refresh ahead of expiry, or a retry.
+    fn schedule(self: &Arc<Self>, st: &mut State, at: Instant) {
+        if let Some(t) = st.timer.take() {
+            t.abort();
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(me) = weak.upgrade() {
+                me.background_fetch();
+            }
+        });
+        st.timer = Some(task.abort_handle());
+    }
+
+    fn background_fetch(self: &Arc<Self>) {
+        let mut st = self.lock();
+        st.timer = None;
+        let wanted = st.demand || st.current.as_ref().is_some_and(|t| t.is_valid());
+        if st.inflight.is_none() && wanted {
+            drop(self.start_fetch(&mut st));
+        }
+    }
+
+    /// Publishes seconds-to-expiry for `/metrics`.
+    pub fn update_gauge(&self) {
+        let left = self.peek().map_or(0.0, |t| t.expires_in().as_secs_f64());
+        self.metrics
+            .token_expires_in
+            .get_or_create(&ClientLabel {
+                client: self.settings.name.clone(),
+            })
+            .set(left);
+    }
+}
+
+/// `expiry - refresh_before`, but never before half of the token's
+/// lifetime nor after 90% of it.
+pub fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
+    let life = token.lifetime();
+    let earliest = token.issued_at + life / 2;
+    let latest = token.issued_at + life.mul_f64(0.9);
+    let wanted = token
+        .expires_at
+        .checked_sub(refresh_before)
+        .unwrap_or(token.issued_at);
+    wanted.clamp(earliest, latest)
+}
+
+/// 0.5 s doubling to 30 s, with ±20% jitter so a fleet of sidecars does
+/// not retry in lockstep.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = BACKOFF_START.saturating_mul(1u32 << failures.saturating_sub(1).min(10));
+    let base = exp.min(BACKOFF_MAX);
+    let jitter = rand::random::<f64>() * 0.4 + 0.8;
+    base.mul_f64(jitter).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+//! The standard form-encoded grants: client_credentials, password,
+//! refresh_token (RFC 6749 §4.4, §4.3, §6) and token exchange (RFC 8693).
+
+use crate::config::{ClientSettings, GrantSettings};
+use crate::secret::Secret;
+use crate::token::{FetchError, TokenResponse};
+
+use super::refresh_state::RefreshState;
+use super::{client_auth, field, parse_oauth, send};
+
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+pub async fn fetch(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    refresh: Option<&RefreshState>,
+) -> Result<TokenResponse, FetchError> {
+    let mut form: Vec<(String, Secret)> = Vec::new();
+    let mut put = |k: &str, v: Secret| form.push((k.to_string(), v));
+    match &s.grant {
+        GrantSettings::ClientCredentials => put("grant_type", Secret::new("client_credentials")),
+        GrantSettings::Password { username, password } => {
+            put("grant_type", Secret::new("password"));
+            put("username", field(s, Some(username), "username")?.unwrap_or_default());
+            put("password", field(s, Some(password), "password")?.unwrap_or_default());
+        }
+        GrantSettings::RefreshToken { .. } => {
+            let rt = refresh.and_then(RefreshState::current).ok_or_else(|| {
+                FetchError::Setup(format!(
+                    "client {:?} has no refresh token yet: run `sidekey login {}`",
+                    s.name, s.name
+                ))
+            })?;
+            put("grant_type", Secret::new("refresh_token"));
+            put("refresh_token", rt);
+        }
+        GrantSettings::TokenExchange {
+            subject_token,
+            subject_token_type,
+            requested_token_type,
+            actor_token,
+            actor_token_type,
+        } => {
+            put("grant_type", Secret::new(TOKEN_EXCHANGE));
+            put("subject_token", field(s, Some(subject_token), "subject_token")?.unwrap_or_default());
+            put("subject_token_type", Secret::new(subject_token_type.as_str()));
+            if let Some(t) = requested_token_type {
+                put("requested_token_type", Secret::new(t.as_str()));
+            }
+            if let Some(a) = field(s, actor_token.as_ref(), "actor_token")? {
+                put("actor_token", a);
+                let ty = actor_token_type.as_deref().unwrap_or("urn:ietf:params:oauth:token-type:jwt");
+                put("actor_token_type", Secret::new(ty));
+            }
+        }
+        GrantSettings::Capillary | GrantSettings::Custom { .. } => {
+            return Err(FetchError::Setup("not a form grant".into()))
+        }
+    }
+    if !s.scopes.is_empty() {
+        put("scope", Secret::new(s.scopes.join(" ")));
+    }
+    if let Some(aud) = field(s, s.audience.as_ref(), "audience")? {
+        put("audience", aud);
+    }
+    for (k, t) in &s.params {
+        let v = field(s, Some(t), &format!("params.{k}"))?.unwrap_or_default();
+        put(k, v);
+    }
+    let req = http.post(s.token_url.clone()).header("accept", "application/json");
+    let req = client_auth::apply(s, req, &mut form)?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
+        .finish();
+    let req = req
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    let (status, body) = send(req).await?;
+    parse_oauth(status, &body)
+}

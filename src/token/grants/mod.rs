@@ -1,0 +1,222 @@
+//! Token endpoint requests, one module per kind of endpoint: standard OAuth
+//! form grants (RFC 6749, 8693), Capillary's JSON endpoint, and `custom`
+//! endpoints described by a body template and JSON paths.
+
+mod capillary;
+pub mod client_auth;
+mod custom;
+mod form;
+pub mod refresh_state;
+
+use std::time::Duration;
+
+use crate::config::{ClientSettings, GrantSettings};
+use crate::secret::Secret;
+
+use super::{FetchError, TokenResponse};
+use refresh_state::RefreshState;
+
+/// Everything needed to ask one client's token endpoint for a token.
+pub struct Fetcher {
+    http: reqwest::Client,
+    /// The newest refresh token of a `refresh_token` client (rotations included).
+    refresh: Option<RefreshState>,
+}
+
+impl Fetcher {
+    pub fn new(settings: &ClientSettings, extra_roots: &[std::path::PathBuf]) -> Result<Self, FetchError> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            // A token endpoint that redirects is misconfigured; following it
+            // would send credentials to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sidekey/", env!("CARGO_PKG_VERSION")));
+        for path in extra_roots {
+            let pem = std::fs::read(path)
+                .map_err(|e| FetchError::Setup(format!("cannot read {}: {e}", path.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &settings.tls_identity {
+            let cert = pem_or_path(cert.render_value(&|_| None).map_err(setup)?.expose())?;
+            let key = pem_or_path(key.render_value(&|_| None).map_err(setup)?.expose())?;
+            let mut pem = cert.into_bytes();
+            pem.push(b'\n');
+            pem.extend_from_slice(key.as_bytes());
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| FetchError::Setup(format!("tls_client_cert/tls_client_key: {e}")))?;
+            b = b.identity(id);
+        }
+        let http = b
+            .build()
+            .map_err(|e| FetchError::Setup(format!("HTTP client: {e}")))?;
+        let refresh = match &settings.grant {
+            GrantSettings::RefreshToken { refresh_token, state_file, .. }
+            | GrantSettings::Custom { refresh_token, state_file, .. } => {
+                Some(RefreshState::load(refresh_token.as_ref(), state_file.as_deref()).map_err(setup)?)
+            }
+            _ => None,
+        };
+        Ok(Self { http, refresh })
+    }
+
+    /// One request to the token endpoint.
+    pub async fn request(&self, s: &ClientSettings) -> Result<TokenResponse, FetchError> {
+        let resp = match &s.grant {
+            GrantSettings::Capillary => capillary::fetch(&self.http, s).await?,
+            GrantSettings::Custom { .. } => custom::fetch(&self.http, s, self.refresh_token()).await?,
+            _ => form::fetch(&self.http, s, self.refresh.as_ref()).await?,
+        };
+        if let (Some(state), Some(rt)) = (&self.refresh, &resp.refresh_token) {
+            state.rotate(rt.clone()).map_err(setup)?;
+        }
+        Ok(resp)
+    }
+
+    pub fn refresh_token(&self) -> Option<Secret> {
+        self.refresh.as_ref().and_then(RefreshState::current)
+    }
+}
+
+impl crate::token::cache::FetchToken for Fetcher {
+    fn fetch<'a>(
+        &'a self,
+        s: &'a ClientSettings,
+    ) -> futures_util::future::BoxFuture<'a, Result<TokenResponse, FetchError>> {
+        Box::pin(self.request(s))
+    }
+}
+
+fn setup(e: impl std::fmt::Display) -> FetchError {
+    FetchError::Setup(e.to_string())
+}
+
+/// Client fields hold either PEM text or a path to a PEM file.
+pub(crate) fn pem_or_path(v: &str) -> Result<String, FetchError> {
+    if v.trim_start().starts_with("-----BEGIN") {
+        Ok(v.to_string())
+    } else {
+        std::fs::read_to_string(v).map_err(|e| FetchError::Setup(format!("cannot read {v}: {e}")))
+    }
+}
+
+/// Renders a client field; `what` names it in errors (never its value).
+pub(crate) fn field(
+    s: &ClientSettings,
+    t: Option<&crate::template::Template>,
+    what: &str,
+) -> Result<Option<Secret>, FetchError> {
+    let Some(t) = t else { return Ok(None) };
+    let v = t
+        .render_value(&|_| None)
+        .map_err(|e| FetchError::Setup(format!("client {:?}: {what}: {e}", s.name)))?;
+    if v.is_empty() {
+        return Err(FetchError::Setup(format!(
+            "client {:?}: {what} is empty (is its environment variable or file set?)",
+            s.name
+        )));
+    }
+    Ok(Some(v))
+}
+
+/// Sends a prepared request and maps transport failures.
+pub(crate) async fn send(req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), FetchError> {
+    let resp = req.send().await.map_err(transport)?;
+    let status = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(transport)?;
+    Ok((status, body))
+}
+
+fn transport(e: reqwest::Error) -> FetchError {
+    if e.is_timeout() {
+        return FetchError::Transport("timed out".into());
+    }
+    // The chain says *why* (refused, DNS, TLS), which the top error omits.
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    FetchError::Transport(msg)
+}
+
+/// Parses a standard OAuth token response (RFC 6749 §5.1/§5.2).
+pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if let Some(err) = json.as_ref().and_then(|j| j.get("error")).and_then(|e| e.as_str()) {
+        let description = json
+            .as_ref()
+            .and_then(|j| j.get("error_description"))
+            .and_then(|d| d.as_str())
+            .map(|d| d.chars().take(200).collect());
+        return Err(FetchError::OAuth {
+            status,
+            error: err.chars().take(64).collect(),
+            description,
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(FetchError::Status(status));
+    }
+    let json = json.ok_or_else(|| FetchError::BadResponse("body is not JSON".into()))?;
+    let access = json
+        .get("access_token")
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| FetchError::BadResponse("no access_token".into()))?;
+    let str_of = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Ok(TokenResponse {
+        access_token: Secret::new(access),
+        token_type: str_of("token_type"),
+        expires_in: json.get("expires_in").and_then(number),
+        refresh_token: str_of("refresh_token").map(Secret::new),
+        id_token: str_of("id_token").map(Secret::new),
+        scope: str_of("scope"),
+    })
+}
+
+/// A lifetime given as a JSON number or a numeric string.
+pub(crate) fn number(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+        .or_else(|| v.as_str()?.trim().parse().ok())
+}
+
+/// Follows a dotted path (`data.accessToken`) into JSON.
+pub(crate) fn at_path<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(v, |v, p| match v {
+        serde_json::Value::Array(a) => a.get(p.parse::<usize>().ok()?),
+        _ => v.get(p),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_success_and_errors() {
+        let ok = parse_oauth(200, br#"{"access_token":"a","expires_in":"60","token_type":"bearer"}"#).unwrap();
+        assert_eq!(ok.expires_in, Some(60));
+        let err = parse_oauth(400, br#"{"error":"invalid_client","error_description":"bad"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "token endpoint answered HTTP 400: invalid_client (bad)");
+        assert!(matches!(parse_oauth(502, b"<html>"), Err(FetchError::Status(502))));
+        assert!(matches!(parse_oauth(200, b"{}"), Err(FetchError::BadResponse(_))));
+        assert!(matches!(parse_oauth(200, b"nope"), Err(FetchError::BadResponse(_))));
+    }
+
+    #[test]
+    fn paths_reach_nested_values() {
+        let v = serde_json::json!({"data": {"list": [{"t": "x"}]}});
+        let p: Vec<String> = "data.list.0.t".split('.').map(str::to_string).collect();
+        assert_eq!(at_path(&v, &p).unwrap(), "x");
+    }
+}

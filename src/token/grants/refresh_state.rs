@@ -1,0 +1,143 @@
+//! The newest refresh token of a client, kept in memory and in
+//! `state_file` (JSON, mode 0600, replaced atomically) so a rotation
+//! survives a restart.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::secret::Secret;
+use crate::template::Template;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    refresh_token: String,
+    updated_at: String,
+}
+
+pub struct RefreshState {
+    current: Mutex<Option<Secret>>,
+    state_file: Option<PathBuf>,
+}
+
+impl RefreshState {
+    /// The config's refresh token, unless `state_file` is newer than the
+    /// value's source (the config file, or the `<<file:…>>` it reads).
+    pub fn load(configured: Option<&Template>, state_file: Option<&Path>) -> Result<Self, String> {
+        let from_config = match configured {
+            Some(t) => Some(t.render_value(&|_| None).map_err(|e| format!("refresh_token: {e}"))?),
+            None => None,
+        }
+        .filter(|s| !s.is_empty());
+        let config_mtime = configured
+            .and_then(|t| t.files().filter_map(|p| std::fs::metadata(p).ok()?.modified().ok()).max());
+        let saved = match state_file {
+            Some(p) if p.exists() => Some(read_state(p)?),
+            _ => None,
+        };
+        let current = match (from_config, saved) {
+            (None, saved) => saved.map(|(s, _)| s),
+            (Some(c), None) => Some(c),
+            (Some(c), Some((s, saved_at))) => {
+                // A literal/env value has no age: the saved rotation always wins.
+                let config_newer = matches!((config_mtime, saved_at), (Some(c), Some(s)) if c > s);
+                Some(if config_newer { c } else { s })
+            }
+        };
+        Ok(Self {
+            current: Mutex::new(current),
+            state_file: state_file.map(Path::to_path_buf),
+        })
+    }
+
+    pub fn current(&self) -> Option<Secret> {
+        self.current.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Records a refresh token the server issued; saved before it is used.
+    pub fn rotate(&self, new: Secret) -> Result<(), String> {
+        if self.current().as_ref() == Some(&new) {
+            return Ok(());
+        }
+        if let Some(path) = &self.state_file {
+            save(path, &new).map_err(|e| format!("cannot save state_file {}: {e}", path.display()))?;
+        }
+        if let Ok(mut g) = self.current.lock() {
+            *g = Some(new);
+        }
+        Ok(())
+    }
+}
+
+fn read_state(path: &Path) -> Result<(Secret, Option<SystemTime>), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read state_file {}: {e}", path.display()))?;
+    let s: StateFile = serde_json::from_str(&text)
+        .map_err(|e| format!("state_file {} is not sidekey state JSON: {e}", path.display()))?;
+    let at = httpdate_rfc3339(&s.updated_at);
+    Ok((Secret::new(s.refresh_token), at))
+}
+
+fn httpdate_rfc3339(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+/// Writes `{"refresh_token","updated_at"}` to a temp file beside `path`
+/// (mode 0600), fsyncs it, and renames it over `path`.
+pub fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
+    let state = StateFile {
+        refresh_token: token.expose().to_string(),
+        updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
+    f.write_all(&json)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable only once the directory entry is.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_is_saved_0600_and_wins_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("rt.json");
+        let configured = Template::literal("rt-initial");
+        let s = RefreshState::load(Some(&configured), Some(&state)).unwrap();
+        assert_eq!(s.current().unwrap().expose(), "rt-initial");
+        s.rotate(Secret::new("rt-2")).unwrap();
+        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        assert_eq!(saved["refresh_token"], "rt-2");
+        assert!(saved["updated_at"].as_str().unwrap().ends_with('Z'));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = RefreshState::load(Some(&configured), Some(&state)).unwrap();
+        assert_eq!(again.current().unwrap().expose(), "rt-2");
+    }
+}

@@ -1,0 +1,139 @@
+//! Token stage: an access token for a route's client, from a per-client
+//! cache that fetches once for any number of waiters and refreshes ahead of
+//! expiry. `grants/` speaks to token endpoints; `cache` decides when.
+
+pub mod cache;
+pub mod grants;
+mod jwt;
+pub mod store;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::secret::Secret;
+use crate::template::TokenView;
+
+pub use cache::Slot;
+pub use store::TokenStore;
+
+/// What a token endpoint returned, before expiry is worked out.
+#[derive(Debug, Clone, Default)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    pub token_type: Option<String>,
+    pub expires_in: Option<u64>,
+    pub refresh_token: Option<Secret>,
+    pub id_token: Option<Secret>,
+    pub scope: Option<String>,
+}
+
+/// A cached access token.
+#[derive(Debug)]
+pub struct Token {
+    access: Secret,
+    token_type: String,
+    id_token: Option<Secret>,
+    /// Claims of the id_token, else of the access token if it is a JWT.
+    claims: Option<serde_json::Value>,
+    pub scopes: Vec<String>,
+    pub issued_at: Instant,
+    pub expires_at: Instant,
+}
+
+impl Token {
+    /// Works out expiry: `expires_in`, else the JWT `exp`, else `default_ttl`.
+    pub fn from_response(resp: TokenResponse, default_ttl: Duration) -> Self {
+        let now = Instant::now();
+        let access_claims = jwt::claims(resp.access_token.expose());
+        let lifetime = match resp.expires_in {
+            Some(secs) => Duration::from_secs(secs),
+            None => access_claims
+                .as_ref()
+                .and_then(jwt::remaining)
+                .unwrap_or(default_ttl),
+        };
+        let claims = resp
+            .id_token
+            .as_ref()
+            .and_then(|t| jwt::claims(t.expose()))
+            .or(access_claims);
+        Self {
+            access: resp.access_token,
+            token_type: resp
+                .token_type
+                .filter(|t| !t.is_empty())
+                .map(|t| if t.eq_ignore_ascii_case("bearer") { "Bearer".into() } else { t })
+                .unwrap_or_else(|| "Bearer".into()),
+            id_token: resp.id_token,
+            claims,
+            scopes: resp
+                .scope
+                .map(|s| s.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            issued_at: now,
+            expires_at: now + lifetime,
+        }
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.expires_at - self.issued_at
+    }
+
+    pub fn expires_in(&self) -> Duration {
+        self.expires_at.saturating_duration_since(Instant::now())
+    }
+
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < self.expires_at
+    }
+
+    pub fn secret(&self) -> &Secret {
+        &self.access
+    }
+}
+
+impl TokenView for Token {
+    fn access_token(&self) -> &str {
+        self.access.expose()
+    }
+    fn token_type(&self) -> &str {
+        &self.token_type
+    }
+    fn id_token(&self) -> Option<&str> {
+        self.id_token.as_ref().map(Secret::expose)
+    }
+    fn claim(&self, path: &[String]) -> Option<String> {
+        let mut v = self.claims.as_ref()?;
+        for p in path {
+            v = v.get(p)?;
+        }
+        match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// Why a token could not be had. Messages name the client and what the
+/// endpoint said, never a secret or a response body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("token endpoint unreachable: {0}")]
+    Transport(String),
+    #[error("token endpoint did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("token endpoint answered HTTP {status}: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    OAuth {
+        status: u16,
+        error: String,
+        description: Option<String>,
+    },
+    #[error("token endpoint answered HTTP {0}")]
+    Status(u16),
+    #[error("token response is not usable: {0}")]
+    BadResponse(String),
+    #[error("{0}")]
+    Setup(String),
+}

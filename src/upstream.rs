@@ -1,0 +1,201 @@
+//! Upstream stage: one pooled hyper-util client (HTTP/1.1 and, by ALPN,
+//! HTTP/2) over rustls with the web PKI roots plus `extra_roots`. DNS
+//! answers are filtered against `deny_destinations` here, after
+//! resolution, so DNS rebinding cannot reach a denied address.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
+use rustls_pki_types::pem::PemObject;
+
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector<DenyResolver>>;
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<Connector, ProxyBody>,
+    deny: Arc<Vec<IpNet>>,
+    timeout: Duration,
+}
+
+/// Raised by the resolver when every address of a name is denied.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} resolves only to denied addresses")]
+pub struct DeniedDestination(pub String);
+
+impl Upstream {
+    pub fn new(deny: Vec<IpNet>, extra_roots: &[PathBuf], timeout: Duration) -> anyhow::Result<Self> {
+        let deny = Arc::new(deny);
+        let tls = client_tls(extra_roots)?;
+        let mut http = HttpConnector::new_with_resolver(DenyResolver {
+            deny: Arc::clone(&deny),
+            inner: GaiResolver::new(),
+        });
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build(https);
+        Ok(Self { client, deny, timeout })
+    }
+
+    pub fn is_denied(&self, ip: IpAddr) -> bool {
+        is_denied(&self.deny, ip)
+    }
+
+    pub fn deny_list(&self) -> &Arc<Vec<IpNet>> {
+        &self.deny
+    }
+
+    /// Sends `req` (absolute URI); the timeout covers connect and response head.
+    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+        let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                authority,
+                after: self.timeout,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e, authority)),
+        }
+    }
+}
+
+/// A denied destination is a policy refusal (403), anything else a 502.
+fn classify(e: &hyper_util::client::legacy::Error, authority: String) -> ProxyError {
+    let mut reason = String::new();
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<DeniedDestination>());
+        if let Some(d) = inner.or_else(|| s.downcast_ref::<DeniedDestination>()) {
+            return ProxyError::Denied(d.to_string());
+        }
+        if !reason.is_empty() {
+            reason.push_str(": ");
+        }
+        reason.push_str(&s.to_string());
+        src = s.source();
+    }
+    ProxyError::UpstreamUnreachable { authority, reason }
+}
+
+pub fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        // An IPv4-mapped IPv6 address is the IPv4 address in disguise.
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    deny.iter().any(|n| n.contains(&ip))
+}
+
+/// rustls client config: ring provider, web PKI roots plus `extra_roots`.
+pub fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in extra_roots {
+        let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
+        let mut n = 0;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            anyhow::bail!("tls.extra_roots: {} holds no PEM certificate", path.display());
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Resolves names with getaddrinfo and drops denied addresses.
+#[derive(Clone)]
+pub struct DenyResolver {
+    deny: Arc<Vec<IpNet>>,
+    inner: GaiResolver,
+}
+
+impl tower_service::Service<Name> for DenyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let deny = Arc::clone(&self.deny);
+        let fut = self.inner.call(name.clone());
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = fut.await?.collect();
+            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_denied(&deny, a.ip())).collect();
+            if allowed.is_empty() && !addrs.is_empty() {
+                return Err(std::io::Error::other(DeniedDestination(name.to_string())));
+            }
+            Ok(allowed.into_iter())
+        })
+    }
+}
+
+/// Resolves `host:port` for a tunnel, with the same deny rule.
+pub async fn resolve_allowed(deny: &[IpNet], host: &str, port: u16) -> Result<Vec<SocketAddr>, ProxyError> {
+    let unreachable = |reason: String| ProxyError::UpstreamUnreachable {
+        authority: format!("{host}:{port}"),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .collect();
+    let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_denied(deny, a.ip())).collect();
+    if allowed.is_empty() {
+        if addrs.is_empty() {
+            return Err(unreachable("no addresses".into()));
+        }
+        return Err(ProxyError::Denied(DeniedDestination(host.to_string()).to_string()));
+    }
+    Ok(allowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denies_link_local_and_mapped_v4() {
+        let deny: Vec<IpNet> = vec!["169.254.0.0/16".parse().unwrap(), "fe80::/10".parse().unwrap()];
+        assert!(is_denied(&deny, "169.254.169.254".parse().unwrap()));
+        assert!(is_denied(&deny, "::ffff:169.254.169.254".parse().unwrap()));
+        assert!(is_denied(&deny, "fe80::1".parse().unwrap()));
+        assert!(!is_denied(&deny, "127.0.0.1".parse().unwrap()));
+    }
+}
