@@ -33,6 +33,9 @@ pub enum Segment {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Template {
     segments: Vec<Segment>,
+    /// `<<env.NAME:-DEFAULT>>` variables that were unset, so a value that
+    /// turns out empty can say which variable to set.
+    defaulted: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +86,7 @@ impl Template {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, TemplateError> {
         let mut segments = Vec::new();
+        let mut defaulted = Vec::new();
         let mut lit = String::new();
         let mut rest = src;
         while let Some(start) = rest.find("<<") {
@@ -90,7 +94,7 @@ impl Template {
             let after = &rest[start + 2..];
             let end = after.find(">>").ok_or(TemplateError::Unterminated)?;
             let name = after[..end].trim();
-            match placeholder(name, ctx, env)? {
+            match placeholder(name, ctx, env, &mut defaulted)? {
                 Segment::Lit(s) => lit.push_str(&s),
                 seg => {
                     if !lit.is_empty() {
@@ -105,13 +109,14 @@ impl Template {
         if !lit.is_empty() || segments.is_empty() {
             segments.push(Segment::Lit(lit));
         }
-        Ok(Self { segments })
+        Ok(Self { segments, defaulted })
     }
 
     /// A template with no placeholders left after load.
     pub fn literal(s: impl Into<String>) -> Self {
         Self {
             segments: vec![Segment::Lit(s.into())],
+            defaulted: Vec::new(),
         }
     }
 
@@ -120,6 +125,11 @@ impl Template {
             [Segment::Lit(s)] => Some(s),
             _ => None,
         }
+    }
+
+    /// Environment variables that were unset when this template loaded.
+    pub fn defaulted_env(&self) -> &[String] {
+        &self.defaulted
     }
 
     pub fn uses_oauth(&self) -> bool {
@@ -205,6 +215,7 @@ fn placeholder(
     name: &str,
     ctx: Context,
     env: &dyn Fn(&str) -> Option<String>,
+    defaulted: &mut Vec<String>,
 ) -> Result<Segment, TemplateError> {
     let not_allowed = |why| Err(TemplateError::NotAllowed(name.to_string(), why));
     if let Some(var) = name.strip_prefix("env.") {
@@ -217,7 +228,10 @@ fn placeholder(
         }
         return match (env(var).filter(|v| !v.is_empty() || default.is_none()), default) {
             (Some(v), _) => Ok(Segment::Lit(v)),
-            (None, Some(d)) => Ok(Segment::Lit(d.to_string())),
+            (None, Some(d)) => {
+                defaulted.push(var.to_string());
+                Ok(Segment::Lit(d.to_string()))
+            }
             (None, None) => Err(TemplateError::MissingEnv(var.to_string())),
         };
     }

@@ -61,8 +61,16 @@ pub(super) fn client(
         }
     }
 
-    let token_url = match url::Url::parse(raw.token_url.get_ref()) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+    let token_url_text = match Template::parse(raw.token_url.get_ref(), Context::Header, env) {
+        Ok(t) => t.as_literal().map(str::to_string),
+        Err(e) => {
+            errs.at(raw.token_url.span(), ctx(&format!("token_url: {e}")));
+            Some(String::new())
+        }
+    };
+    let token_url = match token_url_text.as_deref().map(url::Url::parse) {
+        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ if errs.0.len() > before => None,
         _ => {
             errs.at(raw.token_url.span(), ctx("token_url must be an http(s) URL such as \"https://idp.example.com/oauth2/token\""));
             None

@@ -9,8 +9,8 @@ use crate::token::{FetchError, TokenResponse};
 use super::{field, number, send};
 
 pub async fn fetch(http: &reqwest::Client, s: &ClientSettings) -> Result<TokenResponse, FetchError> {
-    let key = field(s, s.client_id.as_ref(), "client_id")?.unwrap_or_default();
-    let secret = field(s, s.client_secret.as_ref(), "client_secret")?.unwrap_or_default();
+    let key = field(s.client_id.as_ref(), "client_id")?.unwrap_or_default();
+    let secret = field(s.client_secret.as_ref(), "client_secret")?.unwrap_or_default();
     let body = serde_json::json!({ "key": key.expose(), "secret": secret.expose() });
     let req = http
         .post(s.token_url.clone())

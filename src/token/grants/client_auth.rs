@@ -19,11 +19,11 @@ pub fn apply(
     req: reqwest::RequestBuilder,
     form: &mut Vec<(String, Secret)>,
 ) -> Result<reqwest::RequestBuilder, FetchError> {
-    let id = field(s, s.client_id.as_ref(), "client_id")?;
+    let id = field(s.client_id.as_ref(), "client_id")?;
     match &s.client_auth {
         ClientAuth::Basic => {
-            let (Some(id), Some(secret)) = (id, field(s, s.client_secret.as_ref(), "client_secret")?) else {
-                return Err(FetchError::Setup(format!("client {:?}: client_id and client_secret are required", s.name)));
+            let (Some(id), Some(secret)) = (id, field(s.client_secret.as_ref(), "client_secret")?) else {
+                return Err(FetchError::Setup("client_id and client_secret are required".into()));
             };
             // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
             let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
@@ -35,7 +35,7 @@ pub fn apply(
             if let Some(id) = id {
                 form.push(("client_id".into(), id));
             }
-            if let Some(secret) = field(s, s.client_secret.as_ref(), "client_secret")? {
+            if let Some(secret) = field(s.client_secret.as_ref(), "client_secret")? {
                 form.push(("client_secret".into(), secret));
             }
             Ok(req)
@@ -47,10 +47,10 @@ pub fn apply(
             Ok(req)
         }
         ClientAuth::PrivateKeyJwt { key, key_id, alg } => {
-            let id = id.ok_or_else(|| FetchError::Setup(format!("client {:?}: client_id is required", s.name)))?;
-            let key = field(s, Some(key), "private_key")?.unwrap_or_default();
+            let id = id.ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
+            let key = field(Some(key), "private_key")?.unwrap_or_default();
             let assertion = assertion(id.expose(), s.token_url.as_str(), key.expose(), key_id.as_deref(), alg)
-                .map_err(|e| FetchError::Setup(format!("client {:?}: private_key: {e}", s.name)))?;
+                .map_err(|e| FetchError::Setup(format!("private_key: {e}")))?;
             form.push(("client_id".into(), id));
             form.push(("client_assertion_type".into(), Secret::new(ASSERTION_TYPE)));
             form.push(("client_assertion".into(), Secret::new(assertion)));

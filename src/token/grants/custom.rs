@@ -23,8 +23,8 @@ pub async fn fetch(
     else {
         return Err(FetchError::Setup("not a custom grant".into()));
     };
-    let id = field(s, s.client_id.as_ref(), "client_id")?;
-    let secret = field(s, s.client_secret.as_ref(), "client_secret")?;
+    let id = field(s.client_id.as_ref(), "client_id")?;
+    let secret = field(s.client_secret.as_ref(), "client_secret")?;
     let lookup = |name: &str| -> Option<Secret> {
         match name {
             "client_id" => id.clone(),
@@ -37,7 +37,7 @@ pub async fn fetch(
     };
     let rendered = body
         .render_value(&lookup)
-        .map_err(|e| FetchError::Setup(format!("client {:?}: body: {e}", s.name)))?;
+        .map_err(|e| FetchError::Setup(format!("body: {e}")))?;
     let mime = match content_type {
         ContentType::Json => "application/json",
         ContentType::Form => "application/x-www-form-urlencoded",

@@ -21,8 +21,8 @@ pub async fn fetch(
         GrantSettings::ClientCredentials => put("grant_type", Secret::new("client_credentials")),
         GrantSettings::Password { username, password } => {
             put("grant_type", Secret::new("password"));
-            put("username", field(s, Some(username), "username")?.unwrap_or_default());
-            put("password", field(s, Some(password), "password")?.unwrap_or_default());
+            put("username", field(Some(username), "username")?.unwrap_or_default());
+            put("password", field(Some(password), "password")?.unwrap_or_default());
         }
         GrantSettings::RefreshToken { .. } => {
             let rt = refresh.and_then(RefreshState::current).ok_or_else(|| {
@@ -42,12 +42,12 @@ pub async fn fetch(
             actor_token_type,
         } => {
             put("grant_type", Secret::new(TOKEN_EXCHANGE));
-            put("subject_token", field(s, Some(subject_token), "subject_token")?.unwrap_or_default());
+            put("subject_token", field(Some(subject_token), "subject_token")?.unwrap_or_default());
             put("subject_token_type", Secret::new(subject_token_type.as_str()));
             if let Some(t) = requested_token_type {
                 put("requested_token_type", Secret::new(t.as_str()));
             }
-            if let Some(a) = field(s, actor_token.as_ref(), "actor_token")? {
+            if let Some(a) = field(actor_token.as_ref(), "actor_token")? {
                 put("actor_token", a);
                 let ty = actor_token_type.as_deref().unwrap_or("urn:ietf:params:oauth:token-type:jwt");
                 put("actor_token_type", Secret::new(ty));
@@ -60,11 +60,11 @@ pub async fn fetch(
     if !s.scopes.is_empty() {
         put("scope", Secret::new(s.scopes.join(" ")));
     }
-    if let Some(aud) = field(s, s.audience.as_ref(), "audience")? {
+    if let Some(aud) = field(s.audience.as_ref(), "audience")? {
         put("audience", aud);
     }
     for (k, t) in &s.params {
-        let v = field(s, Some(t), &format!("params.{k}"))?.unwrap_or_default();
+        let v = field(Some(t), &format!("params.{k}"))?.unwrap_or_default();
         put(k, v);
     }
     let req = http.post(s.token_url.clone()).header("accept", "application/json");

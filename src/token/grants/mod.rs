@@ -107,19 +107,19 @@ pub(crate) fn pem_or_path(v: &str) -> Result<String, FetchError> {
 
 /// Renders a client field; `what` names it in errors (never its value).
 pub(crate) fn field(
-    s: &ClientSettings,
     t: Option<&crate::template::Template>,
     what: &str,
 ) -> Result<Option<Secret>, FetchError> {
     let Some(t) = t else { return Ok(None) };
     let v = t
         .render_value(&|_| None)
-        .map_err(|e| FetchError::Setup(format!("client {:?}: {what}: {e}", s.name)))?;
+        .map_err(|e| FetchError::Setup(format!("{what}: {e}")))?;
     if v.is_empty() {
-        return Err(FetchError::Setup(format!(
-            "client {:?}: {what} is empty (is its environment variable or file set?)",
-            s.name
-        )));
+        let hint = match t.defaulted_env() {
+            [] => "its value, file or environment variable is empty".to_string(),
+            vars => format!("set {}", vars.join(" and ")),
+        };
+        return Err(FetchError::Setup(format!("{what} is empty: {hint}")));
     }
     Ok(Some(v))
 }
