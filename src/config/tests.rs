@@ -1,1 +1,138 @@
+//! Config validation: one fixture per failure under tests/fixtures/broken,
+//! each with the message and position `sidekey check` must print.
 
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broken").join(name)
+}
+
+fn errors(name: &str) -> String {
+    let path = fixture(name);
+    let src = std::fs::read_to_string(&path).unwrap();
+    let err = load_str(&path, &src, &|_| None).expect_err(name);
+    // Paths are shown as given; make them stable for the assertions.
+    err.to_string().replace(&path.display().to_string(), name)
+}
+
+#[test]
+fn every_broken_fixture_names_place_and_problem() {
+    let cases: &[(&str, &[&str])] = &[
+        ("unknown_key.toml", &["unknown_key.toml:3:1:", "unknown field `listne`"]),
+        ("unknown_client.toml", &["unknown_client.toml:4:10:", "route \"orders\"", "client \"nope\" is not defined"]),
+        ("oauth_without_client.toml", &["oauth_without_client.toml:4:", "route \"static\"", "header \"Authorization\"", "has no client"]),
+        ("unknown_placeholder.toml", &["unknown_placeholder.toml:11:", "header \"Authorization\"", "unknown placeholder <<oauth.tokn>>"]),
+        ("bad_duration.toml", &["bad_duration.toml:2:", "thirty seconds"]),
+        ("bad_size.toml", &["bad_size.toml:2:", "potatoes"]),
+        ("ca_cert_without_key.toml", &["ca_cert_without_key.toml:2:", "ca_key is required when ca_cert is set"]),
+        ("bad_host.toml", &["bad_host.toml:3:10:", "only as the first label", "bad_host.toml:3:31:", "bad port"]),
+        ("missing_env.toml", &["missing_env.toml:5:", "client \"c\"", "SIDEKEY_TEST_DEFINITELY_UNSET is not set"]),
+        ("unknown_grant.toml", &["unknown_grant.toml:2:", "unknown grant \"implicit\""]),
+        ("password_without_username.toml", &["password_without_username.toml:2:", "username is required"]),
+        ("bad_token_url.toml", &["bad_token_url.toml:3:", "token_url must be an http(s) URL"]),
+    ];
+    for (name, wants) in cases {
+        let got = errors(name);
+        for want in *wants {
+            assert!(got.contains(want), "{name}: expected {want:?} in:\n{got}");
+        }
+    }
+}
+
+#[test]
+fn reports_every_error_not_just_the_first() {
+    let got = errors("several_errors.toml");
+    assert_eq!(got.lines().count(), 2, "{got}");
+    assert!(got.contains("several_errors.toml:13:10:") && got.contains("\"missing\""), "{got}");
+    assert!(got.contains("several_errors.toml:18:29:") && got.contains("route \"two\""), "{got}");
+}
+
+#[test]
+fn the_repo_example_loads_without_credentials() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
+    let src = std::fs::read_to_string(&path).unwrap();
+    let cfg = load_str(&path, &src, &|_| None).unwrap();
+    assert_eq!(cfg.routes.len(), 3);
+    assert!(cfg.clients.contains_key("capillary_eu"));
+}
+
+#[test]
+fn defaults_and_typed_values() {
+    let cfg = load_str(Path::new("x.toml"), "", &|_| None).unwrap();
+    assert_eq!(cfg.proxy.listen.to_string(), "127.0.0.1:3128");
+    assert_eq!(cfg.proxy.admin.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9901"));
+    assert_eq!(cfg.proxy.connect_ports, vec![443]);
+    assert_eq!(cfg.proxy.retry_body_limit, 64 * 1024);
+    assert_eq!(cfg.proxy.upstream_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(cfg.proxy.deny_destinations.len(), 2);
+    let cfg = load_str(
+        Path::new("x.toml"),
+        "[proxy]\nadmin = \"\"\nretry_body_limit = \"1MiB\"\nupstream_timeout = \"5m\"\nproxy_auth = { username = \"app\", password = \"<<env.PW>>\" }\n",
+        &|n| (n == "PW").then(|| "pw".to_string()),
+    )
+    .unwrap();
+    assert_eq!(cfg.proxy.admin, None);
+    assert_eq!(cfg.proxy.retry_body_limit, 1024 * 1024);
+    assert_eq!(cfg.proxy.upstream_timeout.as_secs(), 300);
+    // "app:pw" in base64
+    assert_eq!(cfg.proxy.proxy_auth.unwrap().expose(), "Basic YXBwOnB3");
+}
+
+#[test]
+fn the_spec_example_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let src = format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:3128"
+admin = "127.0.0.1:9901"
+unmatched = "pass"
+connect = "tunnel"
+connect_ports = [443]
+upstream_timeout = "30s"
+retry_body_limit = "64KiB"
+deny_destinations = ["169.254.0.0/16", "fe80::/10"]
+
+[clients.capillary_eu]
+grant = "capillary"
+token_url = "https://eu.api.capillarytech.com/v3/oauth/token/generate"
+client_id = "<<env.CAP_CLIENT_KEY>>"
+client_secret = "<<file:{secret}>>"
+
+[clients.orders]
+grant = "client_credentials"
+token_url = "https://idp.example.com/oauth2/token"
+client_id = "orders-sync"
+client_secret = "<<env.ORDERS_SECRET>>"
+client_auth = "basic"
+scopes = ["orders.read", "orders.write"]
+audience = "https://api.example.com"
+params = {{ resource = "https://api.example.com" }}
+refresh_before = "60s"
+default_ttl = "300s"
+
+[[routes]]
+name = "capillary-eu"
+hosts = ["eu.api.capillarytech.com"]
+path_prefix = "/v2/"
+methods = ["GET", "POST"]
+match_headers = {{ "X-Org" = "eu" }}
+client = "capillary_eu"
+upstream = "https"
+set_headers = {{ "X-CAP-API-OAUTH-TOKEN" = "<<oauth.token>>", "X-CAP-API-ATTRIBUTION-ENTITY-TYPE" = "STORE_CODE", "X-CAP-API-ATTRIBUTION-ENTITY-CODE" = "store-042" }}
+remove_headers = ["X-Org"]
+retry_on_401 = true
+"#,
+        secret = secret.display()
+    );
+    let env = |n: &str| matches!(n, "CAP_CLIENT_KEY" | "ORDERS_SECRET").then(|| "v".to_string());
+    let cfg = load_str(Path::new("spec.toml"), &src, &env).unwrap();
+    let route = &cfg.routes[0];
+    assert_eq!(route.upstream, UpstreamScheme::Https);
+    assert!(matches!(route.set_headers.iter().find(|(k, _)| k == "x-cap-api-attribution-entity-type").unwrap().1, HeaderTemplate::Static(_)));
+    assert_eq!(cfg.clients["orders"].scopes, vec!["orders.read", "orders.write"]);
+}
