@@ -78,3 +78,30 @@ pub async fn fetch(
     let (status, body) = send(req).await?;
     parse_oauth(status, &body)
 }
+
+/// Exchanges an authorization code (with its PKCE verifier) for tokens:
+/// the last step of `sidekey login` (RFC 6749 §4.1.3, RFC 7636 §4.5).
+pub async fn exchange_code(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> Result<TokenResponse, FetchError> {
+    let mut form: Vec<(String, Secret)> = vec![
+        ("grant_type".into(), Secret::new("authorization_code")),
+        ("code".into(), Secret::new(code)),
+        ("redirect_uri".into(), Secret::new(redirect_uri)),
+        ("code_verifier".into(), Secret::new(verifier)),
+    ];
+    let req = http.post(s.token_url.clone()).header("accept", "application/json");
+    let req = client_auth::apply(s, req, &mut form)?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
+        .finish();
+    let req = req
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    let (status, body) = send(req).await?;
+    parse_oauth(status, &body)
+}

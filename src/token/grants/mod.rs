@@ -5,7 +5,7 @@
 mod capillary;
 pub mod client_auth;
 mod custom;
-mod form;
+pub mod form;
 pub mod refresh_state;
 
 use std::time::Duration;
@@ -76,6 +76,11 @@ impl Fetcher {
             state.rotate(rt.clone()).map_err(setup)?;
         }
         Ok(resp)
+    }
+
+    /// The HTTP client for this token endpoint (timeouts, roots, mTLS).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn refresh_token(&self) -> Option<Secret> {
