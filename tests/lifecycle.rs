@@ -67,19 +67,23 @@ async fn fifty_megabytes_stream_both_ways_in_bounded_memory() {
     }
     assert_eq!(n, SIZE);
     // Upload on a routed path with a client: past retry_body_limit it streams.
-    let chunks = futures_util::stream::iter((0..SIZE / 65536).map(|_| Ok::<_, std::io::Error>(vec![b'u'; 65536])));
+    let chunks = futures_util::stream::iter(
+        (0..SIZE / 65536).map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b'u'; 65536])))),
+    );
     let r = app
         .post(format!("http://localhost:{port}/orders/upload"))
-        .body(reqwest::Body::wrap_stream(chunks))
+        .body(reqwest::Body::wrap(http_body_util::StreamBody::new(chunks)))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let up_seen = up.last().unwrap();
     assert_eq!(up_seen.body_len, SIZE);
-    assert_eq!(up_seen.headers["authorization"], "Bearer tok-1");
+    // The download went through route "pw" (tok-1); the upload through "orders".
+    assert_eq!(up_seen.headers["authorization"], "Bearer tok-2");
     let peak = bin.peak_rss_kib();
     let grew_mib = (peak.saturating_sub(baseline)) / 1024;
+    eprintln!("sidekey peak RSS: baseline {baseline} KiB, after 2 x 50 MiB {peak} KiB");
     assert!(grew_mib < 24, "proxy RSS grew by {grew_mib} MiB moving 2 x 50 MiB (peak {peak} KiB)");
 }
 
@@ -218,7 +222,7 @@ async fn token_command_prints_type_expiry_scopes_and_the_token_only_with_show() 
         format!("[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\nscopes = [\"a\", \"b\"]\n", ts.url("/token")),
     )
     .unwrap();
-    let run = |show: bool| {
+    let run = move |show: bool| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey"));
         cmd.args(["token", "c", "--config"]).arg(&path);
         if show {

@@ -1,0 +1,207 @@
+//! Token server: an OAuth token endpoint (form-encoded, RFC 6749 §5) and
+//! Capillary's JSON endpoint, that counts calls, records each request and
+//! can fail, hang or answer garbage on demand.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    Ok,
+    Fail(u16),
+    Hang,
+    OAuthError(String),
+    Garbage,
+}
+
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub form: Vec<(String, String)>,
+    pub json: Option<serde_json::Value>,
+    pub auth: Option<(String, String)>,
+}
+
+impl TokenRequest {
+    pub fn field(&self, k: &str) -> Option<&str> {
+        self.form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+}
+
+struct State {
+    mode: Mode,
+    ttl: u64,
+    delay: Duration,
+    client: Option<(String, String)>,
+    extra: serde_json::Value,
+    issue_refresh: bool,
+    issued: usize,
+    calls: usize,
+    requests: Vec<TokenRequest>,
+}
+
+pub struct TokenServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TokenServer {
+    pub async fn start() -> TokenServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            mode: Mode::Ok,
+            ttl: 3600,
+            delay: Duration::ZERO,
+            client: None,
+            extra: serde_json::json!({}),
+            issue_refresh: false,
+            issued: 0,
+            calls: 0,
+            requests: Vec::new(),
+        }));
+        let st = Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let st = Arc::clone(&st);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(Arc::clone(&st), req));
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        TokenServer { addr, state, task }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+    pub fn calls(&self) -> usize {
+        self.state.lock().unwrap().calls
+    }
+    pub fn set_mode(&self, m: Mode) {
+        self.state.lock().unwrap().mode = m;
+    }
+    pub fn set_ttl(&self, secs: u64) {
+        self.state.lock().unwrap().ttl = secs;
+    }
+    pub fn set_delay(&self, d: Duration) {
+        self.state.lock().unwrap().delay = d;
+    }
+    pub fn expect_client(&self, id: &str, secret: &str) {
+        self.state.lock().unwrap().client = Some((id.into(), secret.into()));
+    }
+    pub fn set_extra(&self, v: serde_json::Value) {
+        self.state.lock().unwrap().extra = v;
+    }
+    pub fn set_issue_refresh(&self, on: bool) {
+        self.state.lock().unwrap().issue_refresh = on;
+    }
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+/// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let raw = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).ok()?).ok()?;
+    let (u, p) = raw.split_once(':')?;
+    let dec = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    Some((dec(u)?, dec(p)?))
+}
+
+async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let is_json = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    let rec = TokenRequest {
+        path: path.clone(),
+        headers: headers.clone(),
+        form: if is_json { vec![] } else { url::form_urlencoded::parse(&body).into_owned().collect() },
+        json: if is_json { serde_json::from_slice(&body).ok() } else { None },
+        auth: basic(&headers),
+    };
+    let (mode, delay) = {
+        let mut s = st.lock().unwrap();
+        s.calls += 1;
+        s.requests.push(rec.clone());
+        (s.mode.clone(), s.delay)
+    };
+    tokio::time::sleep(delay).await;
+    match mode {
+        Mode::Ok => {}
+        Mode::Fail(code) => return Ok(reply(code, serde_json::json!({"error": "server_error"}))),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Mode::OAuthError(e) => {
+            return Ok(reply(400, serde_json::json!({"error": e, "error_description": "the server said no"})))
+        }
+        Mode::Garbage => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"not json")));
+            *r.status_mut() = http::StatusCode::OK;
+            return Ok(r);
+        }
+    }
+    let mut s = st.lock().unwrap();
+    if path == "/v3/oauth/token/generate" {
+        let json = rec.json.clone().unwrap_or_default();
+        if let Some((id, secret)) = &s.client {
+            if json["key"] != id.as_str() || json["secret"] != secret.as_str() {
+                return Ok(reply(200, serde_json::json!({"data": null, "errors": [{"code": 1001, "message": "Invalid key/secret"}]})));
+            }
+        }
+        s.issued += 1;
+        return Ok(reply(200, serde_json::json!({"data": {"accessToken": format!("tok-{}", s.issued), "ttlSeconds": s.ttl}, "errors": null})));
+    }
+    if let Some((id, secret)) = &s.client {
+        let given = rec.auth.clone().or_else(|| Some((rec.field("client_id")?.to_string(), rec.field("client_secret")?.to_string())));
+        if given.as_ref() != Some(&(id.clone(), secret.clone())) {
+            return Ok(reply(401, serde_json::json!({"error": "invalid_client"})));
+        }
+    }
+    s.issued += 1;
+    let n = s.issued;
+    let mut out = serde_json::json!({"access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": s.ttl});
+    if let Some(scope) = rec.field("scope") {
+        out["scope"] = scope.into();
+    }
+    if s.issue_refresh {
+        out["refresh_token"] = format!("rt-{n}").into();
+    }
+    if let Some(extra) = s.extra.as_object() {
+        for (k, v) in extra {
+            out[k] = v.clone();
+        }
+    }
+    Ok(reply(200, out))
+}
