@@ -154,7 +154,7 @@ pub async fn forward(
     };
     let (first, kept) = outgoing.take();
     let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
-    let mut resp = rt.upstream.send(req).await?;
+    let mut resp = rt.upstream.send(req, upgrade).await?;
 
     if let (true, Some(slot), Some(token)) = (resp.status() == StatusCode::UNAUTHORIZED && retry, &slot, &token) {
         slot.invalidate(token);
@@ -162,7 +162,7 @@ pub async fn forward(
             (Some(kept), Ok(fresh)) if !Arc::ptr_eq(&fresh, token) => {
                 tracing::info!(client = slot.name(), route = route.map(Route::name), "upstream answered 401: retrying once with a fresh token");
                 let req = rewrite::upstream_request(route, &head, uri, Some(&fresh), body::full(kept))?;
-                resp = rt.upstream.send(req).await?;
+                resp = rt.upstream.send(req, upgrade).await?;
             }
             (None, _) => tracing::info!(client = slot.name(), "upstream answered 401; body too large to retry, token dropped"),
             (_, Err(e)) => tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had"),

@@ -28,6 +28,8 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector<DenyResolver>>;
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<Connector, ProxyBody>,
+    /// HTTP/1.1 only (ALPN `http/1.1`): an `Upgrade` handshake cannot ride HTTP/2.
+    client_h1: Client<Connector, ProxyBody>,
     deny: Arc<Vec<IpNet>>,
     timeout: Duration,
 }
@@ -48,17 +50,27 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http();
+        let https = builder.enable_http1().enable_http2().wrap_connector(http.clone());
+        let https_h1 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(https);
-        Ok(Self { client, deny, timeout })
+        let pool = |c| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(64)
+                .build(c)
+        };
+        Ok(Self {
+            client: pool(https),
+            client_h1: pool(https_h1),
+            deny,
+            timeout,
+        })
     }
 
     pub fn is_denied(&self, ip: IpAddr) -> bool {
@@ -70,9 +82,10 @@ impl Upstream {
     }
 
     /// Sends `req` (absolute URI); the timeout covers connect and response head.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(&self, req: Request<ProxyBody>, upgrade: bool) -> Result<Response<Incoming>, ProxyError> {
         let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let client = if upgrade { &self.client_h1 } else { &self.client };
+        match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 authority,
                 after: self.timeout,
