@@ -40,7 +40,10 @@ impl TokenRequest {
     }
 }
 
+type Validator = Arc<dyn Fn(&TokenRequest) -> Result<(), String> + Send + Sync>;
+
 struct State {
+    validator: Option<Validator>,
     mode: Mode,
     ttl: u64,
     delay: Duration,
@@ -66,9 +69,20 @@ impl Drop for TokenServer {
 
 impl TokenServer {
     pub async fn start() -> TokenServer {
+        Self::serve(None).await
+    }
+
+    /// Over TLS; with a config from `TestCa::server_config_mtls` it
+    /// requires a client certificate (RFC 8705).
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> TokenServer {
+        Self::serve(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> TokenServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
+            validator: None,
             mode: Mode::Ok,
             ttl: 3600,
             delay: Duration::ZERO,
@@ -84,9 +98,20 @@ impl TokenServer {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let st = Arc::clone(&st);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(Arc::clone(&st), req));
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                    let b = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(a) => {
+                            if let Ok(s) = a.accept(stream).await {
+                                let _ = b.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -95,6 +120,14 @@ impl TokenServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+    /// Checks each token request as an IdP would; an `Err` is answered
+    /// 400 `invalid_grant` with the reason as `error_description`.
+    pub fn set_validator(&self, f: impl Fn(&TokenRequest) -> Result<(), String> + Send + Sync + 'static) {
+        self.state.lock().unwrap().validator = Some(Arc::new(f));
     }
     pub fn calls(&self) -> usize {
         self.state.lock().unwrap().calls
@@ -140,6 +173,9 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 
 async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/authorize" {
+        return Ok(authorize(&st, &req));
+    }
     let headers = req.headers().clone();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let is_json = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
@@ -173,6 +209,11 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respons
         }
     }
     let mut s = st.lock().unwrap();
+    if let Some(v) = s.validator.clone() {
+        if let Err(why) = v(&rec) {
+            return Ok(reply(400, serde_json::json!({"error": "invalid_grant", "error_description": why})));
+        }
+    }
     if path == "/v3/oauth/token/generate" {
         let json = rec.json.clone().unwrap_or_default();
         if let Some((id, secret)) = &s.client {
@@ -204,4 +245,23 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respons
         }
     }
     Ok(reply(200, out))
+}
+
+/// The authorization endpoint of a code flow: records the request (the
+/// test reads `code_challenge` from it) and redirects back with a code.
+fn authorize<B>(st: &Mutex<State>, req: &Request<B>) -> Response<Full<Bytes>> {
+    let q: Vec<(String, String)> = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    st.lock().unwrap().requests.push(TokenRequest {
+        path: "/authorize".into(),
+        headers: req.headers().clone(),
+        form: q.clone(),
+        json: None,
+        auth: None,
+    });
+    let location = format!("{}?code=code-123&state={}", get("redirect_uri"), get("state"));
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = http::StatusCode::FOUND;
+    r.headers_mut().insert("location", location.parse().unwrap());
+    r
 }

@@ -74,12 +74,12 @@ fn read_state(path: &Path) -> Result<(Secret, Option<SystemTime>), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read state_file {}: {e}", path.display()))?;
     let s: StateFile = serde_json::from_str(&text)
         .map_err(|e| format!("state_file {} is not sidekey state JSON: {e}", path.display()))?;
-    let at = httpdate_rfc3339(&s.updated_at);
+    // The file's own mtime is precise; `updated_at` has whole seconds only.
+    let at = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .or_else(|| humantime::parse_rfc3339_weak(&s.updated_at).ok());
     Ok((Secret::new(s.refresh_token), at))
-}
-
-fn httpdate_rfc3339(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s).ok()
 }
 
 /// Writes `{"refresh_token","updated_at"}` to a temp file beside `path`
