@@ -63,7 +63,13 @@ where
                     }
                 }
                 // Trailers: not replayable as `Full`, so send them on as they are.
-                Err(frame) => return Ok(Outgoing::Streaming(prefixed(kept.freeze(), Some(frame), body))),
+                Err(frame) => {
+                    return Ok(Outgoing::Streaming(prefixed(
+                        kept.freeze(),
+                        Some(frame),
+                        body,
+                    )))
+                }
             },
         }
     }
@@ -92,13 +98,18 @@ mod tests {
             Outgoing::Kept(b) => assert_eq!(&b[..], b"hello"),
             Outgoing::Streaming(_) => panic!("should keep"),
         }
-        let chunks: Vec<Result<Frame<Bytes>, BoxError>> =
-            (0..4).map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; 8])))).collect();
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..4)
+            .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; 8]))))
+            .collect();
         let big = StreamBody::new(futures_util::stream::iter(chunks));
         match keep_up_to(big, 10).await.unwrap() {
             Outgoing::Streaming(b) => {
                 let all = b.collect().await.unwrap().to_bytes();
-                assert_eq!(all.len(), 32, "the kept prefix is sent in front of the rest");
+                assert_eq!(
+                    all.len(),
+                    32,
+                    "the kept prefix is sent in front of the rest"
+                );
             }
             Outgoing::Kept(_) => panic!("should stream"),
         }

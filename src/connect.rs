@@ -36,7 +36,9 @@ pub async fn handle(
         )));
     }
     if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
-        return Err(ProxyError::Denied(format!("{ip} is in proxy.deny_destinations")));
+        return Err(ProxyError::Denied(format!(
+            "{ip} is in proxy.deny_destinations"
+        )));
     }
     let routed = routed_host(rt, &target);
     if let (true, Some(interceptor)) = (routed, &rt.intercept) {
@@ -62,7 +64,8 @@ pub async fn handle(
         )));
     }
     // Connect first, so a failure is a proper 502 rather than a dead tunnel.
-    let addrs = upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
+    let addrs =
+        upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
     let stream = tokio::time::timeout(proxy.upstream_timeout, TcpStream::connect(&addrs[..]))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout {
@@ -91,7 +94,9 @@ pub async fn handle(
 fn routed_host(rt: &Runtime, target: &Target) -> bool {
     rt.routes.routes().iter().any(|r| {
         r.settings.hosts.iter().any(|p| match p {
-            HostPattern::Exact { host, port } => *host == target.host && port.is_none_or(|p| p == target.port),
+            HostPattern::Exact { host, port } => {
+                *host == target.host && port.is_none_or(|p| p == target.port)
+            }
             HostPattern::Wildcard { suffix, port } => {
                 target.host.ends_with(suffix.as_str()) && port.is_none_or(|p| p == target.port)
             }

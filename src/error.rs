@@ -51,7 +51,9 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::Denied(_) => StatusCode::FORBIDDEN,
-            Self::TokenUnavailable { .. } | Self::TokenContent { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TokenUnavailable { .. } | Self::TokenContent { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -69,7 +71,10 @@ impl ProxyError {
         let mut resp = Response::new(body::full(json.to_string()));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
         if matches!(self, Self::ProxyAuthRequired) {
             h.insert(

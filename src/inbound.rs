@@ -56,16 +56,16 @@ impl Target {
 
 /// The target of an absolute-form request (`GET http://host:port/path`).
 pub fn target(uri: &Uri) -> Result<Target, ProxyError> {
-    let scheme = match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
-        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
-        Some(s) => return Err(ProxyError::BadRequest(format!("unsupported scheme {s:?}"))),
-        None => {
-            return Err(ProxyError::BadRequest(
-                "not a proxy request: send absolute-form requests (set HTTP_PROXY to this address)".into(),
-            ))
-        }
-    };
+    let scheme =
+        match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+            Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+            Some(s) => return Err(ProxyError::BadRequest(format!("unsupported scheme {s:?}"))),
+            None => return Err(ProxyError::BadRequest(
+                "not a proxy request: send absolute-form requests (set HTTP_PROXY to this address)"
+                    .into(),
+            )),
+        };
     let authority = uri
         .authority()
         .ok_or_else(|| ProxyError::BadRequest("request target has no host".into()))?;
@@ -78,7 +78,12 @@ pub fn target(uri: &Uri) -> Result<Target, ProxyError> {
 pub fn connect_target(uri: &Uri) -> Result<Target, ProxyError> {
     let authority = uri
         .authority()
-        .filter(|_| uri.scheme().is_none() && uri.path_and_query().map_or(true, |p| p.as_str().is_empty() || p.as_str() == "/"))
+        .filter(|_| {
+            uri.scheme().is_none()
+                && uri
+                    .path_and_query()
+                    .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        })
         .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
     let port = authority
         .port_u16()
@@ -93,14 +98,18 @@ pub fn connect_target(uri: &Uri) -> Result<Target, ProxyError> {
 fn host_of(h: &str) -> Result<String, ProxyError> {
     let h = h.trim_start_matches('[').trim_end_matches(']');
     if h.is_empty() {
-        return Err(ProxyError::BadRequest("request target has an empty host".into()));
+        return Err(ProxyError::BadRequest(
+            "request target has an empty host".into(),
+        ));
     }
     Ok(h.to_ascii_lowercase())
 }
 
 /// `proxy_auth`: the exact Basic credentials, compared in constant time.
 pub fn check_proxy_auth<B>(expected: Option<&Secret>, req: &Request<B>) -> Result<(), ProxyError> {
-    let Some(expected) = expected else { return Ok(()) };
+    let Some(expected) = expected else {
+        return Ok(());
+    };
     let given = req
         .headers()
         .get(header::PROXY_AUTHORIZATION)
@@ -151,7 +160,10 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         h.remove(n);
     }
     if keep_upgrade {
-        h.insert(header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        h.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
     } else {
         h.remove(header::UPGRADE);
     }
@@ -164,7 +176,10 @@ pub fn is_upgrade(method: &Method, h: &HeaderMap) -> bool {
         && h.get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 #[cfg(test)]
@@ -174,12 +189,21 @@ mod tests {
     #[test]
     fn parses_targets() {
         let t = target(&"http://API.example.com/x".parse().unwrap()).unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.scheme), ("api.example.com", 80, Scheme::Http));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.scheme),
+            ("api.example.com", 80, Scheme::Http)
+        );
         let t = target(&"http://[::1]:8080/".parse().unwrap()).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
         assert_eq!(t.authority(), "[::1]:8080");
-        assert!(matches!(target(&"/just/a/path".parse().unwrap()), Err(ProxyError::BadRequest(_))));
-        assert!(matches!(target(&"ftp://x/".parse().unwrap()), Err(ProxyError::BadRequest(_))));
+        assert!(matches!(
+            target(&"/just/a/path".parse().unwrap()),
+            Err(ProxyError::BadRequest(_))
+        ));
+        assert!(matches!(
+            target(&"ftp://x/".parse().unwrap()),
+            Err(ProxyError::BadRequest(_))
+        ));
         let c = connect_target(&"example.com:443".parse().unwrap()).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("example.com", 443));
         assert!(connect_target(&"example.com".parse().unwrap()).is_err());
@@ -203,9 +227,15 @@ mod tests {
     #[test]
     fn proxy_auth_compares_exactly() {
         let want = Secret::new("Basic YXBwOnB3");
-        let req = Request::builder().header("proxy-authorization", "Basic YXBwOnB3").body(()).unwrap();
+        let req = Request::builder()
+            .header("proxy-authorization", "Basic YXBwOnB3")
+            .body(())
+            .unwrap();
         assert!(check_proxy_auth(Some(&want), &req).is_ok());
-        let req = Request::builder().header("proxy-authorization", "Basic YXBwOnB4").body(()).unwrap();
+        let req = Request::builder()
+            .header("proxy-authorization", "Basic YXBwOnB4")
+            .body(())
+            .unwrap();
         assert!(check_proxy_auth(Some(&want), &req).is_err());
         assert!(check_proxy_auth(Some(&want), &Request::new(())).is_err());
         assert!(check_proxy_auth(None, &Request::new(())).is_ok());

@@ -76,7 +76,13 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on admin {addr}: {e}"))?;
             let a = l.local_addr()?;
-            tasks.push(tokio::spawn(listener::serve(l, Arc::clone(&shared), false, rx, admin::handle)));
+            tasks.push(tokio::spawn(listener::serve(
+                l,
+                Arc::clone(&shared),
+                false,
+                rx,
+                admin::handle,
+            )));
             Some(a)
         }
         None => None,

@@ -23,7 +23,11 @@ pub fn init(format: Option<Format>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        Format::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         Format::Text => builder.try_init(),
     };
 }

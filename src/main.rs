@@ -10,7 +10,10 @@ use sidekey::cli::{self, CaCommand, Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sidekey::log::init(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -24,12 +27,22 @@ async fn dispatch(cmd: Command) -> ExitCode {
     let mut stdout = std::io::stdout();
     let result = match cmd {
         Command::Run { config } => return run(&config.path()).await,
-        Command::Check { config } => return ExitCode::from(cli::check(&config.path(), &mut stdout) as u8),
-        Command::Token { client, show, config } => cli::token(&config.path(), &client, show, &mut stdout).await,
-        Command::Ca { command: CaCommand::Generate { out } } => cli::ca_generate(&out, &mut stdout),
-        Command::Login { client, no_browser, config } => {
-            cli::login::login(&config.path(), &client, no_browser, &mut stdout).await
+        Command::Check { config } => {
+            return ExitCode::from(cli::check(&config.path(), &mut stdout) as u8)
         }
+        Command::Token {
+            client,
+            show,
+            config,
+        } => cli::token(&config.path(), &client, show, &mut stdout).await,
+        Command::Ca {
+            command: CaCommand::Generate { out },
+        } => cli::ca_generate(&out, &mut stdout),
+        Command::Login {
+            client,
+            no_browser,
+            config,
+        } => cli::login::login(&config.path(), &client, no_browser, &mut stdout).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

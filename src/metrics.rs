@@ -59,28 +59,44 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         // Buckets from 100µs: sidekey's own overhead lives at the bottom.
         let duration = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(
-                [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0].into_iter(),
-            )
+            Histogram::new([
+                0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+            ])
         });
         let token_fetches = Family::<FetchLabels, Counter>::default();
         let token_expires_in = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
         let reloads = Family::<OutcomeLabel, Counter>::default();
         let connections_open = Gauge::default();
-        registry.register("sidekey_requests", "Requests handled, by route and status", requests.clone());
+        registry.register(
+            "sidekey_requests",
+            "Requests handled, by route and status",
+            requests.clone(),
+        );
         registry.register(
             "sidekey_request_duration_seconds",
             "Time from request head to response head, by route",
             duration.clone(),
         );
-        registry.register("sidekey_token_fetches", "Token endpoint requests, by client and outcome", token_fetches.clone());
+        registry.register(
+            "sidekey_token_fetches",
+            "Token endpoint requests, by client and outcome",
+            token_fetches.clone(),
+        );
         registry.register(
             "sidekey_token_expires_in_seconds",
             "Seconds until the cached token of each client expires",
             token_expires_in.clone(),
         );
-        registry.register("sidekey_config_reloads", "Config reloads, by outcome", reloads.clone());
-        registry.register("sidekey_connections_open", "Open client connections", connections_open.clone());
+        registry.register(
+            "sidekey_config_reloads",
+            "Config reloads, by outcome",
+            reloads.clone(),
+        );
+        registry.register(
+            "sidekey_connections_open",
+            "Open client connections",
+            connections_open.clone(),
+        );
         Self {
             registry,
             requests,

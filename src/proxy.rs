@@ -15,7 +15,7 @@ use crate::metrics::{RequestLabels, RouteLabel};
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
-use crate::{connect, config::Unmatched};
+use crate::{config::Unmatched, connect};
 
 /// Route and client of a request, for its log line, metrics and errors.
 #[derive(Default)]
@@ -35,7 +35,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     };
     let started = Instant::now();
     let method = req.method().clone();
-    let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
         Err(e) => Err(e),
         Ok(()) if method == Method::CONNECT => {
@@ -97,7 +101,9 @@ pub async fn forward(
     ctx: &mut Ctx,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
-        return Err(ProxyError::Denied(format!("{ip} is in proxy.deny_destinations")));
+        return Err(ProxyError::Denied(format!(
+            "{ip} is in proxy.deny_destinations"
+        )));
     }
     let pq = req
         .uri()
@@ -138,10 +144,14 @@ pub async fn forward(
     };
     let slot = route.and_then(|r| r.slot.clone());
     let token = match &slot {
-        Some(slot) => Some(slot.get().await.map_err(|source| ProxyError::TokenUnavailable {
-            client: slot.name().to_string(),
-            source,
-        })?),
+        Some(slot) => Some(
+            slot.get()
+                .await
+                .map_err(|source| ProxyError::TokenUnavailable {
+                    client: slot.name().to_string(),
+                    source,
+                })?,
+        ),
         None => None,
     };
     let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
@@ -156,16 +166,30 @@ pub async fn forward(
     let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
     let mut resp = rt.upstream.send(req, upgrade).await?;
 
-    if let (true, Some(slot), Some(token)) = (resp.status() == StatusCode::UNAUTHORIZED && retry, &slot, &token) {
+    if let (true, Some(slot), Some(token)) = (
+        resp.status() == StatusCode::UNAUTHORIZED && retry,
+        &slot,
+        &token,
+    ) {
         slot.invalidate(token);
         match (kept, slot.get().await) {
             (Some(kept), Ok(fresh)) if !Arc::ptr_eq(&fresh, token) => {
-                tracing::info!(client = slot.name(), route = route.map(Route::name), "upstream answered 401: retrying once with a fresh token");
-                let req = rewrite::upstream_request(route, &head, uri, Some(&fresh), body::full(kept))?;
+                tracing::info!(
+                    client = slot.name(),
+                    route = route.map(Route::name),
+                    "upstream answered 401: retrying once with a fresh token"
+                );
+                let req =
+                    rewrite::upstream_request(route, &head, uri, Some(&fresh), body::full(kept))?;
                 resp = rt.upstream.send(req, upgrade).await?;
             }
-            (None, _) => tracing::info!(client = slot.name(), "upstream answered 401; body too large to retry, token dropped"),
-            (_, Err(e)) => tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had"),
+            (None, _) => tracing::info!(
+                client = slot.name(),
+                "upstream answered 401; body too large to retry, token dropped"
+            ),
+            (_, Err(e)) => {
+                tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had")
+            }
             _ => {}
         }
     }

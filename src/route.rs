@@ -71,14 +71,20 @@ impl RouteTable {
         for (ri, r) in routes.iter().enumerate() {
             for (pi, p) in r.settings.hosts.iter().enumerate() {
                 match p {
-                    HostPattern::Exact { host, .. } => exact.entry(host.clone()).or_default().push((ri, pi)),
+                    HostPattern::Exact { host, .. } => {
+                        exact.entry(host.clone()).or_default().push((ri, pi))
+                    }
                     HostPattern::Wildcard { suffix, .. } => {
                         wildcard.entry(suffix.clone()).or_default().push((ri, pi))
                     }
                 }
             }
         }
-        Self { routes, exact, wildcard }
+        Self {
+            routes,
+            exact,
+            wildcard,
+        }
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -120,10 +126,11 @@ impl RouteTable {
             HostPattern::Exact { port, .. } | HostPattern::Wildcard { port, .. } => *port,
         };
         port.is_none_or(|p| p == req.port)
-            && s.path_prefix.as_deref().is_none_or(|p| req.path.starts_with(p))
+            && s.path_prefix
+                .as_deref()
+                .is_none_or(|p| req.path.starts_with(p))
             && (s.methods.is_empty() || s.methods.contains(req.method))
-            && s
-                .match_headers
+            && s.match_headers
                 .iter()
                 .all(|(k, v)| req.headers.get_all(k).iter().any(|have| have == v))
     }

@@ -27,11 +27,14 @@ impl Runtime {
         for settings in &config.routes {
             let slot = match &settings.client {
                 Some(name) => {
-                    let client = config
-                        .clients
-                        .get(name)
-                        .ok_or_else(|| anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name))?;
-                    Some(tokens.slot(client, extra).map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?)
+                    let client = config.clients.get(name).ok_or_else(|| {
+                        anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name)
+                    })?;
+                    Some(
+                        tokens
+                            .slot(client, extra)
+                            .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
+                    )
                 }
                 None => None,
             };
@@ -101,8 +104,12 @@ impl Shared {
         let result = config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {
-                if cfg.proxy.listen != current.config.proxy.listen || cfg.proxy.admin != current.config.proxy.admin {
-                    tracing::warn!("proxy.listen / proxy.admin changes take effect only after a restart");
+                if cfg.proxy.listen != current.config.proxy.listen
+                    || cfg.proxy.admin != current.config.proxy.admin
+                {
+                    tracing::warn!(
+                        "proxy.listen / proxy.admin changes take effect only after a restart"
+                    );
                 }
                 Runtime::build(cfg, &self.tokens).map_err(|e| format!("{e:#}"))
             });
@@ -121,7 +128,10 @@ impl Shared {
                 "error"
             }
         };
-        self.metrics.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.metrics
+            .reloads
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
         outcome == "ok"
     }
 }

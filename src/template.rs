@@ -109,7 +109,10 @@ impl Template {
         if !lit.is_empty() || segments.is_empty() {
             segments.push(Segment::Lit(lit));
         }
-        Ok(Self { segments, defaulted })
+        Ok(Self {
+            segments,
+            defaulted,
+        })
     }
 
     /// A template with no placeholders left after load.
@@ -226,7 +229,10 @@ fn placeholder(
         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(TemplateError::Unknown(name.to_string()));
         }
-        return match (env(var).filter(|v| !v.is_empty() || default.is_none()), default) {
+        return match (
+            env(var).filter(|v| !v.is_empty() || default.is_none()),
+            default,
+        ) {
             (Some(v), _) => Ok(Segment::Lit(v)),
             (None, Some(d)) => {
                 defaulted.push(var.to_string());
@@ -262,9 +268,9 @@ fn placeholder(
             "tokenType" => Ok(Segment::TokenType),
             "idToken" => Ok(Segment::IdToken),
             _ => match what.strip_prefix("tokenDecoded.") {
-                Some(path) if !path.is_empty() && path.split('.').all(|p| !p.is_empty()) => {
-                    Ok(Segment::Claim(path.split('.').map(str::to_string).collect()))
-                }
+                Some(path) if !path.is_empty() && path.split('.').all(|p| !p.is_empty()) => Ok(
+                    Segment::Claim(path.split('.').map(str::to_string).collect()),
+                ),
                 _ => Err(TemplateError::Unknown(name.to_string())),
             },
         };
@@ -303,9 +309,13 @@ mod tests {
     #[test]
     fn parses_literals_and_placeholders_once() {
         let t = Template::parse("Bearer <<oauth.token>>", Context::Header, &env).unwrap();
-        assert_eq!(t.segments, vec![Segment::Lit("Bearer ".into()), Segment::Token]);
+        assert_eq!(
+            t.segments,
+            vec![Segment::Lit("Bearer ".into()), Segment::Token]
+        );
         assert_eq!(t.render_header(Some(&Tok)).unwrap(), "Bearer abc");
-        let t = Template::parse("<<oauth.tokenType>> <<oauth.token>>", Context::Header, &env).unwrap();
+        let t =
+            Template::parse("<<oauth.tokenType>> <<oauth.token>>", Context::Header, &env).unwrap();
         assert_eq!(t.render_header(Some(&Tok)).unwrap(), "Bearer abc");
     }
 
@@ -333,7 +343,13 @@ mod tests {
             ("<<oauth.tokenDecoded.>>", Context::Header),
             ("<<client.nope>>", Context::Body),
         ] {
-            assert!(matches!(Template::parse(src, ctx, &env), Err(TemplateError::Unknown(_))), "{src}");
+            assert!(
+                matches!(
+                    Template::parse(src, ctx, &env),
+                    Err(TemplateError::Unknown(_))
+                ),
+                "{src}"
+            );
         }
         assert!(matches!(
             Template::parse("<<oauth.token>>", Context::ClientField, &env),
@@ -343,7 +359,10 @@ mod tests {
             Template::parse("<<file:/x>>", Context::Header, &env),
             Err(TemplateError::NotAllowed(..))
         ));
-        assert_eq!(Template::parse("a <<oauth.token", Context::Header, &env), Err(TemplateError::Unterminated));
+        assert_eq!(
+            Template::parse("a <<oauth.token", Context::Header, &env),
+            Err(TemplateError::Unterminated)
+        );
     }
 
     #[test]

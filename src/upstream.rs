@@ -40,7 +40,11 @@ pub struct Upstream {
 pub struct DeniedDestination(pub String);
 
 impl Upstream {
-    pub fn new(deny: Vec<IpNet>, extra_roots: &[PathBuf], timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        deny: Vec<IpNet>,
+        extra_roots: &[PathBuf],
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let deny = Arc::new(deny);
         let tls = client_tls(extra_roots)?;
         let mut http = HttpConnector::new_with_resolver(DenyResolver {
@@ -53,7 +57,10 @@ impl Upstream {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http();
-        let https = builder.enable_http1().enable_http2().wrap_connector(http.clone());
+        let https = builder
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http.clone());
         let https_h1 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -82,9 +89,21 @@ impl Upstream {
     }
 
     /// Sends `req` (absolute URI); the timeout covers connect and response head.
-    pub async fn send(&self, req: Request<ProxyBody>, upgrade: bool) -> Result<Response<Incoming>, ProxyError> {
-        let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
-        let client = if upgrade { &self.client_h1 } else { &self.client };
+    pub async fn send(
+        &self,
+        req: Request<ProxyBody>,
+        upgrade: bool,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let client = if upgrade {
+            &self.client_h1
+        } else {
+            &self.client
+        };
         match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => Err(ProxyError::UpstreamTimeout {
                 authority,
@@ -131,15 +150,22 @@ pub fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfi
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for path in extra_roots {
-        let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
         let mut n = 0;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
+            let cert =
+                cert.map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
             n += 1;
         }
         if n == 0 {
-            anyhow::bail!("tls.extra_roots: {} holds no PEM certificate", path.display());
+            anyhow::bail!(
+                "tls.extra_roots: {} holds no PEM certificate",
+                path.display()
+            );
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -170,7 +196,11 @@ impl tower_service::Service<Name> for DenyResolver {
         let fut = self.inner.call(name.clone());
         Box::pin(async move {
             let addrs: Vec<SocketAddr> = fut.await?.collect();
-            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_denied(&deny, a.ip())).collect();
+            let allowed: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| !is_denied(&deny, a.ip()))
+                .collect();
             if allowed.is_empty() && !addrs.is_empty() {
                 return Err(std::io::Error::other(DeniedDestination(name.to_string())));
             }
@@ -180,7 +210,11 @@ impl tower_service::Service<Name> for DenyResolver {
 }
 
 /// Resolves `host:port` for a tunnel, with the same deny rule.
-pub async fn resolve_allowed(deny: &[IpNet], host: &str, port: u16) -> Result<Vec<SocketAddr>, ProxyError> {
+pub async fn resolve_allowed(
+    deny: &[IpNet],
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, ProxyError> {
     let unreachable = |reason: String| ProxyError::UpstreamUnreachable {
         authority: format!("{host}:{port}"),
         reason,
@@ -189,12 +223,18 @@ pub async fn resolve_allowed(deny: &[IpNet], host: &str, port: u16) -> Result<Ve
         .await
         .map_err(|e| unreachable(e.to_string()))?
         .collect();
-    let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_denied(deny, a.ip())).collect();
+    let allowed: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| !is_denied(deny, a.ip()))
+        .collect();
     if allowed.is_empty() {
         if addrs.is_empty() {
             return Err(unreachable("no addresses".into()));
         }
-        return Err(ProxyError::Denied(DeniedDestination(host.to_string()).to_string()));
+        return Err(ProxyError::Denied(
+            DeniedDestination(host.to_string()).to_string(),
+        ));
     }
     Ok(allowed)
 }
@@ -205,7 +245,10 @@ mod tests {
 
     #[test]
     fn denies_link_local_and_mapped_v4() {
-        let deny: Vec<IpNet> = vec!["169.254.0.0/16".parse().unwrap(), "fe80::/10".parse().unwrap()];
+        let deny: Vec<IpNet> = vec![
+            "169.254.0.0/16".parse().unwrap(),
+            "fe80::/10".parse().unwrap(),
+        ];
         assert!(is_denied(&deny, "169.254.169.254".parse().unwrap()));
         assert!(is_denied(&deny, "::ffff:169.254.169.254".parse().unwrap()));
         assert!(is_denied(&deny, "fe80::1".parse().unwrap()));

@@ -27,7 +27,10 @@ pub fn spawn(path: &Path, shared: Arc<Shared>) -> anyhow::Result<notify::Recomme
         }
         // ConfigMap updates swap a `..data` symlink: any change in the folder may be ours.
         let ours = ev.paths.iter().any(|p| p.file_name() == name.as_deref())
-            || ev.paths.iter().any(|p| p.to_string_lossy().contains("..data"));
+            || ev
+                .paths
+                .iter()
+                .any(|p| p.to_string_lossy().contains("..data"));
         if ours {
             let _ = tx.send(());
         }

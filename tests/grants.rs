@@ -2,6 +2,12 @@
 //! that checks each request the way an IdP would and rejects it otherwise.
 //! // App: reqwest through the proxy. Proxy: sidekey in-process.
 //! // Token server: validates grant fields, client auth, PKCE, assertions.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
 
 mod support;
 
@@ -20,7 +26,12 @@ fn route(client: &str, headers: &str) -> String {
 const BEARER: &str = "Authorization = \"Bearer <<oauth.token>>\"";
 
 async fn call(proxy: &Proxy, up: &Upstream) -> reqwest::Response {
-    proxy.client().get(format!("http://localhost:{}/api", up.addr.port())).send().await.unwrap()
+    proxy
+        .client()
+        .get(format!("http://localhost:{}/api", up.addr.port()))
+        .send()
+        .await
+        .unwrap()
 }
 
 fn need(r: &TokenRequest, k: &str, want: &str) -> Result<(), String> {
@@ -90,18 +101,33 @@ async fn refresh_token_rotation_is_saved_and_survives_a_restart() {
     });
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-    assert_eq!(saved["refresh_token"], "rt-1", "rotated refresh token saved");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        saved["refresh_token"], "rt-1",
+        "rotated refresh token saved"
+    );
     assert!(saved["updated_at"].as_str().unwrap().contains('T'));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     proxy.shutdown().await;
 
     // Restart: the state file (newer than the config's file) wins.
     let proxy = Proxy::start("", &cfg).await;
-    assert_eq!(call(&proxy, &up).await.status(), 200, "restart used the rotated token");
-    assert_eq!(ts.requests().last().unwrap().field("refresh_token"), Some("rt-1"));
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        call(&proxy, &up).await.status(),
+        200,
+        "restart used the rotated token"
+    );
+    assert_eq!(
+        ts.requests().last().unwrap().field("refresh_token"),
+        Some("rt-1")
+    );
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(saved["refresh_token"], "rt-2");
 }
 
@@ -121,12 +147,24 @@ async fn a_rejected_refresh_token_is_reported_and_does_not_crash_loop() {
         assert_eq!(r.status(), 503);
         let body: serde_json::Value = r.json().await.unwrap();
         let msg = body["message"].as_str().unwrap();
-        assert!(msg.contains("invalid_grant") && msg.contains("the server said no"), "{msg}");
+        assert!(
+            msg.contains("invalid_grant") && msg.contains("the server said no"),
+            "{msg}"
+        );
         assert!(!msg.contains("revoked"), "refresh token in an error body");
     }
-    assert!(ts.calls() <= 2, "{} calls: backoff must hold while the grant is rejected", ts.calls());
+    assert!(
+        ts.calls() <= 2,
+        "{} calls: backoff must hold while the grant is rejected",
+        ts.calls()
+    );
     // Still serving other traffic.
-    let r = proxy.client().get(format!("http://127.0.0.1:{}/", up.addr.port())).send().await.unwrap();
+    let r = proxy
+        .client()
+        .get(format!("http://127.0.0.1:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -157,9 +195,14 @@ async fn login_runs_authorization_code_with_pkce_and_stores_the_refresh_token() 
     ts.set_validator(move |r| {
         need(r, "grant_type", "authorization_code")?;
         need(r, "code", "code-123")?;
-        need(r, "redirect_uri", &format!("http://127.0.0.1:{port}/callback"))?;
+        need(
+            r,
+            "redirect_uri",
+            &format!("http://127.0.0.1:{port}/callback"),
+        )?;
         let verifier = r.field("code_verifier").ok_or("no code_verifier")?;
-        let s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+        let s256 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes()));
         if Some(s256) != *c.lock().unwrap() {
             return Err("PKCE verification failed".into());
         }
@@ -195,12 +238,19 @@ async fn login_runs_authorization_code_with_pkce_and_stores_the_refresh_token() 
     let browser = reqwest::Client::builder().no_proxy().build().unwrap();
     let page = browser.get(url).send().await.unwrap();
     assert_eq!(page.status(), 200, "{:?}", page.text().await);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success());
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(saved["refresh_token"], "rt-1");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[tokio::test]
@@ -209,12 +259,28 @@ async fn token_exchange_rereads_a_rotated_subject_token_file() {
     let expected = Arc::new(Mutex::new("sa-token-1".to_string()));
     let e = Arc::clone(&expected);
     ts.set_validator(move |r| {
-        need(r, "grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")?;
+        need(
+            r,
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        )?;
         need(r, "subject_token", &e.lock().unwrap())?;
-        need(r, "subject_token_type", "urn:ietf:params:oauth:token-type:jwt")?;
-        need(r, "requested_token_type", "urn:ietf:params:oauth:token-type:access_token")?;
+        need(
+            r,
+            "subject_token_type",
+            "urn:ietf:params:oauth:token-type:jwt",
+        )?;
+        need(
+            r,
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        )?;
         need(r, "actor_token", "actor-1")?;
-        need(r, "actor_token_type", "urn:ietf:params:oauth:token-type:jwt")?;
+        need(
+            r,
+            "actor_token_type",
+            "urn:ietf:params:oauth:token-type:jwt",
+        )?;
         need(r, "audience", "orders-api")?;
         need(r, "scope", "orders.read")
     });
@@ -239,7 +305,10 @@ async fn token_exchange_rereads_a_rotated_subject_token_file() {
     *expected.lock().unwrap() = "sa-token-2".into();
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
-    assert_eq!(ts.requests().last().unwrap().field("subject_token"), Some("sa-token-2"));
+    assert_eq!(
+        ts.requests().last().unwrap().field("subject_token"),
+        Some("sa-token-2")
+    );
 }
 
 #[tokio::test]
@@ -263,8 +332,18 @@ async fn client_auth_none_sends_only_the_client_id() {
 }
 
 /// IdP-side check of an RFC 7523 client assertion.
-fn verify_assertion(r: &TokenRequest, alg: jsonwebtoken::Algorithm, key: &jsonwebtoken::DecodingKey, aud: &str, seen: &Mutex<HashSet<String>>) -> Result<(), String> {
-    need(r, "client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")?;
+fn verify_assertion(
+    r: &TokenRequest,
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::DecodingKey,
+    aud: &str,
+    seen: &Mutex<HashSet<String>>,
+) -> Result<(), String> {
+    need(
+        r,
+        "client_assertion_type",
+        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    )?;
     if r.headers.contains_key("authorization") {
         return Err("private_key_jwt must not also send Basic".into());
     }
@@ -277,12 +356,16 @@ fn verify_assertion(r: &TokenRequest, alg: jsonwebtoken::Algorithm, key: &jsonwe
     v.set_audience(&[aud]);
     v.set_issuer(&["pk-client"]);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(jwt, key, &v).map_err(|e| format!("assertion rejected: {e}"))?;
+    let data = jsonwebtoken::decode::<serde_json::Value>(jwt, key, &v)
+        .map_err(|e| format!("assertion rejected: {e}"))?;
     let c = data.claims;
     if c["sub"] != "pk-client" {
         return Err("sub".into());
     }
-    let lifetime = c["exp"].as_u64().unwrap_or(0).saturating_sub(c["iat"].as_u64().unwrap_or(0));
+    let lifetime = c["exp"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(c["iat"].as_u64().unwrap_or(0));
     if lifetime == 0 || lifetime > 300 {
         return Err(format!("assertion lives {lifetime}s"));
     }
@@ -297,8 +380,14 @@ async fn private_key_jwt(alg: &str, key_file: &str, pub_file: &str) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
     let public = std::fs::read(root.join(pub_file)).unwrap();
     let (jalg, dkey) = match alg {
-        "RS256" => (jsonwebtoken::Algorithm::RS256, jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap()),
-        _ => (jsonwebtoken::Algorithm::ES256, jsonwebtoken::DecodingKey::from_ec_pem(&public).unwrap()),
+        "RS256" => (
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::DecodingKey::from_rsa_pem(&public).unwrap(),
+        ),
+        _ => (
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::DecodingKey::from_ec_pem(&public).unwrap(),
+        ),
     };
     let ts = TokenServer::start().await;
     ts.set_ttl(1);
@@ -320,7 +409,10 @@ async fn private_key_jwt(alg: &str, key_file: &str, pub_file: &str) {
     assert_eq!(call(&proxy, &up).await.status(), 200);
     assert!(ts.calls() >= 2, "a second assertion was sent");
     let m = proxy.metrics().await;
-    assert!(!m.contains("outcome=\"error\""), "the IdP rejected an assertion:\n{m}");
+    assert!(
+        !m.contains("outcome=\"error\""),
+        "the IdP rejected an assertion:\n{m}"
+    );
 }
 
 #[tokio::test]
@@ -363,7 +455,11 @@ async fn mutual_tls_to_the_token_endpoint() {
     let proxy2 = Proxy::start("", &without).await;
     let r = call(&proxy2, &up).await;
     assert_eq!(r.status(), 503);
-    assert_eq!(ts.calls(), 1, "the server saw no request without a certificate");
+    assert_eq!(
+        ts.calls(),
+        1,
+        "the server saw no request without a certificate"
+    );
 }
 
 #[tokio::test]
@@ -382,9 +478,15 @@ async fn custom_grant_expresses_capillary_without_the_preset() {
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
     assert_eq!(up.last().unwrap().headers["x-cap-api-oauth-token"], "tok-1");
-    assert_eq!(ts.requests()[0].json.clone().unwrap(), serde_json::json!({"key": "cap-key", "secret": "cap-secret"}));
+    assert_eq!(
+        ts.requests()[0].json.clone().unwrap(),
+        serde_json::json!({"key": "cap-key", "secret": "cap-secret"})
+    );
     let m = proxy.metrics().await;
-    assert!(m.contains("sidekey_token_expires_in_seconds{client=\"cap\"} 89"), "ttl from expires_in_path:\n{m}");
+    assert!(
+        m.contains("sidekey_token_expires_in_seconds{client=\"cap\"} 89"),
+        "ttl from expires_in_path:\n{m}"
+    );
 }
 
 #[tokio::test]
@@ -413,7 +515,11 @@ async fn custom_form_grant_with_paths_and_rotating_refresh_token() {
 
 fn jwt(claims: serde_json::Value) -> String {
     let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!("{}.{}.sig", e.encode(br#"{"alg":"RS256","typ":"JWT"}"#), e.encode(claims.to_string()))
+    format!(
+        "{}.{}.sig",
+        e.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        e.encode(claims.to_string())
+    )
 }
 
 #[tokio::test]
@@ -458,18 +564,45 @@ async fn several_child_orgs_pick_their_own_client_and_the_selector_is_removed() 
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
     let base = format!("http://localhost:{}", up.addr.port());
-    app.get(format!("{base}/v2/x")).header("X-Org", "eu").send().await.unwrap();
+    app.get(format!("{base}/v2/x"))
+        .header("X-Org", "eu")
+        .send()
+        .await
+        .unwrap();
     let eu = up.last().unwrap();
-    app.get(format!("{base}/v2/x")).header("X-Org", "in").send().await.unwrap();
+    app.get(format!("{base}/v2/x"))
+        .header("X-Org", "in")
+        .send()
+        .await
+        .unwrap();
     let india = up.last().unwrap();
     app.get(format!("{base}/in/x")).send().await.unwrap();
     let by_path = up.last().unwrap();
-    let keys: Vec<String> = ts.requests().iter().map(|r| r.json.as_ref().unwrap()["key"].as_str().unwrap().to_string()).collect();
-    assert_eq!(keys, vec!["eu-key", "in-key"], "one token per child org, shared by routes of the same client");
+    let keys: Vec<String> = ts
+        .requests()
+        .iter()
+        .map(|r| {
+            r.json.as_ref().unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["eu-key", "in-key"],
+        "one token per child org, shared by routes of the same client"
+    );
     assert_eq!(eu.headers["x-cap-api-oauth-token"], "tok-1");
     assert_eq!(eu.headers["x-cap-api-attribution-entity-code"], "eu-store");
     assert_eq!(india.headers["x-cap-api-oauth-token"], "tok-2");
-    assert_eq!(india.headers["x-cap-api-attribution-entity-code"], "in-store");
+    assert_eq!(
+        india.headers["x-cap-api-attribution-entity-code"],
+        "in-store"
+    );
     assert_eq!(by_path.headers["x-cap-api-oauth-token"], "tok-2");
-    assert!(eu.headers.get("x-org").is_none() && india.headers.get("x-org").is_none(), "selector header forwarded");
+    assert!(
+        eu.headers.get("x-org").is_none() && india.headers.get("x-org").is_none(),
+        "selector header forwarded"
+    );
 }

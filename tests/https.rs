@@ -2,6 +2,12 @@
 //! // App: curl or a Rust client, trusting sidekey's CA (or not).
 //! // Proxy: sidekey with an interception CA; upstream TLS trusted via extra_roots.
 //! // Upstream: TLS (h2 + http/1.1) with a certificate from a separate test CA.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
 
 mod support;
 
@@ -31,7 +37,10 @@ async fn setup(extra_proxy: &str) -> Setup {
     support::init_crypto();
     let upstream_ca = new_ca("upstream test CA");
     let sidekey_ca = new_ca("sidekey test CA");
-    let up = Upstream::start_tls(upstream_ca.server_config(&["localhost", "127.0.0.1"], &[b"h2", b"http/1.1"])).await;
+    let up = Upstream::start_tls(
+        upstream_ca.server_config(&["localhost", "127.0.0.1"], &[b"h2", b"http/1.1"]),
+    )
+    .await;
     let ts = TokenServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (ca_cert, ca_key) = sidekey_ca.write_to(dir.path());
@@ -47,14 +56,26 @@ async fn setup(extra_proxy: &str) -> Setup {
         upstream_ca_path.display(),
         ts.url("/token"),
     );
-    let proxy = Proxy::start(&format!("connect_ports = [443, {}]\n{extra_proxy}", up.addr.port()), &cfg).await;
+    let proxy = Proxy::start(
+        &format!("connect_ports = [443, {}]\n{extra_proxy}", up.addr.port()),
+        &cfg,
+    )
+    .await;
     // Keep the CA files alive for curl.
     let sidekey_ca_path = proxy.dir.path().join("sidekey-ca.crt");
     std::fs::write(&sidekey_ca_path, &sidekey_ca.cert_pem).unwrap();
     let upstream_ca_copy = proxy.dir.path().join("upstream-ca.pem");
     std::fs::write(&upstream_ca_copy, &upstream_ca.cert_pem).unwrap();
     std::mem::forget(dir);
-    Setup { proxy, up, ts, upstream_ca, sidekey_ca, sidekey_ca_path, upstream_ca_path: upstream_ca_copy }
+    Setup {
+        proxy,
+        up,
+        ts,
+        upstream_ca,
+        sidekey_ca,
+        sidekey_ca_path,
+        upstream_ca_path: upstream_ca_copy,
+    }
 }
 
 fn curl(args: Vec<String>) -> std::process::Output {
@@ -78,12 +99,21 @@ async fn curl_through_connect_gets_headers_injected_for_routed_hosts() {
         "X-Org: secret-selector".into(),
         format!("https://localhost:{port}/hello"),
     ];
-    let out = tokio::task::spawn_blocking(move || curl(args)).await.unwrap();
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || curl(args))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = s.up.last().unwrap();
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
     assert_eq!(got.headers["x-injected"], "yes");
-    assert!(got.headers.get("x-org").is_none(), "remove_headers inside the tunnel");
+    assert!(
+        got.headers.get("x-org").is_none(),
+        "remove_headers inside the tunnel"
+    );
     assert_eq!(got.uri.path(), "/hello");
     assert_eq!(s.ts.calls(), 1);
 }
@@ -103,10 +133,19 @@ async fn unrouted_https_is_tunnelled_with_the_upstreams_own_certificate() {
         "Authorization: app-own".into(),
         format!("https://127.0.0.1:{port}/plain"),
     ];
-    let out = tokio::task::spawn_blocking(move || curl(args)).await.unwrap();
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || curl(args))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = s.up.last().unwrap();
-    assert_eq!(got.headers["authorization"], "app-own", "tunnel must not touch the request");
+    assert_eq!(
+        got.headers["authorization"], "app-own",
+        "tunnel must not touch the request"
+    );
     assert!(got.headers.get("x-injected").is_none());
     assert_eq!(s.ts.calls(), 0, "no token fetched for a tunnelled host");
 }
@@ -130,7 +169,8 @@ async fn connect(proxy: std::net::SocketAddr, authority: &str) -> (TcpStream, St
     }
     if !head.starts_with("HTTP/1.1 200") {
         let mut rest = String::new();
-        let _ = tokio::time::timeout(Duration::from_millis(500), reader.read_to_string(&mut rest)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), reader.read_to_string(&mut rest))
+            .await;
         head.push_str(&rest);
     }
     (reader.into_inner(), head)
@@ -142,7 +182,9 @@ async fn connect_policy_ports_and_deny() {
     // Port not in connect_ports: 403 denied.
     let (_, head) = connect(s.proxy.addr, "localhost:25").await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("x-sidekey-error: denied"));
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("x-sidekey-error: denied"));
     // Unrouted host with connect = "deny": 403.
     let (_, head) = connect(s.proxy.addr, &format!("127.0.0.1:{}", s.up.addr.port())).await;
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
@@ -162,7 +204,10 @@ async fn an_app_that_does_not_trust_the_ca_fails_cleanly_and_no_token_moves() {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .expect_err("handshake must fail against an untrusted CA");
-    assert!(err.to_string().contains("certificate") || err.to_string().contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.to_string().contains("certificate") || err.to_string().contains("UnknownIssuer"),
+        "{err}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.ts.calls(), 0, "no token fetched");
     assert_eq!(s.up.count(), 0, "nothing forwarded");
@@ -185,10 +230,16 @@ async fn an_upstream_that_fails_verification_is_a_502_never_a_downgrade() {
     let proxy = Proxy::start(&format!("connect_ports = [{}]", up.addr.port()), &cfg).await;
     let app = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .add_root_certificate(reqwest::Certificate::from_pem(sidekey_ca.cert_pem.as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(sidekey_ca.cert_pem.as_bytes()).unwrap(),
+        )
         .build()
         .unwrap();
-    let r = app.get(format!("https://localhost:{}/", up.addr.port())).send().await.unwrap();
+    let r = app
+        .get(format!("https://localhost:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()["x-sidekey-error"], "upstream_unreachable");
     assert_eq!(up.count(), 0);
@@ -199,15 +250,25 @@ async fn rust_client_speaks_h2_through_the_interception() {
     let s = setup("").await;
     let app = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(s.proxy.url()).unwrap())
-        .add_root_certificate(reqwest::Certificate::from_pem(s.sidekey_ca.cert_pem.as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(s.sidekey_ca.cert_pem.as_bytes()).unwrap(),
+        )
         .http2_prior_knowledge()
         .build()
         .unwrap();
-    let r = app.get(format!("https://localhost:{}/h2", s.up.addr.port())).send().await.unwrap();
+    let r = app
+        .get(format!("https://localhost:{}/h2", s.up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), http::Version::HTTP_2, "app <-> sidekey is h2");
     let got = s.up.last().unwrap();
-    assert_eq!(got.version, http::Version::HTTP_2, "sidekey <-> upstream is h2 when offered");
+    assert_eq!(
+        got.version,
+        http::Version::HTTP_2,
+        "sidekey <-> upstream is h2 when offered"
+    );
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
 }
 
@@ -234,9 +295,9 @@ async fn grpc_style_streaming_keeps_trailers() {
     .unwrap();
     tokio::spawn(conn);
     // App: streams three messages as the request body.
-    let frames = futures_util::stream::iter(
-        ["one", "two", "three"].map(|m| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(m)))),
-    );
+    let frames = futures_util::stream::iter(["one", "two", "three"].map(|m| {
+        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(m)))
+    }));
     let req = http::Request::post(format!("https://localhost:{}/grpc", s.up.addr.port()))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -287,25 +348,57 @@ async fn websockets_work_on_plain_http_and_inside_interception() {
             break;
         }
     }
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(reader.into_inner(), Role::Client, None).await;
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        reader.into_inner(),
+        Role::Client,
+        None,
+    )
+    .await;
     ws.send(Message::text("hello plain")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hello plain");
-    assert_eq!(plain_up.last().unwrap().headers["authorization"], "Bearer tok-1");
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "hello plain"
+    );
+    assert_eq!(
+        plain_up.last().unwrap().headers["authorization"],
+        "Bearer tok-1"
+    );
 
     // Inside an intercepted tunnel (wss://).
     let s = setup("").await;
     let tls = tls_through(&s, &[b"http/1.1"]).await;
-    let (mut ws, resp) = tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", s.up.addr.port()), tls)
-        .await
-        .unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", s.up.addr.port()), tls)
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("hello tls")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "hello tls");
-    assert_eq!(s.up.last().unwrap().headers["authorization"], "Bearer tok-1");
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "hello tls"
+    );
+    assert_eq!(
+        s.up.last().unwrap().headers["authorization"],
+        "Bearer tok-1"
+    );
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -336,7 +429,10 @@ async fn five_hundred_concurrent_tunnels_leak_nothing() {
             s.shutdown().await.unwrap();
             // Half-close: the echo server closes after our FIN; we see EOF.
             let mut rest = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+                .await
+                .unwrap()
+                .unwrap();
         })
     });
     for t in futures_util::future::join_all(tunnels).await {

@@ -1,6 +1,12 @@
 //! The real binary: logs, memory, signals, reloads and the CLI commands.
 //! // App: reqwest through the proxy. Proxy: `sidekey run` as a child process.
 //! // Upstream / token server: in-process fakes on 127.0.0.1:0.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
 
 mod support;
 
@@ -32,20 +38,51 @@ async fn tokens_secrets_and_passwords_never_reach_the_logs() {
     let bin = Binary::start("", &config(&ts, "localhost"), &[("ORDERS_SECRET", SECRET)]).await;
     let app = bin.client();
     let port = up.addr.port();
-    assert_eq!(app.get(format!("http://localhost:{port}/orders")).send().await.unwrap().status(), 200);
-    assert_eq!(app.get(format!("http://localhost:{port}/other")).header("authorization", "Bearer app-own-token").send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.get(format!("http://localhost:{port}/orders"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.get(format!("http://localhost:{port}/other"))
+            .header("authorization", "Bearer app-own-token")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(up.requests()[1].headers["authorization"], "Bearer tok-2");
     // Token endpoint failing with a description: logged, still no secret.
-    ts.set_mode(support::token_server::Mode::OAuthError("invalid_client".into()));
+    ts.set_mode(support::token_server::Mode::OAuthError(
+        "invalid_client".into(),
+    ));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let logs = bin.logs();
-    assert!(logs.contains("\"route\":\"orders\""), "access log line missing:\n{logs}");
-    for leaked in [SECRET, PASSWORD, "tok-1", "tok-2", "rt-secret-refresh", "app-own-token"] {
-        assert!(!logs.contains(leaked), "{leaked} appears in the logs:\n{logs}");
+    assert!(
+        logs.contains("\"route\":\"orders\""),
+        "access log line missing:\n{logs}"
+    );
+    for leaked in [
+        SECRET,
+        PASSWORD,
+        "tok-1",
+        "tok-2",
+        "rt-secret-refresh",
+        "app-own-token",
+    ] {
+        assert!(
+            !logs.contains(leaked),
+            "{leaked} appears in the logs:\n{logs}"
+        );
     }
     // Every line is one JSON object.
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
 }
 
@@ -59,7 +96,11 @@ async fn fifty_megabytes_stream_both_ways_in_bounded_memory() {
     let baseline = bin.peak_rss_kib();
     const SIZE: u64 = 50 * 1024 * 1024;
     // Download: the body streams through, the proxy never holds it.
-    let mut resp = app.get(format!("http://localhost:{port}/download?bytes={SIZE}")).send().await.unwrap();
+    let mut resp = app
+        .get(format!("http://localhost:{port}/download?bytes={SIZE}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut n = 0u64;
     while let Some(chunk) = resp.chunk().await.unwrap() {
@@ -67,9 +108,12 @@ async fn fifty_megabytes_stream_both_ways_in_bounded_memory() {
     }
     assert_eq!(n, SIZE);
     // Upload on a routed path with a client: past retry_body_limit it streams.
-    let chunks = futures_util::stream::iter(
-        (0..SIZE / 65536).map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![b'u'; 65536])))),
-    );
+    let chunks = futures_util::stream::iter((0..SIZE / 65536).map(|_| {
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from(vec![
+            b'u';
+            65536
+        ])))
+    }));
     let r = app
         .post(format!("http://localhost:{port}/orders/upload"))
         .body(reqwest::Body::wrap(http_body_util::StreamBody::new(chunks)))
@@ -84,7 +128,10 @@ async fn fifty_megabytes_stream_both_ways_in_bounded_memory() {
     let peak = bin.peak_rss_kib();
     let grew_mib = (peak.saturating_sub(baseline)) / 1024;
     eprintln!("sidekey peak RSS: baseline {baseline} KiB, after 2 x 50 MiB {peak} KiB");
-    assert!(grew_mib < 24, "proxy RSS grew by {grew_mib} MiB moving 2 x 50 MiB (peak {peak} KiB)");
+    assert!(
+        grew_mib < 24,
+        "proxy RSS grew by {grew_mib} MiB moving 2 x 50 MiB (peak {peak} KiB)"
+    );
 }
 
 #[tokio::test]
@@ -93,13 +140,17 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let mut bin = Binary::start("", "", &[]).await;
     let app = bin.client();
     let url = format!("http://127.0.0.1:{}/slow?ms=1000", up.addr.port());
-    let inflight = tokio::spawn(async move { app.get(url).send().await.map(|r| r.status().as_u16()) });
+    let inflight =
+        tokio::spawn(async move { app.get(url).send().await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     bin.signal("TERM");
     // Draining: readiness goes away while the request finishes.
     let status = inflight.await.unwrap().unwrap();
     assert_eq!(status, 200, "in-flight request was cut off");
-    let exit = tokio::time::timeout(Duration::from_secs(10), bin.child.wait()).await.unwrap().unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     // New connections are refused after shutdown.
     assert!(tokio::net::TcpStream::connect(bin.addr).await.is_err());
@@ -108,20 +159,30 @@ async fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 #[tokio::test]
 async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     let up = Upstream::start().await;
-    let route = |v: &str| format!("[[routes]]\nname = \"r\"\nhosts = [\"localhost\"]\nset_headers = {{ \"X-Version\" = \"{v}\" }}\n");
+    let route = |v: &str| {
+        format!("[[routes]]\nname = \"r\"\nhosts = [\"localhost\"]\nset_headers = {{ \"X-Version\" = \"{v}\" }}\n")
+    };
     let bin = Binary::start("", &route("one"), &[]).await;
     let app = bin.client();
     let url = format!("http://localhost:{}/", up.addr.port());
     app.get(&url).send().await.unwrap();
     assert_eq!(up.last().unwrap().headers["x-version"], "one");
     let path = bin.dir.path().join("proxy.toml");
-    let head: String = std::fs::read_to_string(&path).unwrap().lines().take(3).collect::<Vec<_>>().join("\n");
+    let head: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(&path, format!("{head}\n{}", route("two"))).unwrap();
     bin.signal("HUP");
     let mut seen = String::new();
     for _ in 0..50 {
         app.get(&url).send().await.unwrap();
-        seen = up.last().unwrap().headers["x-version"].to_str().unwrap().to_string();
+        seen = up.last().unwrap().headers["x-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
         if seen == "two" {
             break;
         }
@@ -134,8 +195,16 @@ async fn sighup_reloads_and_a_broken_config_keeps_the_old_one() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     app.get(&url).send().await.unwrap();
     assert_eq!(up.last().unwrap().headers["x-version"], "two");
-    let m = reqwest::get(format!("http://{}/metrics", bin.admin)).await.unwrap().text().await.unwrap();
-    assert!(m.contains("sidekey_config_reloads_total{outcome=\"error\"}"), "{m}");
+    let m = reqwest::get(format!("http://{}/metrics", bin.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("sidekey_config_reloads_total{outcome=\"error\"}"),
+        "{m}"
+    );
     assert!(bin.logs().contains("config reload rejected"));
 }
 
@@ -159,15 +228,25 @@ async fn file_change_reloads_and_unchanged_clients_keep_their_token() {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         app.get(&url).send().await.unwrap();
-        version = up.last().unwrap().headers["x-version"].to_str().unwrap().to_string();
+        version = up.last().unwrap().headers["x-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
         if version == "two" {
             break;
         }
     }
     assert_eq!(version, "two", "file change did not reload");
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
-    assert_eq!(ts.calls(), 1, "an unchanged client kept its cached token across the reload");
-    assert!(proxy.metrics().await.contains("sidekey_config_reloads_total{outcome=\"ok\"}"));
+    assert_eq!(
+        ts.calls(),
+        1,
+        "an unchanged client kept its cached token across the reload"
+    );
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("sidekey_config_reloads_total{outcome=\"ok\"}"));
     proxy.shutdown().await;
 }
 
@@ -183,16 +262,34 @@ fn check_prints_ok_or_every_error_with_positions() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok"));
     let broken = format!("{root}/tests/fixtures/broken/several_errors.toml");
-    let out = std::process::Command::new(bin).args(["check", "--config", &broken]).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["check", "--config", &broken])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("{broken}:13:10: route \"one\"")), "{text}");
-    assert!(text.contains(&format!("{broken}:18:29: route \"two\": header \"X-Token\"")), "{text}");
+    assert!(
+        text.contains(&format!("{broken}:13:10: route \"one\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{broken}:18:29: route \"two\": header \"X-Token\""
+        )),
+        "{text}"
+    );
     // `run` on a broken config exits 64 (EX_USAGE).
-    let out = std::process::Command::new(bin).args(["run", "--config", &broken]).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["run", "--config", &broken])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     // SIDEKEY_CONFIG is the fallback for --config.
-    let out = std::process::Command::new(bin).arg("check").env("SIDEKEY_CONFIG", &broken).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check")
+        .env("SIDEKEY_CONFIG", &broken)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -205,8 +302,16 @@ fn check_never_prints_secrets() {
         format!("[clients.c]\ngrant = \"password\"\ntoken_url = \"not a url\"\nclient_id = \"i\"\nclient_secret = \"{SECRET}\"\nusername = \"u\"\npassword = \"{PASSWORD}\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey")).args(["check", "--config"]).arg(&path).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("token_url"), "{text}");
     assert!(!text.contains(SECRET) && !text.contains(PASSWORD), "{text}");
@@ -230,11 +335,16 @@ async fn token_command_prints_type_expiry_scopes_and_the_token_only_with_show() 
         }
         cmd.output().unwrap()
     };
-    let out = tokio::task::spawn_blocking(move || (run(false), run(true))).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || (run(false), run(true)))
+        .await
+        .unwrap();
     let plain = String::from_utf8_lossy(&out.0.stdout).to_string();
     assert!(out.0.status.success(), "{plain}");
     assert!(plain.contains("type: Bearer\n"), "{plain}");
-    assert!(plain.contains("expires_in: 3599s") || plain.contains("expires_in: 3600s"), "{plain}");
+    assert!(
+        plain.contains("expires_in: 3599s") || plain.contains("expires_in: 3600s"),
+        "{plain}"
+    );
     assert!(plain.contains("scopes: a b\n"), "{plain}");
     assert!(!plain.contains("tok-1"), "token printed without --show");
     let shown = String::from_utf8_lossy(&out.1.stdout);

@@ -2,6 +2,12 @@
 //! // App: reqwest with HTTP_PROXY-style proxy settings.
 //! // Proxy: sidekey, in-process on 127.0.0.1:0.
 //! // Upstream: records what arrived. Token server: counts calls, can fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
 
 mod support;
 
@@ -19,7 +25,9 @@ fn cc_client(ts: &TokenServer, extra: &str) -> String {
 }
 
 fn route(name: &str, host: &str, client: Option<&str>, headers: &str) -> String {
-    let client = client.map(|c| format!("client = \"{c}\"\n")).unwrap_or_default();
+    let client = client
+        .map(|c| format!("client = \"{c}\"\n"))
+        .unwrap_or_default();
     format!("[[routes]]\nname = \"{name}\"\nhosts = [\"{host}\"]\n{client}set_headers = {{ {headers} }}\n")
 }
 
@@ -45,7 +53,11 @@ async fn injects_bearer_token_and_static_headers_only_on_the_route() {
     let app = proxy.client();
 
     // App -> routed host: token and static header injected, Host kept.
-    let r = app.get(format!("http://localhost:{port}/orders?x=1")).send().await.unwrap();
+    let r = app
+        .get(format!("http://localhost:{port}/orders?x=1"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let got = up.last().unwrap();
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
@@ -62,16 +74,34 @@ async fn injects_bearer_token_and_static_headers_only_on_the_route() {
     assert_eq!(field("scope"), Some("orders.read orders.write"));
     assert_eq!(field("audience"), Some("https://api.example.com"));
     assert_eq!(field("resource"), Some("urn:orders"));
-    assert_eq!(reqs[0].auth.as_ref().map(|(u, _)| u.as_str()), Some("orders-sync"));
-    assert_eq!(field("client_secret"), None, "basic auth keeps the secret out of the form");
+    assert_eq!(
+        reqs[0].auth.as_ref().map(|(u, _)| u.as_str()),
+        Some("orders-sync")
+    );
+    assert_eq!(
+        field("client_secret"),
+        None,
+        "basic auth keeps the secret out of the form"
+    );
 
     // App -> same upstream by IP (no route): nothing injected, untouched.
-    let r = app.get(format!("http://127.0.0.1:{port}/other")).send().await.unwrap();
+    let r = app
+        .get(format!("http://127.0.0.1:{port}/other"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let got = up.last().unwrap();
-    assert!(got.headers.get("authorization").is_none(), "unmatched host got a token");
+    assert!(
+        got.headers.get("authorization").is_none(),
+        "unmatched host got a token"
+    );
     assert!(got.headers.get("x-static").is_none());
-    assert_eq!(ts.calls(), 1, "cached token reused, none fetched for unmatched");
+    assert_eq!(
+        ts.calls(),
+        1,
+        "cached token reused, none fetched for unmatched"
+    );
     proxy.shutdown().await;
 }
 
@@ -83,16 +113,30 @@ async fn client_secret_post_sends_credentials_in_the_form() {
     let cfg = format!(
         "{}{}",
         cc_client(&ts, "client_auth = \"post\""),
-        route("r", "localhost", Some("orders"), "Authorization = \"<<oauth.tokenType>> <<oauth.token>>\"")
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"<<oauth.tokenType>> <<oauth.token>>\""
+        )
     );
     let proxy = Proxy::start("", &cfg).await;
-    let r = proxy.client().get(format!("http://localhost:{}/", up.addr.port())).send().await.unwrap();
+    let r = proxy
+        .client()
+        .get(format!("http://localhost:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
     let req = &ts.requests()[0];
     assert!(req.auth.is_none());
-    assert!(req.form.contains(&("client_id".into(), "orders-sync".into())));
-    assert!(req.form.contains(&("client_secret".into(), "s3cr3t-value".into())));
+    assert!(req
+        .form
+        .contains(&("client_id".into(), "orders-sync".into())));
+    assert!(req
+        .form
+        .contains(&("client_secret".into(), "s3cr3t-value".into())));
 }
 
 #[tokio::test]
@@ -113,17 +157,35 @@ async fn capillary_route_gets_its_token_and_attribution_headers() {
     );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
-    let r = app.post(format!("http://localhost:{}/v2/customers", up.addr.port())).body("{}").send().await.unwrap();
+    let r = app
+        .post(format!("http://localhost:{}/v2/customers", up.addr.port()))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let got = up.last().unwrap();
     assert_eq!(got.headers["x-cap-api-oauth-token"], "tok-1");
-    assert_eq!(got.headers["x-cap-api-attribution-entity-type"], "STORE_CODE");
-    assert_eq!(got.headers["x-cap-api-attribution-entity-code"], "store-042");
+    assert_eq!(
+        got.headers["x-cap-api-attribution-entity-type"],
+        "STORE_CODE"
+    );
+    assert_eq!(
+        got.headers["x-cap-api-attribution-entity-code"],
+        "store-042"
+    );
     let sent = ts.requests()[0].json.clone().unwrap();
-    assert_eq!(sent, serde_json::json!({"key": "cap-key", "secret": "cap-secret"}));
+    assert_eq!(
+        sent,
+        serde_json::json!({"key": "cap-key", "secret": "cap-secret"})
+    );
 
     // A Capillary error response: 503 naming the client, never the secret.
-    let r = app.get(format!("http://localhost:{}/bad/x", up.addr.port())).send().await.unwrap();
+    let r = app
+        .get(format!("http://localhost:{}/bad/x", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["x-sidekey-error"], "token_unavailable");
     let body: serde_json::Value = r.json().await.unwrap();
@@ -131,7 +193,10 @@ async fn capillary_route_gets_its_token_and_attribution_headers() {
     assert_eq!(body["client"], "cap_bad");
     assert_eq!(body["route"], "cap-bad");
     let msg = body["message"].as_str().unwrap();
-    assert!(msg.contains("Invalid key/secret") && !msg.contains("wrong-secret"), "{msg}");
+    assert!(
+        msg.contains("Invalid key/secret") && !msg.contains("wrong-secret"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +204,16 @@ async fn two_hundred_concurrent_cold_requests_make_one_token_request() {
     let ts = TokenServer::start().await;
     ts.set_delay(Duration::from_millis(200));
     let up = Upstream::start().await;
-    let cfg = format!("{}{}", cc_client(&ts, ""), route("r", "localhost", Some("orders"), "Authorization = \"Bearer <<oauth.token>>\""));
+    let cfg = format!(
+        "{}{}",
+        cc_client(&ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/", up.addr.port());
@@ -153,7 +227,10 @@ async fn two_hundred_concurrent_cold_requests_make_one_token_request() {
     }
     assert_eq!(ts.calls(), 1);
     assert_eq!(up.count(), 200);
-    assert!(up.requests().iter().all(|r| r.headers["authorization"] == "Bearer tok-1"));
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| r.headers["authorization"] == "Bearer tok-1"));
 }
 
 #[tokio::test]
@@ -162,7 +239,16 @@ async fn refreshes_before_expiry_without_requests_waiting() {
     ts.set_ttl(2);
     let up = Upstream::start().await;
     // refresh_before 60s is clamped to half the 2 s lifetime: refresh at ~1 s.
-    let cfg = format!("{}{}", cc_client(&ts, ""), route("r", "localhost", Some("orders"), "Authorization = \"Bearer <<oauth.token>>\""));
+    let cfg = format!(
+        "{}{}",
+        cc_client(&ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/", up.addr.port());
@@ -174,7 +260,10 @@ async fn refreshes_before_expiry_without_requests_waiting() {
     ts.set_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
     assert_eq!(app.get(&url).send().await.unwrap().status(), 200);
-    assert!(started.elapsed() < Duration::from_secs(2), "a request waited for a token fetch");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a request waited for a token fetch"
+    );
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-2");
 }
 
@@ -183,7 +272,16 @@ async fn token_endpoint_down_gives_503_at_once_then_recovers() {
     let ts = TokenServer::start().await;
     ts.set_mode(Mode::Fail(500));
     let up = Upstream::start().await;
-    let cfg = format!("{}{}", cc_client(&ts, ""), route("r", "localhost", Some("orders"), "Authorization = \"Bearer <<oauth.token>>\""));
+    let cfg = format!(
+        "{}{}",
+        cc_client(&ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/", up.addr.port());
@@ -199,10 +297,20 @@ async fn token_endpoint_down_gives_503_at_once_then_recovers() {
         assert!(body["message"].as_str().unwrap().contains("500"));
         n += 1;
     }
-    assert!(n > 20, "503s must come at once, not after a wait ({n} in 2 s)");
+    assert!(
+        n > 20,
+        "503s must come at once, not after a wait ({n} in 2 s)"
+    );
     let calls = ts.calls();
-    assert!(calls <= 4, "{calls} token requests in 2 s while down: backoff is not working");
-    assert_eq!(up.count(), 0, "nothing reached the upstream without a token");
+    assert!(
+        calls <= 4,
+        "{calls} token requests in 2 s while down: backoff is not working"
+    );
+    assert_eq!(
+        up.count(),
+        0,
+        "nothing reached the upstream without a token"
+    );
     // Recovery.
     ts.set_mode(Mode::Ok);
     let mut ok = false;
@@ -214,7 +322,10 @@ async fn token_endpoint_down_gives_503_at_once_then_recovers() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "did not recover after the token endpoint came back");
-    assert!(proxy.metrics().await.contains("sidekey_token_fetches_total{client=\"orders\",outcome=\"error\"}"));
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("sidekey_token_fetches_total{client=\"orders\",outcome=\"error\"}"));
 }
 
 #[tokio::test]
@@ -226,7 +337,16 @@ async fn upstream_401_drops_the_token_refetches_and_retries_once() {
         (r.headers.get("authorization").map(|v| v == "Bearer tok-1") == Some(true))
             .then(|| (401, vec![], "revoked".to_string()))
     });
-    let cfg = format!("{}{}", cc_client(&ts, ""), route("r", "localhost", Some("orders"), "Authorization = \"Bearer <<oauth.token>>\""));
+    let cfg = format!(
+        "{}{}",
+        cc_client(&ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
     let proxy = Proxy::start("retry_body_limit = \"1KiB\"", &cfg).await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/upload", up.addr.port());
@@ -235,7 +355,11 @@ async fn upstream_401_drops_the_token_refetches_and_retries_once() {
     let seen = up.requests();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].headers["authorization"], "Bearer tok-2");
-    assert_eq!(&seen[1].body[..], b"small body", "the kept body was replayed");
+    assert_eq!(
+        &seen[1].body[..],
+        b"small body",
+        "the kept body was replayed"
+    );
     assert_eq!(ts.calls(), 2);
 
     // A 401 for a body over retry_body_limit goes back to the app; the
@@ -269,9 +393,18 @@ async fn strips_hop_by_hop_and_forged_error_headers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers().get("x-sidekey-error").is_none(), "upstream must not be able to forge X-Sidekey-Error");
+    assert!(
+        r.headers().get("x-sidekey-error").is_none(),
+        "upstream must not be able to forge X-Sidekey-Error"
+    );
     let got = up.last().unwrap();
-    for h in ["x-drop-me", "keep-alive", "proxy-connection", "te", "proxy-authorization"] {
+    for h in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "proxy-authorization",
+    ] {
         assert!(got.headers.get(h).is_none(), "{h} reached the upstream");
     }
     assert_eq!(got.headers["x-a"], "1");
@@ -282,7 +415,11 @@ async fn proxy_errors_are_json_with_codes() {
     let up = Upstream::start().await;
     let closed = support::sidekey::free_port();
     let cfg = "[[routes]]\nname = \"denied\"\nhosts = [\"localhost\"]\npath_prefix = \"/nope\"\n";
-    let proxy = Proxy::start("upstream_timeout = \"500ms\"\ndeny_destinations = [\"169.254.0.0/16\", \"127.0.0.2/32\"]", cfg).await;
+    let proxy = Proxy::start(
+        "upstream_timeout = \"500ms\"\ndeny_destinations = [\"169.254.0.0/16\", \"127.0.0.2/32\"]",
+        cfg,
+    )
+    .await;
     let app = proxy.client();
     let check = |status: u16, code: &'static str| {
         move |r: reqwest::Response| {
@@ -293,21 +430,45 @@ async fn proxy_errors_are_json_with_codes() {
         }
     };
     // Origin-form request straight to the proxy port: 400.
-    let r = reqwest::get(format!("{}/healthz", proxy.url())).await.unwrap();
+    let r = reqwest::get(format!("{}/healthz", proxy.url()))
+        .await
+        .unwrap();
     let body: serde_json::Value = check(400, "bad_request")(r).json().await.unwrap();
     assert_eq!(body["error"], "bad_request");
     assert!(body["route"].is_null());
     // Nobody listening: 502.
-    check(502, "upstream_unreachable")(app.get(format!("http://127.0.0.1:{}/", closed.port())).send().await.unwrap());
+    check(502, "upstream_unreachable")(
+        app.get(format!("http://127.0.0.1:{}/", closed.port()))
+            .send()
+            .await
+            .unwrap(),
+    );
     // Upstream never answers: 504 after upstream_timeout.
-    check(504, "upstream_timeout")(app.get(format!("http://127.0.0.1:{}/hang", up.addr.port())).send().await.unwrap());
+    check(504, "upstream_timeout")(
+        app.get(format!("http://127.0.0.1:{}/hang", up.addr.port()))
+            .send()
+            .await
+            .unwrap(),
+    );
     // Denied destination by IP literal and link-local metadata address: 403.
-    check(403, "denied")(app.get(format!("http://127.0.0.2:{}/", up.addr.port())).send().await.unwrap());
-    check(403, "denied")(app.get("http://169.254.169.254/latest/meta-data/").send().await.unwrap());
+    check(403, "denied")(
+        app.get(format!("http://127.0.0.2:{}/", up.addr.port()))
+            .send()
+            .await
+            .unwrap(),
+    );
+    check(403, "denied")(
+        app.get("http://169.254.169.254/latest/meta-data/")
+            .send()
+            .await
+            .unwrap(),
+    );
     // Malformed target.
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET http:/// HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET http:/// HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 512];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"));
@@ -318,7 +479,12 @@ async fn deny_destinations_apply_to_resolved_addresses() {
     // "localhost" resolves to 127.0.0.1, which this config denies.
     let up = Upstream::start().await;
     let proxy = Proxy::start("deny_destinations = [\"127.0.0.0/8\", \"::1/128\"]", "").await;
-    let r = proxy.client().get(format!("http://localhost:{}/", up.addr.port())).send().await.unwrap();
+    let r = proxy
+        .client()
+        .get(format!("http://localhost:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-sidekey-error"], "denied");
     assert_eq!(up.count(), 0);
@@ -334,18 +500,45 @@ async fn unmatched_deny_and_proxy_auth() {
     )
     .await;
     // No credentials: 407 with a challenge.
-    let r = proxy.client().get(format!("http://localhost:{}/", up.addr.port())).send().await.unwrap();
+    let r = proxy
+        .client()
+        .get(format!("http://localhost:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 407);
     assert_eq!(r.headers()["x-sidekey-error"], "proxy_auth_required");
     assert!(r.headers().contains_key("proxy-authenticate"));
     let app = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap().basic_auth("app", "pw"))
+        .proxy(
+            reqwest::Proxy::all(proxy.url())
+                .unwrap()
+                .basic_auth("app", "pw"),
+        )
         .build()
         .unwrap();
-    assert_eq!(app.get(format!("http://localhost:{}/", up.addr.port())).send().await.unwrap().status(), 200);
-    assert!(up.last().unwrap().headers.get("proxy-authorization").is_none(), "proxy credentials leaked upstream");
+    assert_eq!(
+        app.get(format!("http://localhost:{}/", up.addr.port()))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        up.last()
+            .unwrap()
+            .headers
+            .get("proxy-authorization")
+            .is_none(),
+        "proxy credentials leaked upstream"
+    );
     // Unmatched host with unmatched = "deny": 403.
-    let r = app.get(format!("http://127.0.0.1:{}/", up.addr.port())).send().await.unwrap();
+    let r = app
+        .get(format!("http://127.0.0.1:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-sidekey-error"], "denied");
 }
@@ -354,10 +547,29 @@ async fn unmatched_deny_and_proxy_auth() {
 async fn metrics_expose_the_spec_families() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
-    let cfg = format!("{}{}", cc_client(&ts, ""), route("r", "localhost", Some("orders"), "Authorization = \"Bearer <<oauth.token>>\""));
+    let cfg = format!(
+        "{}{}",
+        cc_client(&ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
     let proxy = Proxy::start("", &cfg).await;
-    proxy.client().get(format!("http://localhost:{}/", up.addr.port())).send().await.unwrap();
-    proxy.client().get(format!("http://127.0.0.1:{}/", up.addr.port())).send().await.unwrap();
+    proxy
+        .client()
+        .get(format!("http://localhost:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    proxy
+        .client()
+        .get(format!("http://127.0.0.1:{}/", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
     let m = proxy.metrics().await;
     for want in [
         "sidekey_requests_total{route=\"r\",status=\"200\"} 1",
@@ -369,9 +581,16 @@ async fn metrics_expose_the_spec_families() {
     ] {
         assert!(m.contains(want), "missing {want} in\n{m}");
     }
-    assert!(!m.contains("tok-1") && !m.contains("s3cr3t"), "metrics leak a secret");
-    let health = reqwest::get(format!("http://{}/healthz", proxy.admin)).await.unwrap();
+    assert!(
+        !m.contains("tok-1") && !m.contains("s3cr3t"),
+        "metrics leak a secret"
+    );
+    let health = reqwest::get(format!("http://{}/healthz", proxy.admin))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let ready = reqwest::get(format!("http://{}/readyz", proxy.admin)).await.unwrap();
+    let ready = reqwest::get(format!("http://{}/readyz", proxy.admin))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }

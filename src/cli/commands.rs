@@ -30,12 +30,20 @@ pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
 }
 
 /// Fetches one token; prints type, expiry, scopes (and the token with `show`).
-pub async fn token(path: &Path, client: &str, show: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn token(
+    path: &Path,
+    client: &str,
+    show: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     crate::init_crypto();
     let cfg = config::load(path)?;
     let settings = cfg.clients.get(client).ok_or_else(|| {
         let known: Vec<&str> = cfg.clients.keys().map(String::as_str).collect();
-        anyhow::anyhow!("client {client:?} is not defined (defined: {})", known.join(", "))
+        anyhow::anyhow!(
+            "client {client:?} is not defined (defined: {})",
+            known.join(", ")
+        )
     })?;
     let store = TokenStore::new(Arc::new(Metrics::new()));
     let slot = store
@@ -57,6 +65,11 @@ pub async fn token(path: &Path, client: &str, show: bool, out: &mut dyn Write) -
 
 pub fn ca_generate(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     crate::tls::ca::generate(dir)?;
-    writeln!(out, "wrote {} and {} (mode 0600)", dir.join("ca.crt").display(), dir.join("ca.key").display())?;
+    writeln!(
+        out,
+        "wrote {} and {} (mode 0600)",
+        dir.join("ca.crt").display(),
+        dir.join("ca.key").display()
+    )?;
     Ok(())
 }

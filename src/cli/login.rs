@@ -21,7 +21,12 @@ use crate::token::grants::{form, refresh_state, Fetcher};
 
 const WAIT: Duration = Duration::from_secs(300);
 
-pub async fn login(path: &Path, client: &str, no_browser: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+pub async fn login(
+    path: &Path,
+    client: &str,
+    no_browser: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     crate::init_crypto();
     let cfg = config::load(path)?;
     let s = cfg
@@ -35,22 +40,32 @@ pub async fn login(path: &Path, client: &str, no_browser: bool, out: &mut dyn Wr
         ..
     } = &s.grant
     else {
-        anyhow::bail!("client {client:?} has grant {:?}; login is for grant \"refresh_token\"", s.grant.name());
+        anyhow::bail!(
+            "client {client:?} has grant {:?}; login is for grant \"refresh_token\"",
+            s.grant.name()
+        );
     };
     let authorize_url = authorize_url
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("client {client:?}: set authorize_url to log in"))?;
-    let state_file = state_file
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("client {client:?}: set state_file, where the refresh token is kept"))?;
+    let state_file = state_file.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("client {client:?}: set state_file, where the refresh token is kept")
+    })?;
     let host = redirect_uri.host_str().unwrap_or_default();
     if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "::1") {
         anyhow::bail!("redirect_uri must be a loopback address (RFC 8252 §7.3), not {host}");
     }
     let port = redirect_uri.port_or_known_default().unwrap_or(80);
-    let listener = tokio::net::TcpListener::bind((if host == "localhost" { "127.0.0.1" } else { host.trim_matches(['[', ']']) }, port))
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {redirect_uri} for the callback: {e}"))?;
+    let listener = tokio::net::TcpListener::bind((
+        if host == "localhost" {
+            "127.0.0.1"
+        } else {
+            host.trim_matches(['[', ']'])
+        },
+        port,
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {redirect_uri} for the callback: {e}"))?;
 
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let verifier = b64.encode(rand::random::<[u8; 32]>());
@@ -84,9 +99,12 @@ pub async fn login(path: &Path, client: &str, no_browser: bool, out: &mut dyn Wr
             .spawn();
     }
 
-    let code = tokio::time::timeout(WAIT, callback(listener, redirect_uri.path().to_string(), state))
-        .await
-        .map_err(|_| anyhow::anyhow!("no redirect within {WAIT:?}"))??;
+    let code = tokio::time::timeout(
+        WAIT,
+        callback(listener, redirect_uri.path().to_string(), state),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no redirect within {WAIT:?}"))??;
     let resp = form::exchange_code(fetcher.http(), s, &code, &verifier, redirect_uri.as_str())
         .await
         .map_err(|e| anyhow::anyhow!("client {client:?}: code exchange failed: {e}"))?;
@@ -95,12 +113,20 @@ pub async fn login(path: &Path, client: &str, no_browser: bool, out: &mut dyn Wr
         .ok_or_else(|| anyhow::anyhow!("client {client:?}: the token response has no refresh_token (does the client need the offline_access scope?)"))?;
     refresh_state::save(state_file, &rt)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", state_file.display()))?;
-    writeln!(out, "Saved the refresh token for {client:?} to {} (mode 0600).", state_file.display())?;
+    writeln!(
+        out,
+        "Saved the refresh token for {client:?} to {} (mode 0600).",
+        state_file.display()
+    )?;
     Ok(())
 }
 
 /// Serves the loopback redirect until one carries our `state` and a code.
-async fn callback(listener: tokio::net::TcpListener, path: String, state: String) -> anyhow::Result<String> {
+async fn callback(
+    listener: tokio::net::TcpListener,
+    path: String,
+    state: String,
+) -> anyhow::Result<String> {
     let (tx, mut rx) = mpsc::channel::<anyhow::Result<String>>(1);
     loop {
         let (stream, _) = tokio::select! {
@@ -115,8 +141,14 @@ async fn callback(listener: tokio::net::TcpListener, path: String, state: String
             let tx = tx.clone();
             async move {
                 let (status, text) = match &outcome {
-                    Some(Ok(_)) => (StatusCode::OK, "sidekey: signed in. You can close this window.".to_string()),
-                    Some(Err(e)) => (StatusCode::BAD_REQUEST, format!("sidekey: login failed: {e}")),
+                    Some(Ok(_)) => (
+                        StatusCode::OK,
+                        "sidekey: signed in. You can close this window.".to_string(),
+                    ),
+                    Some(Err(e)) => (
+                        StatusCode::BAD_REQUEST,
+                        format!("sidekey: login failed: {e}"),
+                    ),
                     None => (StatusCode::NOT_FOUND, "not found".to_string()),
                 };
                 if let Some(o) = outcome {
@@ -136,20 +168,27 @@ async fn callback(listener: tokio::net::TcpListener, path: String, state: String
 }
 
 /// `None` for unrelated requests (a favicon); else the code or the error.
-fn read_redirect<B>(req: &http::Request<B>, path: &str, state: &str) -> Option<anyhow::Result<String>> {
+fn read_redirect<B>(
+    req: &http::Request<B>,
+    path: &str,
+    state: &str,
+) -> Option<anyhow::Result<String>> {
     if req.uri().path() != path {
         return None;
     }
-    let q: Vec<(String, String)> = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let q: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     if let Some(e) = get("error") {
         let d = get("error_description").unwrap_or("");
         return Some(Err(anyhow::anyhow!("authorization server said {e}: {d}")));
     }
     if get("state") != Some(state) {
-        return Some(Err(anyhow::anyhow!("state mismatch: the redirect is not from this login")));
+        return Some(Err(anyhow::anyhow!(
+            "state mismatch: the redirect is not from this login"
+        )));
     }
     match get("code") {
         Some(c) if !c.is_empty() => Some(Ok(c.to_string())),

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 pub use commands::{ca_generate, check, token};
 
 #[derive(Debug, Parser)]
-#[command(name = "sidekey", version, about = "A forward proxy sidecar that injects OAuth tokens into outgoing requests")]
+#[command(
+    name = "sidekey",
+    version,
+    about = "A forward proxy sidecar that injects OAuth tokens into outgoing requests"
+)]
 pub struct Cli {
     /// Log format: json or text. Default is text on a terminal, json otherwise.
     #[arg(long, global = true, value_enum)]
@@ -30,7 +34,11 @@ impl ConfigArg {
     pub fn path(&self) -> PathBuf {
         self.config
             .clone()
-            .or_else(|| std::env::var_os("SIDEKEY_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("SIDEKEY_CONFIG")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| PathBuf::from("proxy.toml"))
     }
 }

@@ -12,7 +12,8 @@ use super::raw::RawClient;
 use super::validate::{resolve_path, Errors};
 use crate::template::{Context, Template};
 
-const GRANTS: &str = "client_credentials | password | refresh_token | token_exchange | capillary | custom";
+const GRANTS: &str =
+    "client_credentials | password | refresh_token | token_exchange | capillary | custom";
 
 pub(super) fn client(
     name: &str,
@@ -31,7 +32,10 @@ pub(super) fn client(
             Ok(t) => {
                 for p in t.files() {
                     if let Err(e) = std::fs::metadata(p) {
-                        errs.at(f.span(), ctx(&format!("{key}: cannot read {}: {e}", p.display())));
+                        errs.at(
+                            f.span(),
+                            ctx(&format!("{key}: cannot read {}: {e}", p.display())),
+                        );
                     }
                 }
                 Some(t)
@@ -51,12 +55,20 @@ pub(super) fn client(
     let subject_token = field(&raw.subject_token, "subject_token", Context::ClientField);
     let actor_token = field(&raw.actor_token, "actor_token", Context::ClientField);
     let private_key = field(&raw.private_key, "private_key", Context::ClientField);
-    let tls_cert = field(&raw.tls_client_cert, "tls_client_cert", Context::ClientField);
+    let tls_cert = field(
+        &raw.tls_client_cert,
+        "tls_client_cert",
+        Context::ClientField,
+    );
     let tls_key = field(&raw.tls_client_key, "tls_client_key", Context::ClientField);
     let body = field(&raw.body, "body", Context::Body);
     let mut params = Vec::new();
     for (k, v) in &raw.params {
-        if let Some(t) = field(&Some(v.clone()), &format!("params.{k}"), Context::ClientField) {
+        if let Some(t) = field(
+            &Some(v.clone()),
+            &format!("params.{k}"),
+            Context::ClientField,
+        ) {
             params.push((k.clone(), t));
         }
     }
@@ -79,21 +91,33 @@ pub(super) fn client(
     let plain = |f: &Option<Spanned<String>>| f.as_ref().map(|s| s.get_ref().clone());
     let mut require = |present: bool, key: &str, span: Range<usize>| {
         if !present {
-            errs.at(span, ctx(&format!("{key} is required for grant {:?}", raw.grant.get_ref())));
+            errs.at(
+                span,
+                ctx(&format!(
+                    "{key} is required for grant {:?}",
+                    raw.grant.get_ref()
+                )),
+            );
         }
     };
     let gspan = raw.grant.span();
     let grant = match raw.grant.get_ref().as_str() {
         "client_credentials" => Some(GrantSettings::ClientCredentials),
         "capillary" => {
-            require(raw.client_id.is_some(), "client_id (the key)", gspan.clone());
+            require(
+                raw.client_id.is_some(),
+                "client_id (the key)",
+                gspan.clone(),
+            );
             require(raw.client_secret.is_some(), "client_secret", gspan.clone());
             Some(GrantSettings::Capillary)
         }
         "password" => {
             require(raw.username.is_some(), "username", gspan.clone());
             require(raw.password.is_some(), "password", gspan.clone());
-            username.zip(password).map(|(username, password)| GrantSettings::Password { username, password })
+            username
+                .zip(password)
+                .map(|(username, password)| GrantSettings::Password { username, password })
         }
         "refresh_token" => {
             require(
@@ -101,13 +125,16 @@ pub(super) fn client(
                 "refresh_token or state_file",
                 gspan.clone(),
             );
-            let authorize_url = raw.authorize_url.as_ref().and_then(|u| match url::Url::parse(u.get_ref()) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    errs.at(u.span(), ctx(&format!("authorize_url: {e}")));
-                    None
-                }
-            });
+            let authorize_url =
+                raw.authorize_url
+                    .as_ref()
+                    .and_then(|u| match url::Url::parse(u.get_ref()) {
+                        Ok(u) => Some(u),
+                        Err(e) => {
+                            errs.at(u.span(), ctx(&format!("authorize_url: {e}")));
+                            None
+                        }
+                    });
             let redirect = raw
                 .redirect_uri
                 .as_ref()
@@ -122,29 +149,42 @@ pub(super) fn client(
             };
             redirect_uri.map(|redirect_uri| GrantSettings::RefreshToken {
                 refresh_token: refresh_token.clone(),
-                state_file: raw.state_file.as_ref().map(|p| resolve_path(base, p.get_ref())),
+                state_file: raw
+                    .state_file
+                    .as_ref()
+                    .map(|p| resolve_path(base, p.get_ref())),
                 authorize_url,
                 redirect_uri,
             })
         }
         "token_exchange" => {
             require(raw.subject_token.is_some(), "subject_token", gspan.clone());
-            require(raw.subject_token_type.is_some(), "subject_token_type", gspan.clone());
+            require(
+                raw.subject_token_type.is_some(),
+                "subject_token_type",
+                gspan.clone(),
+            );
             match (subject_token, plain(&raw.subject_token_type)) {
-                (Some(subject_token), Some(subject_token_type)) => Some(GrantSettings::TokenExchange {
-                    subject_token,
-                    subject_token_type,
-                    requested_token_type: plain(&raw.requested_token_type),
-                    actor_token,
-                    actor_token_type: plain(&raw.actor_token_type),
-                }),
+                (Some(subject_token), Some(subject_token_type)) => {
+                    Some(GrantSettings::TokenExchange {
+                        subject_token,
+                        subject_token_type,
+                        requested_token_type: plain(&raw.requested_token_type),
+                        actor_token,
+                        actor_token_type: plain(&raw.actor_token_type),
+                    })
+                }
                 _ => None,
             }
         }
         "custom" => {
             require(raw.body.is_some(), "body", gspan.clone());
             require(raw.token_path.is_some(), "token_path", gspan.clone());
-            let content_type = match raw.content_type.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            let content_type = match raw
+                .content_type
+                .as_ref()
+                .map(|c| (c.get_ref().as_str(), c.span()))
+            {
                 None | Some(("application/json", _)) => Some(ContentType::Json),
                 Some(("application/x-www-form-urlencoded", _)) => Some(ContentType::Form),
                 Some((other, span)) => {
@@ -152,7 +192,9 @@ pub(super) fn client(
                     None
                 }
             };
-            let path = |p: &Option<Spanned<String>>| plain(p).map(|s| s.split('.').map(str::to_string).collect::<Vec<_>>());
+            let path = |p: &Option<Spanned<String>>| {
+                plain(p).map(|s| s.split('.').map(str::to_string).collect::<Vec<_>>())
+            };
             match (body, content_type, path(&raw.token_path)) {
                 (Some(body), Some(content_type), Some(token_path)) => Some(GrantSettings::Custom {
                     body,
@@ -161,13 +203,19 @@ pub(super) fn client(
                     expires_in_path: path(&raw.expires_in_path),
                     refresh_token_path: path(&raw.refresh_token_path),
                     refresh_token: refresh_token.clone(),
-                    state_file: raw.state_file.as_ref().map(|p| resolve_path(base, p.get_ref())),
+                    state_file: raw
+                        .state_file
+                        .as_ref()
+                        .map(|p| resolve_path(base, p.get_ref())),
                 }),
                 _ => None,
             }
         }
         other => {
-            errs.at(gspan.clone(), ctx(&format!("unknown grant {other:?} (one of {GRANTS})")));
+            errs.at(
+                gspan.clone(),
+                ctx(&format!("unknown grant {other:?} (one of {GRANTS})")),
+            );
             None
         }
     };
@@ -176,20 +224,51 @@ pub(super) fn client(
     for (key, set, allowed) in [
         ("username", raw.username.is_some(), grant_name == "password"),
         ("password", raw.password.is_some(), grant_name == "password"),
-        ("refresh_token", raw.refresh_token.is_some(), matches!(grant_name, "refresh_token" | "custom")),
-        ("state_file", raw.state_file.is_some(), matches!(grant_name, "refresh_token" | "custom")),
-        ("authorize_url", raw.authorize_url.is_some(), grant_name == "refresh_token"),
-        ("subject_token", raw.subject_token.is_some(), grant_name == "token_exchange"),
-        ("actor_token", raw.actor_token.is_some(), grant_name == "token_exchange"),
+        (
+            "refresh_token",
+            raw.refresh_token.is_some(),
+            matches!(grant_name, "refresh_token" | "custom"),
+        ),
+        (
+            "state_file",
+            raw.state_file.is_some(),
+            matches!(grant_name, "refresh_token" | "custom"),
+        ),
+        (
+            "authorize_url",
+            raw.authorize_url.is_some(),
+            grant_name == "refresh_token",
+        ),
+        (
+            "subject_token",
+            raw.subject_token.is_some(),
+            grant_name == "token_exchange",
+        ),
+        (
+            "actor_token",
+            raw.actor_token.is_some(),
+            grant_name == "token_exchange",
+        ),
         ("body", raw.body.is_some(), grant_name == "custom"),
-        ("token_path", raw.token_path.is_some(), grant_name == "custom"),
+        (
+            "token_path",
+            raw.token_path.is_some(),
+            grant_name == "custom",
+        ),
     ] {
         if set && !allowed {
-            errs.at(gspan.clone(), ctx(&format!("{key} is not used by grant {grant_name:?}")));
+            errs.at(
+                gspan.clone(),
+                ctx(&format!("{key} is not used by grant {grant_name:?}")),
+            );
         }
     }
 
-    let client_auth = match raw.client_auth.as_ref().map(|a| (a.get_ref().as_str(), a.span())) {
+    let client_auth = match raw
+        .client_auth
+        .as_ref()
+        .map(|a| (a.get_ref().as_str(), a.span()))
+    {
         None | Some(("basic", _)) => Some(ClientAuth::Basic),
         Some(("post", _)) => Some(ClientAuth::Post),
         Some(("none", _)) => Some(ClientAuth::None),
@@ -198,26 +277,44 @@ pub(super) fn client(
                 None | Some("RS256") => Some(JwtAlg::Rs256),
                 Some("ES256") => Some(JwtAlg::Es256),
                 Some(other) => {
-                    errs.at(span.clone(), ctx(&format!("signing_alg {other:?} must be \"RS256\" or \"ES256\"")));
+                    errs.at(
+                        span.clone(),
+                        ctx(&format!(
+                            "signing_alg {other:?} must be \"RS256\" or \"ES256\""
+                        )),
+                    );
                     None
                 }
             };
             if private_key.is_none() {
-                errs.at(span, ctx("private_key is required when client_auth = \"private_key_jwt\""));
+                errs.at(
+                    span,
+                    ctx("private_key is required when client_auth = \"private_key_jwt\""),
+                );
             }
-            private_key.zip(alg).map(|(key, alg)| ClientAuth::PrivateKeyJwt {
-                key,
-                key_id: plain(&raw.key_id),
-                alg,
-            })
+            private_key
+                .zip(alg)
+                .map(|(key, alg)| ClientAuth::PrivateKeyJwt {
+                    key,
+                    key_id: plain(&raw.key_id),
+                    alg,
+                })
         }
         Some((other, span)) => {
-            errs.at(span, ctx(&format!("client_auth {other:?} must be basic, post, private_key_jwt or none")));
+            errs.at(
+                span,
+                ctx(&format!(
+                    "client_auth {other:?} must be basic, post, private_key_jwt or none"
+                )),
+            );
             None
         }
     };
     let needs_secret = matches!(client_auth, Some(ClientAuth::Basic | ClientAuth::Post))
-        && !matches!(grant, Some(GrantSettings::Custom { .. } | GrantSettings::Capillary));
+        && !matches!(
+            grant,
+            Some(GrantSettings::Custom { .. } | GrantSettings::Capillary)
+        );
     if needs_secret && raw.client_secret.is_none() && raw.client_id.is_some() {
         errs.at(span.clone(), ctx("client_secret is required for client_auth basic/post (or set client_auth = \"none\")"));
     }
@@ -228,7 +325,10 @@ pub(super) fn client(
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
         _ => {
-            errs.at(span.clone(), ctx("tls_client_cert and tls_client_key go together: set both or neither"));
+            errs.at(
+                span.clone(),
+                ctx("tls_client_cert and tls_client_key go together: set both or neither"),
+            );
             None
         }
     };

@@ -209,9 +209,7 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
         let n: u64 = num
             .parse()
@@ -224,7 +222,11 @@ impl ByteSize {
             "MiB" => 1024 * 1024,
             "GB" => 1000 * 1000 * 1000,
             "GiB" => 1024 * 1024 * 1024,
-            other => return Err(format!("invalid size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, KB, MB or GB")),
+            other => {
+                return Err(format!(
+                    "invalid size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, KB, MB or GB"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use super::*;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/broken").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/broken")
+        .join(name)
 }
 
 fn errors(name: &str) -> String {
@@ -20,18 +22,76 @@ fn errors(name: &str) -> String {
 #[test]
 fn every_broken_fixture_names_place_and_problem() {
     let cases: &[(&str, &[&str])] = &[
-        ("unknown_key.toml", &["unknown_key.toml:3:1:", "unknown field `listne`"]),
-        ("unknown_client.toml", &["unknown_client.toml:4:10:", "route \"orders\"", "client \"nope\" is not defined"]),
-        ("oauth_without_client.toml", &["oauth_without_client.toml:4:", "route \"static\"", "header \"Authorization\"", "has no client"]),
-        ("unknown_placeholder.toml", &["unknown_placeholder.toml:11:", "header \"Authorization\"", "unknown placeholder <<oauth.tokn>>"]),
-        ("bad_duration.toml", &["bad_duration.toml:2:", "thirty seconds"]),
+        (
+            "unknown_key.toml",
+            &["unknown_key.toml:3:1:", "unknown field `listne`"],
+        ),
+        (
+            "unknown_client.toml",
+            &[
+                "unknown_client.toml:4:10:",
+                "route \"orders\"",
+                "client \"nope\" is not defined",
+            ],
+        ),
+        (
+            "oauth_without_client.toml",
+            &[
+                "oauth_without_client.toml:4:",
+                "route \"static\"",
+                "header \"Authorization\"",
+                "has no client",
+            ],
+        ),
+        (
+            "unknown_placeholder.toml",
+            &[
+                "unknown_placeholder.toml:11:",
+                "header \"Authorization\"",
+                "unknown placeholder <<oauth.tokn>>",
+            ],
+        ),
+        (
+            "bad_duration.toml",
+            &["bad_duration.toml:2:", "thirty seconds"],
+        ),
         ("bad_size.toml", &["bad_size.toml:2:", "potatoes"]),
-        ("ca_cert_without_key.toml", &["ca_cert_without_key.toml:2:", "ca_key is required when ca_cert is set"]),
-        ("bad_host.toml", &["bad_host.toml:3:10:", "only as the first label", "bad_host.toml:3:31:", "bad port"]),
-        ("missing_env.toml", &["missing_env.toml:5:", "client \"c\"", "SIDEKEY_TEST_DEFINITELY_UNSET is not set"]),
-        ("unknown_grant.toml", &["unknown_grant.toml:2:", "unknown grant \"implicit\""]),
-        ("password_without_username.toml", &["password_without_username.toml:2:", "username is required"]),
-        ("bad_token_url.toml", &["bad_token_url.toml:3:", "token_url must be an http(s) URL"]),
+        (
+            "ca_cert_without_key.toml",
+            &[
+                "ca_cert_without_key.toml:2:",
+                "ca_key is required when ca_cert is set",
+            ],
+        ),
+        (
+            "bad_host.toml",
+            &[
+                "bad_host.toml:3:10:",
+                "only as the first label",
+                "bad_host.toml:3:31:",
+                "bad port",
+            ],
+        ),
+        (
+            "missing_env.toml",
+            &[
+                "missing_env.toml:5:",
+                "client \"c\"",
+                "SIDEKEY_TEST_DEFINITELY_UNSET is not set",
+            ],
+        ),
+        (
+            "unknown_grant.toml",
+            &["unknown_grant.toml:2:", "unknown grant \"implicit\""],
+        ),
+        (
+            "password_without_username.toml",
+            &["password_without_username.toml:2:", "username is required"],
+        ),
+        (
+            "bad_token_url.toml",
+            &["bad_token_url.toml:3:", "token_url must be an http(s) URL"],
+        ),
     ];
     for (name, wants) in cases {
         let got = errors(name);
@@ -45,8 +105,14 @@ fn every_broken_fixture_names_place_and_problem() {
 fn reports_every_error_not_just_the_first() {
     let got = errors("several_errors.toml");
     assert_eq!(got.lines().count(), 2, "{got}");
-    assert!(got.contains("several_errors.toml:13:10:") && got.contains("\"missing\""), "{got}");
-    assert!(got.contains("several_errors.toml:18:29:") && got.contains("route \"two\""), "{got}");
+    assert!(
+        got.contains("several_errors.toml:13:10:") && got.contains("\"missing\""),
+        "{got}"
+    );
+    assert!(
+        got.contains("several_errors.toml:18:29:") && got.contains("route \"two\""),
+        "{got}"
+    );
 }
 
 #[test]
@@ -62,10 +128,16 @@ fn the_repo_example_loads_without_credentials() {
 fn defaults_and_typed_values() {
     let cfg = load_str(Path::new("x.toml"), "", &|_| None).unwrap();
     assert_eq!(cfg.proxy.listen.to_string(), "127.0.0.1:3128");
-    assert_eq!(cfg.proxy.admin.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:9901"));
+    assert_eq!(
+        cfg.proxy.admin.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9901")
+    );
     assert_eq!(cfg.proxy.connect_ports, vec![443]);
     assert_eq!(cfg.proxy.retry_body_limit, 64 * 1024);
-    assert_eq!(cfg.proxy.upstream_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(
+        cfg.proxy.upstream_timeout,
+        std::time::Duration::from_secs(30)
+    );
     assert_eq!(cfg.proxy.deny_destinations.len(), 2);
     let cfg = load_str(
         Path::new("x.toml"),
@@ -133,6 +205,17 @@ retry_on_401 = true
     let cfg = load_str(Path::new("spec.toml"), &src, &env).unwrap();
     let route = &cfg.routes[0];
     assert_eq!(route.upstream, UpstreamScheme::Https);
-    assert!(matches!(route.set_headers.iter().find(|(k, _)| k == "x-cap-api-attribution-entity-type").unwrap().1, HeaderTemplate::Static(_)));
-    assert_eq!(cfg.clients["orders"].scopes, vec!["orders.read", "orders.write"]);
+    assert!(matches!(
+        route
+            .set_headers
+            .iter()
+            .find(|(k, _)| k == "x-cap-api-attribution-entity-type")
+            .unwrap()
+            .1,
+        HeaderTemplate::Static(_)
+    ));
+    assert_eq!(
+        cfg.clients["orders"].scopes,
+        vec!["orders.read", "orders.write"]
+    );
 }

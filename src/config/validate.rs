@@ -50,7 +50,10 @@ pub(super) fn validate(
         let span = r.span();
         if let Some(route) = route(r.into_inner(), &clients, env, &mut errs) {
             if names.insert(route.name.to_string(), ()).is_some() {
-                errs.at(span, format!("route {:?}: another route has this name", route.name));
+                errs.at(
+                    span,
+                    format!("route {:?}: another route has this name", route.name),
+                );
             }
             routes.push(route);
         }
@@ -93,15 +96,30 @@ fn proxy(
             Some(net) => deny.push(net),
             None => errs.at(
                 d.span(),
-                format!("proxy.deny_destinations: {:?} is not a CIDR such as \"169.254.0.0/16\"", d.get_ref()),
+                format!(
+                    "proxy.deny_destinations: {:?} is not a CIDR such as \"169.254.0.0/16\"",
+                    d.get_ref()
+                ),
             ),
         }
     }
     let proxy_auth = raw.proxy_auth.and_then(|a| {
         let span = a.span();
         let a = a.into_inner();
-        let user = expand(&a.username, span.clone(), "proxy.proxy_auth.username", env, errs)?;
-        let pass = expand(&a.password, span.clone(), "proxy.proxy_auth.password", env, errs)?;
+        let user = expand(
+            &a.username,
+            span.clone(),
+            "proxy.proxy_auth.username",
+            env,
+            errs,
+        )?;
+        let pass = expand(
+            &a.password,
+            span.clone(),
+            "proxy.proxy_auth.password",
+            env,
+            errs,
+        )?;
         if user.contains(':') {
             errs.at(span, "proxy.proxy_auth.username must not contain ':'");
             return None;
@@ -139,7 +157,10 @@ fn socket_addr(s: &Spanned<String>, what: &str, errs: &mut Errors) -> Option<Soc
         Err(_) => {
             errs.at(
                 s.span(),
-                format!("{what}: {:?} is not an address such as \"127.0.0.1:3128\"", s.get_ref()),
+                format!(
+                    "{what}: {:?} is not an address such as \"127.0.0.1:3128\"",
+                    s.get_ref()
+                ),
             );
             None
         }
@@ -158,7 +179,10 @@ fn expand(
         Ok(t) => match t.as_literal() {
             Some(v) => Some(v.to_string()),
             None => {
-                errs.at(span, format!("{what}: only <<env.*>> placeholders are allowed here"));
+                errs.at(
+                    span,
+                    format!("{what}: only <<env.*>> placeholders are allowed here"),
+                );
                 None
             }
         },
@@ -189,7 +213,10 @@ fn tls(raw: Spanned<RawTls>, base: &Path, errs: &mut Errors) -> TlsSettings {
     for r in &raw.extra_roots {
         let p = path(r);
         if !p.is_file() {
-            errs.at(r.span(), format!("tls.extra_roots: cannot read {}", p.display()));
+            errs.at(
+                r.span(),
+                format!("tls.extra_roots: cannot read {}", p.display()),
+            );
         }
         extra_roots.push(p);
     }
@@ -221,7 +248,10 @@ fn route(
     }
     let mut hosts = Vec::new();
     if raw.hosts.get_ref().is_empty() {
-        errs.at(raw.hosts.span(), ctx("hosts is empty: list at least one host"));
+        errs.at(
+            raw.hosts.span(),
+            ctx("hosts is empty: list at least one host"),
+        );
     }
     for h in raw.hosts.get_ref() {
         match host_pattern(h.get_ref()) {
@@ -241,14 +271,25 @@ fn route(
     for m in &raw.methods {
         match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
             Ok(v) => methods.push(v),
-            Err(_) => errs.at(m.span(), ctx(&format!("{:?} is not an HTTP method", m.get_ref()))),
+            Err(_) => errs.at(
+                m.span(),
+                ctx(&format!("{:?} is not an HTTP method", m.get_ref())),
+            ),
         }
     }
     let mut match_headers = Vec::new();
     for (k, v) in &raw.match_headers {
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v.get_ref())) {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v.get_ref()),
+        ) {
             (Ok(k), Ok(v)) => match_headers.push((k, v)),
-            _ => errs.at(v.span(), ctx(&format!("match_headers {k:?}: invalid header name or value"))),
+            _ => errs.at(
+                v.span(),
+                ctx(&format!(
+                    "match_headers {k:?}: invalid header name or value"
+                )),
+            ),
         }
     }
     let client = raw.client.as_ref().and_then(|c| {
@@ -258,34 +299,55 @@ fn route(
             let known: Vec<&str> = clients.keys().map(String::as_str).collect();
             errs.at(
                 c.span(),
-                ctx(&format!("client {:?} is not defined (defined: {})", c.get_ref(), known.join(", "))),
+                ctx(&format!(
+                    "client {:?} is not defined (defined: {})",
+                    c.get_ref(),
+                    known.join(", ")
+                )),
             );
             None
         }
     });
-    let upstream = match raw.upstream.as_ref().map(|u| (u.get_ref().as_str(), u.span())) {
+    let upstream = match raw
+        .upstream
+        .as_ref()
+        .map(|u| (u.get_ref().as_str(), u.span()))
+    {
         None | Some(("as-requested", _)) => UpstreamScheme::AsRequested,
         Some(("https", _)) => UpstreamScheme::Https,
         Some((other, span)) => {
-            errs.at(span, ctx(&format!("upstream {other:?} must be \"https\" or \"as-requested\"")));
+            errs.at(
+                span,
+                ctx(&format!(
+                    "upstream {other:?} must be \"https\" or \"as-requested\""
+                )),
+            );
             UpstreamScheme::AsRequested
         }
     };
     let mut set_headers = Vec::new();
     for (k, v) in &raw.set_headers {
         let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
-            errs.at(v.span(), ctx(&format!("header {k:?}: not a valid header name")));
+            errs.at(
+                v.span(),
+                ctx(&format!("header {k:?}: not a valid header name")),
+            );
             continue;
         };
         match Template::parse(v.get_ref(), Context::Header, env) {
             Err(e) => errs.at(v.span(), ctx(&format!("header {k:?}: {e}"))),
             Ok(t) if t.uses_oauth() && raw.client.is_none() => errs.at(
                 v.span(),
-                ctx(&format!("header {k:?}: uses <<oauth.*>> but the route has no client")),
+                ctx(&format!(
+                    "header {k:?}: uses <<oauth.*>> but the route has no client"
+                )),
             ),
             Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
                 Some(Ok(v)) => set_headers.push((hname, HeaderTemplate::Static(v))),
-                Some(Err(_)) => errs.at(v.span(), ctx(&format!("header {k:?}: not a valid header value"))),
+                Some(Err(_)) => errs.at(
+                    v.span(),
+                    ctx(&format!("header {k:?}: not a valid header value")),
+                ),
                 None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
             },
         }
@@ -294,7 +356,13 @@ fn route(
     for h in &raw.remove_headers {
         match HeaderName::from_bytes(h.get_ref().as_bytes()) {
             Ok(n) => remove_headers.push(n),
-            Err(_) => errs.at(h.span(), ctx(&format!("remove_headers {:?}: not a header name", h.get_ref()))),
+            Err(_) => errs.at(
+                h.span(),
+                ctx(&format!(
+                    "remove_headers {:?}: not a header name",
+                    h.get_ref()
+                )),
+            ),
         }
     }
     if errs.0.len() > before {
@@ -358,7 +426,10 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
         return Ok((s.to_string(), None));
     }
     match s.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_string(), Some(p.parse().map_err(|_| format!("bad port {p:?}"))?))),
+        Some((h, p)) => Ok((
+            h.to_string(),
+            Some(p.parse().map_err(|_| format!("bad port {p:?}"))?),
+        )),
         None => Ok((s.to_string(), None)),
     }
 }

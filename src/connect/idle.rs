@@ -18,8 +18,16 @@ where
 {
     let start = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
-    let mut a = Activity { inner: a, last: Arc::clone(&last), start };
-    let mut b = Activity { inner: b, last: Arc::clone(&last), start };
+    let mut a = Activity {
+        inner: a,
+        last: Arc::clone(&last),
+        start,
+    };
+    let mut b = Activity {
+        inner: b,
+        last: Arc::clone(&last),
+        start,
+    };
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
     loop {
@@ -45,7 +53,11 @@ struct Activity<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -57,7 +69,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Activity<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Activity<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -77,7 +93,11 @@ mod tests {
     async fn idle_tunnels_close_active_ones_do_not() {
         let (client, proxy_a) = tokio::io::duplex(64);
         let (proxy_b, mut server) = tokio::io::duplex(64);
-        let task = tokio::spawn(copy_bidirectional(proxy_a, proxy_b, Duration::from_secs(10)));
+        let task = tokio::spawn(copy_bidirectional(
+            proxy_a,
+            proxy_b,
+            Duration::from_secs(10),
+        ));
         let mut client = client;
         for _ in 0..3 {
             tokio::time::sleep(Duration::from_secs(8)).await;

@@ -8,18 +8,37 @@ fn table(toml: &str) -> RouteTable {
     RouteTable::new(
         cfg.routes
             .into_iter()
-            .map(|settings| Route { settings, slot: None })
+            .map(|settings| Route {
+                settings,
+                slot: None,
+            })
             .collect(),
     )
 }
 
-fn decide(t: &RouteTable, host: &str, port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+fn decide(
+    t: &RouteTable,
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<String> {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
-        h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     let m = Method::from_bytes(method.as_bytes()).unwrap();
-    let info = RequestInfo { host, port, method: &m, path, headers: &h };
+    let info = RequestInfo {
+        host,
+        port,
+        method: &m,
+        path,
+        headers: &h,
+    };
     t.decide(&info).map(|d| d.route.name().to_string())
 }
 
@@ -51,10 +70,39 @@ hosts = ["svc.local:8080", "10.0.0.7", "[::1]:9000"]
 #[test]
 fn first_match_in_file_order() {
     let t = table(ROUTES);
-    let cases: &[(&str, u16, &str, &str, &[(&str, &str)], Option<&str>)] = &[
-        ("eu.api.capillarytech.com", 80, "GET", "/v2/x", &[("x-org", "eu-child")], Some("eu-org")),
-        ("eu.api.capillarytech.com", 80, "GET", "/v2/x", &[("X-Org", "other")], Some("eu-v2")),
-        ("eu.api.capillarytech.com", 443, "POST", "/v2/x", &[], Some("eu-v2")),
+    type Case<'a> = (
+        &'a str,
+        u16,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+    );
+    let cases: &[Case] = &[
+        (
+            "eu.api.capillarytech.com",
+            80,
+            "GET",
+            "/v2/x",
+            &[("x-org", "eu-child")],
+            Some("eu-org"),
+        ),
+        (
+            "eu.api.capillarytech.com",
+            80,
+            "GET",
+            "/v2/x",
+            &[("X-Org", "other")],
+            Some("eu-v2"),
+        ),
+        (
+            "eu.api.capillarytech.com",
+            443,
+            "POST",
+            "/v2/x",
+            &[],
+            Some("eu-v2"),
+        ),
         ("eu.api.capillarytech.com", 80, "DELETE", "/v2/x", &[], None),
         ("eu.api.capillarytech.com", 80, "GET", "/v3/x", &[], None),
         ("a.example.com", 80, "GET", "/", &[], Some("wild")),
@@ -81,6 +129,15 @@ fn first_match_in_file_order() {
 fn decision_explains_itself() {
     let t = table(ROUTES);
     let h = HeaderMap::new();
-    let info = RequestInfo { host: "x.example.com", port: 443, method: &Method::GET, path: "/", headers: &h };
-    assert_eq!(t.decide(&info).unwrap().to_string(), r#"route "wild": host matched *.example.com"#);
+    let info = RequestInfo {
+        host: "x.example.com",
+        port: 443,
+        method: &Method::GET,
+        path: "/",
+        headers: &h,
+    };
+    assert_eq!(
+        t.decide(&info).unwrap().to_string(),
+        r#"route "wild": host matched *.example.com"#
+    );
 }

@@ -14,14 +14,23 @@ pub struct Ca {
 
 impl Ca {
     pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Self> {
-        let cert_pem = std::fs::read_to_string(cert_path)
-            .map_err(|e| anyhow::anyhow!("tls.ca_cert: cannot read {}: {e}", cert_path.display()))?;
+        let cert_pem = std::fs::read_to_string(cert_path).map_err(|e| {
+            anyhow::anyhow!("tls.ca_cert: cannot read {}: {e}", cert_path.display())
+        })?;
         let key_pem = std::fs::read_to_string(key_path)
             .map_err(|e| anyhow::anyhow!("tls.ca_key: cannot read {}: {e}", key_path.display()))?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| anyhow::anyhow!("tls.ca_key: {} is not a PEM private key: {e}", key_path.display()))?;
-        let params = CertificateParams::from_ca_cert_pem(&cert_pem)
-            .map_err(|e| anyhow::anyhow!("tls.ca_cert: {} is not a PEM certificate: {e}", cert_path.display()))?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
+            anyhow::anyhow!(
+                "tls.ca_key: {} is not a PEM private key: {e}",
+                key_path.display()
+            )
+        })?;
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|e| {
+            anyhow::anyhow!(
+                "tls.ca_cert: {} is not a PEM certificate: {e}",
+                cert_path.display()
+            )
+        })?;
         // Re-signing the parsed parameters gives an issuer object with the
         // same subject and key, which is all a signature chain needs.
         let cert = params
@@ -36,7 +45,8 @@ impl Ca {
 
 /// Writes a new CA to `dir` (created if missing): `ca.crt`, and `ca.key` with mode 0600.
 pub fn generate(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -44,7 +54,11 @@ pub fn generate(dir: &Path) -> anyhow::Result<()> {
     dn.push(DnType::OrganizationName, "sidekey");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
@@ -92,7 +106,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(out.join("ca.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(out.join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(Ca::load(&out.join("missing.crt"), &out.join("ca.key")).is_err());

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::time::Instant;
 
@@ -44,7 +46,8 @@ impl LeafCache {
         if self.cache.len() > 10_000 {
             self.cache.clear();
         }
-        self.cache.insert(host.to_string(), (Instant::now(), Arc::clone(&config)));
+        self.cache
+            .insert(host.to_string(), (Instant::now(), Arc::clone(&config)));
         Ok(config)
     }
 
@@ -64,7 +67,10 @@ impl LeafCache {
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + VALIDITY;
         let leaf = params.signed_by(&key, &self.ca.cert, &self.ca.key)?;
-        let chain = vec![leaf.der().clone(), CertificateDer::from(self.ca.cert.der().to_vec())];
+        let chain = vec![
+            leaf.der().clone(),
+            CertificateDer::from(self.ca.cert.der().to_vec()),
+        ];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -88,11 +88,16 @@ impl Interceptor {
                     ..Ctx::default()
                 };
                 let result = proxy::forward(&rt, target, req, &mut ctx).await;
-                Ok::<_, Infallible>(proxy::finish(&shared, result, &method, &authority, &ctx, started))
+                Ok::<_, Infallible>(proxy::finish(
+                    &shared, result, &method, &authority, &ctx, started,
+                ))
             }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
-        if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await {
+        if let Err(e) = builder
+            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+            .await
+        {
             tracing::debug!(error = %e, "intercepted connection ended");
         }
     }

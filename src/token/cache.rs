@@ -17,7 +17,10 @@ type Inflight = Shared<BoxFuture<'static, Result<Arc<Token>, FetchError>>>;
 
 /// Asks a token endpoint once; `grants::Fetcher` in production, fakes in tests.
 pub trait FetchToken: Send + Sync + 'static {
-    fn fetch<'a>(&'a self, s: &'a ClientSettings) -> BoxFuture<'a, Result<TokenResponse, FetchError>>;
+    fn fetch<'a>(
+        &'a self,
+        s: &'a ClientSettings,
+    ) -> BoxFuture<'a, Result<TokenResponse, FetchError>>;
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -54,7 +57,11 @@ impl Drop for State {
 }
 
 impl Slot {
-    pub fn new(settings: Arc<ClientSettings>, fetcher: Box<dyn FetchToken>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        settings: Arc<ClientSettings>,
+        fetcher: Box<dyn FetchToken>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             fetcher,

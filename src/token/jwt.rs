@@ -33,13 +33,24 @@ mod tests {
 
     fn jwt(payload: &str) -> String {
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        format!("{}.{}.sig", e.encode(r#"{"alg":"none"}"#), e.encode(payload))
+        format!(
+            "{}.{}.sig",
+            e.encode(r#"{"alg":"none"}"#),
+            e.encode(payload)
+        )
     }
 
     #[test]
     fn reads_claims_and_exp() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let c = claims(&jwt(&format!(r#"{{"exp":{},"org":{{"id":"7"}}}}"#, now + 100))).unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let c = claims(&jwt(&format!(
+            r#"{{"exp":{},"org":{{"id":"7"}}}}"#,
+            now + 100
+        )))
+        .unwrap();
         assert_eq!(c["org"]["id"], "7");
         let left = remaining(&c).unwrap().as_secs();
         assert!((98..=100).contains(&left), "{left}");

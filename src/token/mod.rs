@@ -63,7 +63,13 @@ impl Token {
             token_type: resp
                 .token_type
                 .filter(|t| !t.is_empty())
-                .map(|t| if t.eq_ignore_ascii_case("bearer") { "Bearer".into() } else { t })
+                .map(|t| {
+                    if t.eq_ignore_ascii_case("bearer") {
+                        "Bearer".into()
+                    } else {
+                        t
+                    }
+                })
                 .unwrap_or_else(|| "Bearer".into()),
             id_token: resp.id_token,
             claims,

@@ -38,7 +38,11 @@ impl TokenStore {
             return Ok(slot);
         }
         let fetcher = Fetcher::new(settings, extra_roots)?;
-        let slot = Slot::new(Arc::clone(settings), Box::new(fetcher), Arc::clone(&self.metrics));
+        let slot = Slot::new(
+            Arc::clone(settings),
+            Box::new(fetcher),
+            Arc::clone(&self.metrics),
+        );
         self.slots.insert(key, Arc::clone(&slot));
         Ok(slot)
     }

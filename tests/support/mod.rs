@@ -1,7 +1,10 @@
 //! Test actors, each started on 127.0.0.1:0 by the test that needs it:
 //! an upstream that records what arrived, a token server that counts calls
 //! and can fail, a throwaway PKI, and sidekey itself.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
 
 pub mod pki;
 pub mod sidekey;

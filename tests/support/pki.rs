@@ -25,7 +25,12 @@ pub fn new_ca(name: &str) -> TestCa {
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = p.self_signed(&key).unwrap();
-    TestCa { cert_pem: cert.pem(), key_pem: key.serialize_pem(), cert, key }
+    TestCa {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert,
+        key,
+    }
 }
 
 impl TestCa {
@@ -64,9 +69,12 @@ impl TestCa {
         let (chain, key) = self.leaf(names);
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.der().clone()).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
         let c = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()

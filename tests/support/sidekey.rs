@@ -27,8 +27,13 @@ impl Proxy {
         super::init_crypto();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("proxy.toml");
-        std::fs::write(&config_path, format!("{}{rest}", proxy_section(proxy_extra))).unwrap();
-        let cfg = sidekey::config::load(&config_path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        std::fs::write(
+            &config_path,
+            format!("{}{rest}", proxy_section(proxy_extra)),
+        )
+        .unwrap();
+        let cfg = sidekey::config::load(&config_path)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
         let server = sidekey::start(cfg).await.unwrap();
         Proxy {
             addr: server.proxy_addr,
@@ -123,12 +128,21 @@ impl Binary {
         for _ in 0..200 {
             if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await {
                 if r.status() == 200 {
-                    return Binary { child, addr, admin, logs, dir };
+                    return Binary {
+                        child,
+                        addr,
+                        admin,
+                        logs,
+                        dir,
+                    };
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("sidekey did not become ready; logs:\n{}", logs.lock().unwrap().join("\n"));
+        panic!(
+            "sidekey did not become ready; logs:\n{}",
+            logs.lock().unwrap().join("\n")
+        );
     }
 
     pub fn client(&self) -> reqwest::Client {

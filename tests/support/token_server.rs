@@ -36,7 +36,10 @@ pub struct TokenRequest {
 
 impl TokenRequest {
     pub fn field(&self, k: &str) -> Option<&str> {
-        self.form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.form
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -96,7 +99,9 @@ impl TokenServer {
         let st = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = Arc::clone(&st);
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -126,7 +131,10 @@ impl TokenServer {
     }
     /// Checks each token request as an IdP would; an `Err` is answered
     /// 400 `invalid_grant` with the reason as `error_description`.
-    pub fn set_validator(&self, f: impl Fn(&TokenRequest) -> Result<(), String> + Send + Sync + 'static) {
+    pub fn set_validator(
+        &self,
+        f: impl Fn(&TokenRequest) -> Result<(), String> + Send + Sync + 'static,
+    ) {
         self.state.lock().unwrap().validator = Some(Arc::new(f));
     }
     pub fn calls(&self) -> usize {
@@ -158,32 +166,60 @@ impl TokenServer {
 fn reply(status: u16, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
 /// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
 fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let v = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let v = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
     let raw = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v).ok()?).ok()?;
     let (u, p) = raw.split_once(':')?;
-    let dec = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
     Some((dec(u)?, dec(p)?))
 }
 
-async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    st: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/authorize" {
         return Ok(authorize(&st, &req));
     }
     let headers = req.headers().clone();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let is_json = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let is_json = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
     let rec = TokenRequest {
         path: path.clone(),
         headers: headers.clone(),
-        form: if is_json { vec![] } else { url::form_urlencoded::parse(&body).into_owned().collect() },
-        json: if is_json { serde_json::from_slice(&body).ok() } else { None },
+        form: if is_json {
+            vec![]
+        } else {
+            url::form_urlencoded::parse(&body).into_owned().collect()
+        },
+        json: if is_json {
+            serde_json::from_slice(&body).ok()
+        } else {
+            None
+        },
         auth: basic(&headers),
     };
     let (mode, delay) = {
@@ -200,7 +236,10 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respons
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         Mode::OAuthError(e) => {
-            return Ok(reply(400, serde_json::json!({"error": e, "error_description": "the server said no"})))
+            return Ok(reply(
+                400,
+                serde_json::json!({"error": e, "error_description": "the server said no"}),
+            ))
         }
         Mode::Garbage => {
             let mut r = Response::new(Full::new(Bytes::from_static(b"not json")));
@@ -211,21 +250,35 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respons
     let mut s = st.lock().unwrap();
     if let Some(v) = s.validator.clone() {
         if let Err(why) = v(&rec) {
-            return Ok(reply(400, serde_json::json!({"error": "invalid_grant", "error_description": why})));
+            return Ok(reply(
+                400,
+                serde_json::json!({"error": "invalid_grant", "error_description": why}),
+            ));
         }
     }
     if path == "/v3/oauth/token/generate" {
         let json = rec.json.clone().unwrap_or_default();
         if let Some((id, secret)) = &s.client {
             if json["key"] != id.as_str() || json["secret"] != secret.as_str() {
-                return Ok(reply(200, serde_json::json!({"data": null, "errors": [{"code": 1001, "message": "Invalid key/secret"}]})));
+                return Ok(reply(
+                    200,
+                    serde_json::json!({"data": null, "errors": [{"code": 1001, "message": "Invalid key/secret"}]}),
+                ));
             }
         }
         s.issued += 1;
-        return Ok(reply(200, serde_json::json!({"data": {"accessToken": format!("tok-{}", s.issued), "ttlSeconds": s.ttl}, "errors": null})));
+        return Ok(reply(
+            200,
+            serde_json::json!({"data": {"accessToken": format!("tok-{}", s.issued), "ttlSeconds": s.ttl}, "errors": null}),
+        ));
     }
     if let Some((id, secret)) = &s.client {
-        let given = rec.auth.clone().or_else(|| Some((rec.field("client_id")?.to_string(), rec.field("client_secret")?.to_string())));
+        let given = rec.auth.clone().or_else(|| {
+            Some((
+                rec.field("client_id")?.to_string(),
+                rec.field("client_secret")?.to_string(),
+            ))
+        });
         if given.as_ref() != Some(&(id.clone(), secret.clone())) {
             return Ok(reply(401, serde_json::json!({"error": "invalid_client"})));
         }
@@ -250,8 +303,16 @@ async fn handle(st: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Respons
 /// The authorization endpoint of a code flow: records the request (the
 /// test reads `code_challenge` from it) and redirects back with a code.
 fn authorize<B>(st: &Mutex<State>, req: &Request<B>) -> Response<Full<Bytes>> {
-    let q: Vec<(String, String)> = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()).into_owned().collect();
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let q: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     st.lock().unwrap().requests.push(TokenRequest {
         path: "/authorize".into(),
         headers: req.headers().clone(),
@@ -259,9 +320,14 @@ fn authorize<B>(st: &Mutex<State>, req: &Request<B>) -> Response<Full<Bytes>> {
         json: None,
         auth: None,
     });
-    let location = format!("{}?code=code-123&state={}", get("redirect_uri"), get("state"));
+    let location = format!(
+        "{}?code=code-123&state={}",
+        get("redirect_uri"),
+        get("state")
+    );
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = http::StatusCode::FOUND;
-    r.headers_mut().insert("location", location.parse().unwrap());
+    r.headers_mut()
+        .insert("location", location.parse().unwrap());
     r
 }

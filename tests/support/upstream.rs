@@ -26,7 +26,8 @@ pub struct Recorded {
     pub version: Version,
 }
 
-type Responder = Arc<dyn Fn(&Recorded) -> Option<(u16, Vec<(String, String)>, String)> + Send + Sync>;
+type Responder =
+    Arc<dyn Fn(&Recorded) -> Option<(u16, Vec<(String, String)>, String)> + Send + Sync>;
 
 #[derive(Default)]
 struct State {
@@ -62,7 +63,9 @@ impl Upstream {
         let st = Arc::clone(&state);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let st = Arc::clone(&st);
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -71,11 +74,15 @@ impl Upstream {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(s) = acceptor.accept(stream).await {
-                                let _ = builder.serve_connection_with_upgrades(TokioIo::new(s), svc).await;
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                                    .await;
                             }
                         }
                         None => {
-                            let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await;
                         }
                     }
                 });
@@ -96,7 +103,10 @@ impl Upstream {
         self.state.requests.lock().unwrap().last().cloned()
     }
 
-    pub fn set_responder(&self, f: impl Fn(&Recorded) -> Option<(u16, Vec<(String, String)>, String)> + Send + Sync + 'static) {
+    pub fn set_responder(
+        &self,
+        f: impl Fn(&Recorded) -> Option<(u16, Vec<(String, String)>, String)> + Send + Sync + 'static,
+    ) {
         *self.state.responder.lock().unwrap() = Some(Arc::new(f));
     }
 }
@@ -109,7 +119,10 @@ fn query_num(uri: &Uri, key: &str) -> u64 {
     uri.query()
         .unwrap_or("")
         .split('&')
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")).and_then(|v| v.parse().ok()))
+        .find_map(|kv| {
+            kv.strip_prefix(&format!("{key}="))
+                .and_then(|v| v.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -147,7 +160,10 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
         let mut resp = Response::new(full(text));
         *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
         for (k, v) in headers {
-            resp.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            resp.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         return Ok(resp);
     }
@@ -160,7 +176,10 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
                 async move {
                     (left > 0).then(|| {
                         let take = left.min(chunk.len() as u64);
-                        (Ok::<_, Infallible>(Frame::data(chunk.slice(..take as usize))), left - take)
+                        (
+                            Ok::<_, Infallible>(Frame::data(chunk.slice(..take as usize))),
+                            left - take,
+                        )
                     })
                 }
             });
@@ -168,7 +187,9 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
             resp.headers_mut().insert("content-length", n.into());
             resp
         }
-        "/upload" => Response::new(full(serde_json::json!({ "body_len": rec.body_len }).to_string())),
+        "/upload" => Response::new(full(
+            serde_json::json!({ "body_len": rec.body_len }).to_string(),
+        )),
         "/hang" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Response::new(full(""))
@@ -179,7 +200,8 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
         }
         "/sidekey-error" => {
             let mut r = Response::new(full("forged"));
-            r.headers_mut().insert("x-sidekey-error", "forged".parse().unwrap());
+            r.headers_mut()
+                .insert("x-sidekey-error", "forged".parse().unwrap());
             r
         }
         _ => {
@@ -198,7 +220,8 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
         }
     };
     let mut resp = resp;
-    resp.headers_mut().insert("x-upstream", "yes".parse().unwrap());
+    resp.headers_mut()
+        .insert("x-upstream", "yes".parse().unwrap());
     Ok(resp)
 }
 
@@ -231,7 +254,8 @@ fn grpc(st: &State, req: Request<Incoming>) -> Response<Body> {
         }
     });
     let mut resp = Response::new(BoxBody::new(StreamBody::new(frames)));
-    resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
     resp
 }
 
@@ -255,7 +279,12 @@ fn websocket(st: &State, req: &mut Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         let Ok(up) = on_upgrade.await else { return };
-        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(up),
+            Role::Server,
+            None,
+        )
+        .await;
         while let Some(Ok(msg)) = ws.next().await {
             if msg.is_text() || msg.is_binary() {
                 if ws.send(msg).await.is_err() {
@@ -271,6 +300,9 @@ fn websocket(st: &State, req: &mut Request<Incoming>) -> Response<Body> {
     let h = r.headers_mut();
     h.insert("connection", "upgrade".parse().unwrap());
     h.insert("upgrade", "websocket".parse().unwrap());
-    h.insert("sec-websocket-accept", derive_accept_key(key.as_bytes()).parse().unwrap());
+    h.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
     r
 }

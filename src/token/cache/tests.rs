@@ -18,7 +18,10 @@ struct Fake {
 }
 
 impl FetchToken for Arc<Fake> {
-    fn fetch<'a>(&'a self, _s: &'a ClientSettings) -> BoxFuture<'a, Result<TokenResponse, FetchError>> {
+    fn fetch<'a>(
+        &'a self,
+        _s: &'a ClientSettings,
+    ) -> BoxFuture<'a, Result<TokenResponse, FetchError>> {
         Box::pin(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(self.delay).await;
@@ -48,7 +51,11 @@ fn settings(refresh_before: Duration) -> Arc<ClientSettings> {
 }
 
 fn slot(fake: &Arc<Fake>, refresh_before: Duration) -> Arc<Slot> {
-    Slot::new(settings(refresh_before), Box::new(Arc::clone(fake)), Arc::new(Metrics::new()))
+    Slot::new(
+        settings(refresh_before),
+        Box::new(Arc::clone(fake)),
+        Arc::new(Metrics::new()),
+    )
 }
 
 fn fake(ttl: u64, delay_ms: u64) -> Arc<Fake> {
@@ -63,7 +70,12 @@ fn fake(ttl: u64, delay_ms: u64) -> Arc<Fake> {
 async fn concurrent_cold_requests_share_one_fetch() {
     let f = fake(3600, 50);
     let s = slot(&f, Duration::from_secs(60));
-    let waiters: Vec<_> = (0..200).map(|_| { let s = Arc::clone(&s); tokio::spawn(async move { s.get().await }) }).collect();
+    let waiters: Vec<_> = (0..200)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.get().await })
+        })
+        .collect();
     for w in waiters {
         assert_eq!(w.await.unwrap().unwrap().access_token(), "tok-1");
     }
@@ -79,16 +91,28 @@ async fn refreshes_in_the_background_before_expiry() {
     tokio::time::sleep(Duration::from_secs(69)).await;
     assert_eq!(f.calls.load(Ordering::SeqCst), 1);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(f.calls.load(Ordering::SeqCst), 2, "refreshed ahead of expiry, with no request waiting");
+    assert_eq!(
+        f.calls.load(Ordering::SeqCst),
+        2,
+        "refreshed ahead of expiry, with no request waiting"
+    );
     assert_eq!(s.peek().unwrap().access_token(), "tok-2");
 }
 
 #[test]
 fn refresh_time_is_clamped_to_half_and_ninety_percent() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
     rt.block_on(async {
         let t = Token::from_response(
-            TokenResponse { access_token: Secret::new("t"), expires_in: Some(100), ..Default::default() },
+            TokenResponse {
+                access_token: Secret::new("t"),
+                expires_in: Some(100),
+                ..Default::default()
+            },
             Duration::from_secs(300),
         );
         let at = |rb| (refresh_at(&t, Duration::from_secs(rb)) - t.issued_at).as_secs();
@@ -129,7 +153,11 @@ async fn a_valid_token_keeps_serving_but_never_past_expiry() {
     s.get().await.unwrap();
     *f.fail.lock().unwrap() = true;
     tokio::time::sleep(Duration::from_secs(95)).await;
-    assert_eq!(s.get().await.unwrap().access_token(), "tok-1", "refresh failed, old token still valid");
+    assert_eq!(
+        s.get().await.unwrap().access_token(),
+        "tok-1",
+        "refresh failed, old token still valid"
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(s.get().await.is_err(), "expired token must not be served");
 }

@@ -8,7 +8,10 @@ use crate::token::{FetchError, TokenResponse};
 
 use super::{field, number, send};
 
-pub async fn fetch(http: &reqwest::Client, s: &ClientSettings) -> Result<TokenResponse, FetchError> {
+pub async fn fetch(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+) -> Result<TokenResponse, FetchError> {
     let key = field(s.client_id.as_ref(), "client_id")?.unwrap_or_default();
     let secret = field(s.client_secret.as_ref(), "client_secret")?.unwrap_or_default();
     let body = serde_json::json!({ "key": key.expose(), "secret": secret.expose() });
@@ -29,7 +32,10 @@ fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
     if let Some(errors) = json.get("errors").filter(|e| !e.is_null()) {
         // Capillary reports `[{"code":…, "message":…}]`; keep code and message only.
         let first = errors.as_array().and_then(|a| a.first()).unwrap_or(errors);
-        let code = first.get("code").map(|c| c.to_string()).unwrap_or_else(|| "error".into());
+        let code = first
+            .get("code")
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "error".into());
         let message = first
             .get("message")
             .and_then(|m| m.as_str())
@@ -63,11 +69,25 @@ mod tests {
 
     #[test]
     fn reads_capillary_shapes() {
-        let ok = parse(200, br#"{"data":{"accessToken":"t","ttlSeconds":900},"errors":null}"#).unwrap();
+        let ok = parse(
+            200,
+            br#"{"data":{"accessToken":"t","ttlSeconds":900},"errors":null}"#,
+        )
+        .unwrap();
         assert_eq!((ok.access_token.expose(), ok.expires_in), ("t", Some(900)));
-        let err = parse(200, br#"{"data":null,"errors":[{"code":1001,"message":"Invalid key"}]}"#).unwrap_err();
-        assert_eq!(err.to_string(), "token endpoint answered HTTP 200: 1001 (Invalid key)");
-        assert!(matches!(parse(200, br#"{"data":{}}"#), Err(FetchError::BadResponse(_))));
+        let err = parse(
+            200,
+            br#"{"data":null,"errors":[{"code":1001,"message":"Invalid key"}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "token endpoint answered HTTP 200: 1001 (Invalid key)"
+        );
+        assert!(matches!(
+            parse(200, br#"{"data":{}}"#),
+            Err(FetchError::BadResponse(_))
+        ));
         assert!(matches!(parse(500, b"oops"), Err(FetchError::Status(500))));
     }
 }

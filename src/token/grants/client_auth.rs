@@ -22,11 +22,15 @@ pub fn apply(
     let id = field(s.client_id.as_ref(), "client_id")?;
     match &s.client_auth {
         ClientAuth::Basic => {
-            let (Some(id), Some(secret)) = (id, field(s.client_secret.as_ref(), "client_secret")?) else {
-                return Err(FetchError::Setup("client_id and client_secret are required".into()));
+            let (Some(id), Some(secret)) = (id, field(s.client_secret.as_ref(), "client_secret")?)
+            else {
+                return Err(FetchError::Setup(
+                    "client_id and client_secret are required".into(),
+                ));
             };
             // RFC 6749 §2.3.1: both parts are form-urlencoded before base64.
-            let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+            let enc =
+                |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
             let raw = format!("{}:{}", enc(id.expose()), enc(secret.expose()));
             let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
             Ok(req.header("authorization", format!("Basic {b64}")))
@@ -49,8 +53,14 @@ pub fn apply(
         ClientAuth::PrivateKeyJwt { key, key_id, alg } => {
             let id = id.ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
             let key = field(Some(key), "private_key")?.unwrap_or_default();
-            let assertion = assertion(id.expose(), s.token_url.as_str(), key.expose(), key_id.as_deref(), alg)
-                .map_err(|e| FetchError::Setup(format!("private_key: {e}")))?;
+            let assertion = assertion(
+                id.expose(),
+                s.token_url.as_str(),
+                key.expose(),
+                key_id.as_deref(),
+                alg,
+            )
+            .map_err(|e| FetchError::Setup(format!("private_key: {e}")))?;
             form.push(("client_id".into(), id));
             form.push(("client_assertion_type".into(), Secret::new(ASSERTION_TYPE)));
             form.push(("client_assertion".into(), Secret::new(assertion)));

@@ -31,7 +31,10 @@ pub async fn fetch(
             "client_secret" => secret.clone(),
             "refresh_token" => refresh_token.clone(),
             "scope" => Some(Secret::new(s.scopes.join(" "))),
-            "audience" => s.audience.as_ref().and_then(|a| a.render_value(&|_| None).ok()),
+            "audience" => s
+                .audience
+                .as_ref()
+                .and_then(|a| a.render_value(&|_| None).ok()),
             _ => None,
         }
     };
@@ -69,7 +72,9 @@ pub async fn fetch(
     let token = at_path(&json, token_path)
         .and_then(|t| t.as_str())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| FetchError::BadResponse(format!("nothing at token_path {:?}", token_path.join("."))))?;
+        .ok_or_else(|| {
+            FetchError::BadResponse(format!("nothing at token_path {:?}", token_path.join(".")))
+        })?;
     let str_at = |p: &Option<Vec<String>>| {
         p.as_ref()
             .and_then(|p| at_path(&json, p))
@@ -78,8 +83,14 @@ pub async fn fetch(
     };
     Ok(TokenResponse {
         access_token: Secret::new(token),
-        token_type: json.get("token_type").and_then(|t| t.as_str()).map(str::to_string),
-        expires_in: expires_in_path.as_ref().and_then(|p| at_path(&json, p)).and_then(number),
+        token_type: json
+            .get("token_type")
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
+        expires_in: expires_in_path
+            .as_ref()
+            .and_then(|p| at_path(&json, p))
+            .and_then(number),
         refresh_token: str_at(refresh_token_path).map(Secret::new),
         id_token: None,
         scope: None,

@@ -21,8 +21,14 @@ pub async fn fetch(
         GrantSettings::ClientCredentials => put("grant_type", Secret::new("client_credentials")),
         GrantSettings::Password { username, password } => {
             put("grant_type", Secret::new("password"));
-            put("username", field(Some(username), "username")?.unwrap_or_default());
-            put("password", field(Some(password), "password")?.unwrap_or_default());
+            put(
+                "username",
+                field(Some(username), "username")?.unwrap_or_default(),
+            );
+            put(
+                "password",
+                field(Some(password), "password")?.unwrap_or_default(),
+            );
         }
         GrantSettings::RefreshToken { .. } => {
             let rt = refresh.and_then(RefreshState::current).ok_or_else(|| {
@@ -42,14 +48,22 @@ pub async fn fetch(
             actor_token_type,
         } => {
             put("grant_type", Secret::new(TOKEN_EXCHANGE));
-            put("subject_token", field(Some(subject_token), "subject_token")?.unwrap_or_default());
-            put("subject_token_type", Secret::new(subject_token_type.as_str()));
+            put(
+                "subject_token",
+                field(Some(subject_token), "subject_token")?.unwrap_or_default(),
+            );
+            put(
+                "subject_token_type",
+                Secret::new(subject_token_type.as_str()),
+            );
             if let Some(t) = requested_token_type {
                 put("requested_token_type", Secret::new(t.as_str()));
             }
             if let Some(a) = field(actor_token.as_ref(), "actor_token")? {
                 put("actor_token", a);
-                let ty = actor_token_type.as_deref().unwrap_or("urn:ietf:params:oauth:token-type:jwt");
+                let ty = actor_token_type
+                    .as_deref()
+                    .unwrap_or("urn:ietf:params:oauth:token-type:jwt");
                 put("actor_token_type", Secret::new(ty));
             }
         }
@@ -67,7 +81,9 @@ pub async fn fetch(
         let v = field(Some(t), &format!("params.{k}"))?.unwrap_or_default();
         put(k, v);
     }
-    let req = http.post(s.token_url.clone()).header("accept", "application/json");
+    let req = http
+        .post(s.token_url.clone())
+        .header("accept", "application/json");
     let req = client_auth::apply(s, req, &mut form)?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
@@ -94,7 +110,9 @@ pub async fn exchange_code(
         ("redirect_uri".into(), Secret::new(redirect_uri)),
         ("code_verifier".into(), Secret::new(verifier)),
     ];
-    let req = http.post(s.token_url.clone()).header("accept", "application/json");
+    let req = http
+        .post(s.token_url.clone())
+        .header("accept", "application/json");
     let req = client_auth::apply(s, req, &mut form)?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))

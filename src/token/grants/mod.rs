@@ -24,7 +24,10 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(settings: &ClientSettings, extra_roots: &[std::path::PathBuf]) -> Result<Self, FetchError> {
+    pub fn new(
+        settings: &ClientSettings,
+        extra_roots: &[std::path::PathBuf],
+    ) -> Result<Self, FetchError> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(settings.timeout)
@@ -56,10 +59,18 @@ impl Fetcher {
             .build()
             .map_err(|e| FetchError::Setup(format!("HTTP client: {e}")))?;
         let refresh = match &settings.grant {
-            GrantSettings::RefreshToken { refresh_token, state_file, .. }
-            | GrantSettings::Custom { refresh_token, state_file, .. } => {
-                Some(RefreshState::load(refresh_token.as_ref(), state_file.as_deref()).map_err(setup)?)
+            GrantSettings::RefreshToken {
+                refresh_token,
+                state_file,
+                ..
             }
+            | GrantSettings::Custom {
+                refresh_token,
+                state_file,
+                ..
+            } => Some(
+                RefreshState::load(refresh_token.as_ref(), state_file.as_deref()).map_err(setup)?,
+            ),
             _ => None,
         };
         Ok(Self { http, refresh })
@@ -69,7 +80,9 @@ impl Fetcher {
     pub async fn request(&self, s: &ClientSettings) -> Result<TokenResponse, FetchError> {
         let resp = match &s.grant {
             GrantSettings::Capillary => capillary::fetch(&self.http, s).await?,
-            GrantSettings::Custom { .. } => custom::fetch(&self.http, s, self.refresh_token()).await?,
+            GrantSettings::Custom { .. } => {
+                custom::fetch(&self.http, s, self.refresh_token()).await?
+            }
             _ => form::fetch(&self.http, s, self.refresh.as_ref()).await?,
         };
         if let (Some(state), Some(rt)) = (&self.refresh, &resp.refresh_token) {
@@ -156,7 +169,11 @@ fn transport(e: reqwest::Error) -> FetchError {
 /// Parses a standard OAuth token response (RFC 6749 §5.1/§5.2).
 pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    if let Some(err) = json.as_ref().and_then(|j| j.get("error")).and_then(|e| e.as_str()) {
+    if let Some(err) = json
+        .as_ref()
+        .and_then(|j| j.get("error"))
+        .and_then(|e| e.as_str())
+    {
         let description = json
             .as_ref()
             .and_then(|j| j.get("error_description"))
@@ -196,7 +213,10 @@ pub(crate) fn number(v: &serde_json::Value) -> Option<u64> {
 }
 
 /// Follows a dotted path (`data.accessToken`) into JSON.
-pub(crate) fn at_path<'a>(v: &'a serde_json::Value, path: &[String]) -> Option<&'a serde_json::Value> {
+pub(crate) fn at_path<'a>(
+    v: &'a serde_json::Value,
+    path: &[String],
+) -> Option<&'a serde_json::Value> {
     path.iter().try_fold(v, |v, p| match v {
         serde_json::Value::Array(a) => a.get(p.parse::<usize>().ok()?),
         _ => v.get(p),
@@ -209,13 +229,33 @@ mod tests {
 
     #[test]
     fn parses_success_and_errors() {
-        let ok = parse_oauth(200, br#"{"access_token":"a","expires_in":"60","token_type":"bearer"}"#).unwrap();
+        let ok = parse_oauth(
+            200,
+            br#"{"access_token":"a","expires_in":"60","token_type":"bearer"}"#,
+        )
+        .unwrap();
         assert_eq!(ok.expires_in, Some(60));
-        let err = parse_oauth(400, br#"{"error":"invalid_client","error_description":"bad"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "token endpoint answered HTTP 400: invalid_client (bad)");
-        assert!(matches!(parse_oauth(502, b"<html>"), Err(FetchError::Status(502))));
-        assert!(matches!(parse_oauth(200, b"{}"), Err(FetchError::BadResponse(_))));
-        assert!(matches!(parse_oauth(200, b"nope"), Err(FetchError::BadResponse(_))));
+        let err = parse_oauth(
+            400,
+            br#"{"error":"invalid_client","error_description":"bad"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "token endpoint answered HTTP 400: invalid_client (bad)"
+        );
+        assert!(matches!(
+            parse_oauth(502, b"<html>"),
+            Err(FetchError::Status(502))
+        ));
+        assert!(matches!(
+            parse_oauth(200, b"{}"),
+            Err(FetchError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_oauth(200, b"nope"),
+            Err(FetchError::BadResponse(_))
+        ));
     }
 
     #[test]

@@ -26,12 +26,18 @@ impl RefreshState {
     /// value's source (the config file, or the `<<file:…>>` it reads).
     pub fn load(configured: Option<&Template>, state_file: Option<&Path>) -> Result<Self, String> {
         let from_config = match configured {
-            Some(t) => Some(t.render_value(&|_| None).map_err(|e| format!("refresh_token: {e}"))?),
+            Some(t) => Some(
+                t.render_value(&|_| None)
+                    .map_err(|e| format!("refresh_token: {e}"))?,
+            ),
             None => None,
         }
         .filter(|s| !s.is_empty());
-        let config_mtime = configured
-            .and_then(|t| t.files().filter_map(|p| std::fs::metadata(p).ok()?.modified().ok()).max());
+        let config_mtime = configured.and_then(|t| {
+            t.files()
+                .filter_map(|p| std::fs::metadata(p).ok()?.modified().ok())
+                .max()
+        });
         let saved = match state_file {
             Some(p) if p.exists() => Some(read_state(p)?),
             _ => None,
@@ -61,7 +67,8 @@ impl RefreshState {
             return Ok(());
         }
         if let Some(path) = &self.state_file {
-            save(path, &new).map_err(|e| format!("cannot save state_file {}: {e}", path.display()))?;
+            save(path, &new)
+                .map_err(|e| format!("cannot save state_file {}: {e}", path.display()))?;
         }
         if let Ok(mut g) = self.current.lock() {
             *g = Some(new);
@@ -71,9 +78,14 @@ impl RefreshState {
 }
 
 fn read_state(path: &Path) -> Result<(Secret, Option<SystemTime>), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read state_file {}: {e}", path.display()))?;
-    let s: StateFile = serde_json::from_str(&text)
-        .map_err(|e| format!("state_file {} is not sidekey state JSON: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read state_file {}: {e}", path.display()))?;
+    let s: StateFile = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "state_file {} is not sidekey state JSON: {e}",
+            path.display()
+        )
+    })?;
     // The file's own mtime is precise; `updated_at` has whole seconds only.
     let at = std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -90,7 +102,10 @@ pub fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
         updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     let json = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
@@ -128,7 +143,8 @@ mod tests {
         let s = RefreshState::load(Some(&configured), Some(&state)).unwrap();
         assert_eq!(s.current().unwrap().expose(), "rt-initial");
         s.rotate(Secret::new("rt-2")).unwrap();
-        let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
         assert_eq!(saved["refresh_token"], "rt-2");
         assert!(saved["updated_at"].as_str().unwrap().ends_with('Z'));
         #[cfg(unix)]
