@@ -98,6 +98,7 @@ const provider = new Provider(issuer, {
     clientAuthSigningAlgValues: ['RS256', 'PS256', 'ES256', 'ES384', 'EdDSA'],
   },
   rotateRefreshToken: true,
+  cookies: { keys: ['sidekey-test-only-cookie-key'] },
   ttl: {
     AccessToken: TTL,
     ClientCredentials: TTL,
@@ -111,7 +112,13 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
+    // Any authenticated client may introspect any token (test-only policy);
+    // public clients ("none") only their own.
+    introspection: {
+      enabled: true,
+      allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none'
+        || token.clientId === client.clientId,
+    },
     revocation: { enabled: true },
     // A token request may name a resource (RFC 8707) or not. Without one the
     // requested api:* scopes land in an opaque token with no audience; with
@@ -139,14 +146,30 @@ const provider = new Provider(issuer, {
   },
 });
 
+// The HTTP answer carries only a generic error_description ("client
+// authentication failed", "grant request is invalid"); the reason why is in
+// error_detail, logged here so a failing test's stderr says what was wrong.
+const explain = (err) => [err.error ?? err.name, err.error_description ?? err.message, err.error_detail]
+  .filter(Boolean).join(' - ');
 provider.on('server_error', (ctx, err) => log('server_error', err));
-provider.on('grant.error', (ctx, err) => log('token endpoint error:', err.error ?? err.name, '-', err.error_description ?? err.message));
-provider.on('introspection.error', (ctx, err) => log('introspection error:', err.error ?? err.name, '-', err.error_description ?? err.message));
+provider.on('grant.error', (ctx, err) => log(`token endpoint error: ${explain(err)}`));
+provider.on('introspection.error', (ctx, err) => log(`introspection error: ${explain(err)}`));
+provider.on('revocation.error', (ctx, err) => log(`revocation error: ${explain(err)}`));
 provider.use(async (ctx, next) => {
   await next();
   const grant = ctx.oidc?.params?.grant_type;
   log(`${ctx.method} ${ctx.path}${grant ? ` grant_type=${grant}` : ''} -> ${ctx.status}`);
 });
+
+// oidc-provider validates static clients lazily, on first use; do it now so
+// a bad test config fails at startup with the reason, not as a 401 later.
+for (const { client_id: clientId } of clients) {
+  try {
+    if (!await provider.Client.find(clientId)) die(`client ${clientId} did not load`);
+  } catch (err) {
+    die(`client ${clientId} is invalid: ${err.error_description ?? err.message}`);
+  }
+}
 
 // Mint a refresh token for each entry, as if "test-user" had logged in with
 // the authorization code flow and consented to the scope.

@@ -6,6 +6,7 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod oidc;
 pub mod pki;
 pub mod sidekey;
 pub mod token_server;
