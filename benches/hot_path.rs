@@ -1,6 +1,10 @@
 //! Per-request costs sidekey adds, on a 100-route config: route decision,
 //! header rendering, and (for interception) leaf minting and a TLS
 //! handshake with a cached leaf. Run: `cargo bench --bench hot_path`.
+#![allow(
+    clippy::expect_used,
+    reason = "benchmark setup: a failure should stop the run loudly"
+)]
 
 use std::hint::black_box;
 use std::path::Path;
