@@ -4,6 +4,12 @@
 //! // IdP: oidc-provider, which checks grant, client auth, assertion
 //! //      signature and claims, and refresh-token rotation itself.
 //! // Upstream: records the token; the IdP's introspection proves it is real.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
 
 mod support;
 
