@@ -49,7 +49,7 @@ impl Runtime {
             config.proxy.upstream_timeout,
         )?;
         let intercept = match &config.tls.ca {
-            Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key, upstream.clone())?)),
+            Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
             None => None,
         };
         // Only now that the config is accepted: forget clients it dropped.

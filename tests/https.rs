@@ -452,3 +452,56 @@ async fn five_hundred_concurrent_tunnels_leak_nothing() {
     assert!(m.contains("sidekey_connections_open 0"), "{m}");
     let _ = Arc::new(());
 }
+
+#[test]
+fn ca_generate_writes_a_usable_ca_with_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("does/not/exist/yet");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
+        .args(["ca", "generate", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(out.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert!(std::fs::read_to_string(out.join("ca.crt"))
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    // It loads as an interception CA.
+    let cfg = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin = \"\"\n[tls]\nca_cert = \"{}\"\nca_key = \"{}\"\n",
+        out.join("ca.crt").display(),
+        out.join("ca.key").display()
+    );
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let loaded = sidekey::config::load(&path).unwrap();
+    support::init_crypto();
+    sidekey::runtime::Shared::new(loaded).unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_ca_is_a_clear_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin = \"\"\n[tls]\nca_cert = \"missing/ca.crt\"\nca_key = \"missing/ca.key\"\n",
+    )
+    .unwrap();
+    let cfg = sidekey::config::load(&path).unwrap();
+    let err = sidekey::start(cfg).await.err().expect("start must fail");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("tls.ca_cert") && msg.contains("missing/ca.crt"),
+        "{msg}"
+    );
+}

@@ -194,7 +194,6 @@ fn expand(
 }
 
 fn tls(raw: Spanned<RawTls>, base: &Path, errs: &mut Errors) -> TlsSettings {
-    let span = raw.span();
     let raw = raw.into_inner();
     let path = |s: &Spanned<String>| resolve_path(base, s.get_ref());
     let ca = match (&raw.ca_cert, &raw.ca_key) {
@@ -220,7 +219,6 @@ fn tls(raw: Spanned<RawTls>, base: &Path, errs: &mut Errors) -> TlsSettings {
         }
         extra_roots.push(p);
     }
-    let _ = span;
     TlsSettings { ca, extra_roots }
 }
 

@@ -19,7 +19,6 @@ use tokio_rustls::LazyConfigAcceptor;
 use crate::inbound::Target;
 use crate::proxy::{self, Ctx};
 use crate::runtime::Shared;
-use crate::upstream::Upstream;
 
 pub use mint::LeafCache;
 
@@ -29,7 +28,7 @@ pub struct Interceptor {
 
 impl Interceptor {
     /// Loads the CA; a missing or unreadable CA is a start-up error.
-    pub fn load(cert: &Path, key: &Path, _upstream: Upstream) -> anyhow::Result<Self> {
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
         let ca = ca::Ca::load(cert, key)?;
         Ok(Self {
             leaves: LeafCache::new(ca),
