@@ -5,6 +5,7 @@
 mod client;
 pub mod model;
 pub mod raw;
+mod routes;
 mod validate;
 
 use std::fmt;

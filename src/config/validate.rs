@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::model::*;
-use super::raw::{RawConfig, RawProxy, RawRoute, RawTls};
+use super::raw::{RawConfig, RawProxy, RawTls};
 use super::ConfigError;
 use crate::secret::Secret;
 use crate::template::{Context, Template};
@@ -48,7 +47,7 @@ pub(super) fn validate(
     let mut names: BTreeMap<String, ()> = BTreeMap::new();
     for r in raw.routes {
         let span = r.span();
-        if let Some(route) = route(r.into_inner(), &clients, env, &mut errs) {
+        if let Some(route) = super::routes::route(r.into_inner(), &clients, env, &mut errs) {
             if names.insert(route.name.to_string(), ()).is_some() {
                 errs.at(
                     span,
@@ -229,205 +228,5 @@ pub(super) fn resolve_path(base: &Path, p: &str) -> PathBuf {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
-}
-
-fn route(
-    raw: RawRoute,
-    clients: &BTreeMap<String, Arc<ClientSettings>>,
-    env: &dyn Fn(&str) -> Option<String>,
-    errs: &mut Errors,
-) -> Option<RouteSettings> {
-    let before = errs.0.len();
-    let name = raw.name.get_ref().clone();
-    let ctx = |what: &str| format!("route {name:?}: {what}");
-    if name.is_empty() {
-        errs.at(raw.name.span(), "route: name must not be empty");
-    }
-    let mut hosts = Vec::new();
-    if raw.hosts.get_ref().is_empty() {
-        errs.at(
-            raw.hosts.span(),
-            ctx("hosts is empty: list at least one host"),
-        );
-    }
-    for h in raw.hosts.get_ref() {
-        match host_pattern(h.get_ref()) {
-            Ok(p) => hosts.push(p),
-            Err(e) => errs.at(h.span(), ctx(&format!("host {:?}: {e}", h.get_ref()))),
-        }
-    }
-    let path_prefix = raw.path_prefix.and_then(|p| {
-        if p.get_ref().starts_with('/') {
-            Some(p.into_inner())
-        } else {
-            errs.at(p.span(), ctx("path_prefix must start with '/'"));
-            None
-        }
-    });
-    let mut methods = Vec::new();
-    for m in &raw.methods {
-        match Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-            Ok(v) => methods.push(v),
-            Err(_) => errs.at(
-                m.span(),
-                ctx(&format!("{:?} is not an HTTP method", m.get_ref())),
-            ),
-        }
-    }
-    let mut match_headers = Vec::new();
-    for (k, v) in &raw.match_headers {
-        match (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v.get_ref()),
-        ) {
-            (Ok(k), Ok(v)) => match_headers.push((k, v)),
-            _ => errs.at(
-                v.span(),
-                ctx(&format!(
-                    "match_headers {k:?}: invalid header name or value"
-                )),
-            ),
-        }
-    }
-    let client = raw.client.as_ref().and_then(|c| {
-        if clients.contains_key(c.get_ref()) {
-            Some(c.get_ref().clone())
-        } else {
-            let known: Vec<&str> = clients.keys().map(String::as_str).collect();
-            errs.at(
-                c.span(),
-                ctx(&format!(
-                    "client {:?} is not defined (defined: {})",
-                    c.get_ref(),
-                    known.join(", ")
-                )),
-            );
-            None
-        }
-    });
-    let upstream = match raw
-        .upstream
-        .as_ref()
-        .map(|u| (u.get_ref().as_str(), u.span()))
-    {
-        None | Some(("as-requested", _)) => UpstreamScheme::AsRequested,
-        Some(("https", _)) => UpstreamScheme::Https,
-        Some((other, span)) => {
-            errs.at(
-                span,
-                ctx(&format!(
-                    "upstream {other:?} must be \"https\" or \"as-requested\""
-                )),
-            );
-            UpstreamScheme::AsRequested
-        }
-    };
-    let mut set_headers = Vec::new();
-    for (k, v) in &raw.set_headers {
-        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
-            errs.at(
-                v.span(),
-                ctx(&format!("header {k:?}: not a valid header name")),
-            );
-            continue;
-        };
-        match Template::parse(v.get_ref(), Context::Header, env) {
-            Err(e) => errs.at(v.span(), ctx(&format!("header {k:?}: {e}"))),
-            Ok(t) if t.uses_oauth() && raw.client.is_none() => errs.at(
-                v.span(),
-                ctx(&format!(
-                    "header {k:?}: uses <<oauth.*>> but the route has no client"
-                )),
-            ),
-            Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
-                Some(Ok(v)) => set_headers.push((hname, HeaderTemplate::Static(v))),
-                Some(Err(_)) => errs.at(
-                    v.span(),
-                    ctx(&format!("header {k:?}: not a valid header value")),
-                ),
-                None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
-            },
-        }
-    }
-    let mut remove_headers = Vec::new();
-    for h in &raw.remove_headers {
-        match HeaderName::from_bytes(h.get_ref().as_bytes()) {
-            Ok(n) => remove_headers.push(n),
-            Err(_) => errs.at(
-                h.span(),
-                ctx(&format!(
-                    "remove_headers {:?}: not a header name",
-                    h.get_ref()
-                )),
-            ),
-        }
-    }
-    if errs.0.len() > before {
-        return None;
-    }
-    Some(RouteSettings {
-        name: Arc::from(name),
-        hosts,
-        path_prefix,
-        methods,
-        match_headers,
-        client,
-        upstream,
-        set_headers,
-        remove_headers,
-        retry_on_401: raw.retry_on_401,
-    })
-}
-
-/// `api.example.com`, `*.example.com`, either with `:port`, or an IP literal.
-pub(crate) fn host_pattern(s: &str) -> Result<HostPattern, String> {
-    let s = s.trim().to_ascii_lowercase();
-    let (host, port) = split_host_port(&s)?;
-    if host.is_empty() {
-        return Err("empty host".into());
-    }
-    if let Some(suffix) = host.strip_prefix("*.") {
-        if suffix.is_empty() || suffix.contains('*') {
-            return Err("a wildcard is written \"*.example.com\"".into());
-        }
-        return Ok(HostPattern::Wildcard {
-            suffix: format!(".{suffix}"),
-            port,
-        });
-    }
-    if host.contains('*') {
-        return Err("'*' is allowed only as the first label (\"*.example.com\")".into());
-    }
-    let valid = host.parse::<IpAddr>().is_ok()
-        || host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
-    if !valid {
-        return Err("not a host name or IP address".into());
-    }
-    Ok(HostPattern::Exact { host, port })
-}
-
-/// Splits `host:port`, `[v6]:port`, `[v6]` and bare IPv6 literals.
-fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("unclosed '['")?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().map_err(|_| format!("bad port {p:?}"))?),
-            None if after.is_empty() => None,
-            None => return Err("unexpected text after ']'".into()),
-        };
-        return Ok((h.to_string(), port));
-    }
-    if s.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok((s.to_string(), None));
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            h.to_string(),
-            Some(p.parse().map_err(|_| format!("bad port {p:?}"))?),
-        )),
-        None => Ok((s.to_string(), None)),
     }
 }
