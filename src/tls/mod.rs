@@ -22,6 +22,10 @@ use crate::runtime::Shared;
 
 pub use mint::LeafCache;
 
+/// A tunnel whose client does not finish a TLS handshake in this time is
+/// closed, so idle CONNECTs cannot hold sockets.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Interceptor {
     leaves: LeafCache,
 }
@@ -44,10 +48,15 @@ impl Interceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
-            Ok(s) => s,
-            Err(e) => {
+        let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::debug!(host = %target.host, error = %e, "not a TLS ClientHello inside CONNECT");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(host = %target.host, "no TLS ClientHello inside CONNECT: closing");
                 return;
             }
         };
@@ -65,9 +74,13 @@ impl Interceptor {
                 return;
             }
         };
-        let tls = match start.into_stream(config).await {
-            Ok(t) => t,
-            Err(e) => {
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+            Ok(Ok(t)) => t,
+            Err(_) => {
+                tracing::debug!(host = %target.host, "TLS handshake with the application timed out");
+                return;
+            }
+            Ok(Err(e)) => {
                 // Typically the application does not trust our CA. Nothing
                 // was decrypted, so nothing was forwarded and no token sent.
                 tracing::warn!(host = %target.host, error = %e, "TLS handshake with the application failed (does it trust the sidekey CA?)");
