@@ -166,31 +166,40 @@ pub async fn forward(
     let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
     let mut resp = rt.upstream.send(req, upgrade).await?;
 
-    if let (true, Some(slot), Some(token)) = (
-        resp.status() == StatusCode::UNAUTHORIZED && retry,
-        &slot,
-        &token,
-    ) {
-        slot.invalidate(token);
-        match (kept, slot.get().await) {
-            (Some(kept), Ok(fresh)) if !Arc::ptr_eq(&fresh, token) => {
+    let rejected = resp.status() == StatusCode::UNAUTHORIZED && retry;
+    if let (true, Some(slot), Some(token)) = (rejected, &slot, &token) {
+        match (kept, slot.trusts_401().then(|| slot.invalidate(token))) {
+            (_, None) => {}
+            (Some(kept), Some(())) => match slot.get().await {
+                Ok(fresh) if !Arc::ptr_eq(&fresh, token) => {
+                    tracing::info!(
+                        client = slot.name(),
+                        route = route.map(Route::name),
+                        "upstream answered 401: retrying once with a fresh token"
+                    );
+                    let req = rewrite::upstream_request(
+                        route,
+                        &head,
+                        uri,
+                        Some(&fresh),
+                        body::full(kept),
+                    )?;
+                    resp = rt.upstream.send(req, upgrade).await?;
+                    if resp.status() == StatusCode::UNAUTHORIZED {
+                        slot.distrust_401();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had")
+                }
+            },
+            (None, Some(())) => {
                 tracing::info!(
                     client = slot.name(),
-                    route = route.map(Route::name),
-                    "upstream answered 401: retrying once with a fresh token"
-                );
-                let req =
-                    rewrite::upstream_request(route, &head, uri, Some(&fresh), body::full(kept))?;
-                resp = rt.upstream.send(req, upgrade).await?;
+                    "upstream answered 401; body too large to retry, token dropped"
+                )
             }
-            (None, _) => tracing::info!(
-                client = slot.name(),
-                "upstream answered 401; body too large to retry, token dropped"
-            ),
-            (_, Err(e)) => {
-                tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had")
-            }
-            _ => {}
         }
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

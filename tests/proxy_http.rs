@@ -594,3 +594,35 @@ async fn metrics_expose_the_spec_families() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn an_upstream_that_rejects_every_token_does_not_hammer_the_token_endpoint() {
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    // Upstream: 401 whatever the token (e.g. the client lacks a scope).
+    up.set_responder(|_| Some((401, vec![], "no".to_string())));
+    let cfg = format!(
+        "{}{}",
+        cc_client(&ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
+    let proxy = Proxy::start("", &cfg).await;
+    let app = proxy.client();
+    for _ in 0..20 {
+        let r = app
+            .get(format!("http://localhost:{}/", up.addr.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "the 401 goes back to the app");
+    }
+    // First request: tok-1 rejected, tok-2 fetched and rejected too; after
+    // that sidekey stops refetching for a while.
+    assert_eq!(ts.calls(), 2, "one refetch, not one per request");
+    assert_eq!(up.count(), 21);
+}

@@ -46,7 +46,14 @@ struct State {
     /// stops retrying instead of polling a dead endpoint forever.
     demand: bool,
     timer: Option<AbortHandle>,
+    /// Set when a freshly fetched token was rejected too: the upstream's
+    /// 401s are not about token age, so refetching would only hammer the
+    /// token endpoint. Until then, 401s go back to the app as they are.
+    distrust_401_until: Option<Instant>,
 }
+
+/// How long 401s are passed through after a fresh token was also rejected.
+const DISTRUST_401_FOR: Duration = Duration::from_secs(30);
 
 impl Drop for State {
     fn drop(&mut self) {
@@ -112,6 +119,19 @@ impl Slot {
             // A rejected token is no reason to wait out an old backoff.
             st.retry_at = None;
         }
+    }
+
+    /// Whether a 401 should drop the token and retry (see `distrust_401`).
+    pub fn trusts_401(&self) -> bool {
+        self.lock()
+            .distrust_401_until
+            .is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A retry with a fresh token got 401 as well.
+    pub fn distrust_401(&self) {
+        tracing::warn!(client = %self.settings.name, "a fresh token was rejected too (401): passing 401s through for {DISTRUST_401_FOR:?} instead of refetching");
+        self.lock().distrust_401_until = Some(Instant::now() + DISTRUST_401_FOR);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
