@@ -24,6 +24,21 @@ fn cc_client(ts: &TokenServer, extra: &str) -> String {
     )
 }
 
+/// sidekey with client "orders" and a Bearer route "r" for localhost.
+async fn bearer_proxy(ts: &TokenServer, proxy_extra: &str) -> Proxy {
+    let cfg = format!(
+        "{}{}",
+        cc_client(ts, ""),
+        route(
+            "r",
+            "localhost",
+            Some("orders"),
+            "Authorization = \"Bearer <<oauth.token>>\""
+        )
+    );
+    Proxy::start(proxy_extra, &cfg).await
+}
+
 fn route(name: &str, host: &str, client: Option<&str>, headers: &str) -> String {
     let client = client
         .map(|c| format!("client = \"{c}\"\n"))
@@ -204,17 +219,7 @@ async fn two_hundred_concurrent_cold_requests_make_one_token_request() {
     let ts = TokenServer::start().await;
     ts.set_delay(Duration::from_millis(200));
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        cc_client(&ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
-    );
-    let proxy = Proxy::start("", &cfg).await;
+    let proxy = bearer_proxy(&ts, "").await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/", up.addr.port());
     let reqs = (0..200).map(|_| {
@@ -239,17 +244,7 @@ async fn refreshes_before_expiry_without_requests_waiting() {
     ts.set_ttl(2);
     let up = Upstream::start().await;
     // refresh_before 60s is clamped to half the 2 s lifetime: refresh at ~1 s.
-    let cfg = format!(
-        "{}{}",
-        cc_client(&ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
-    );
-    let proxy = Proxy::start("", &cfg).await;
+    let proxy = bearer_proxy(&ts, "").await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/", up.addr.port());
     assert_eq!(app.get(&url).send().await.unwrap().status(), 200);
@@ -272,17 +267,7 @@ async fn token_endpoint_down_gives_503_at_once_then_recovers() {
     let ts = TokenServer::start().await;
     ts.set_mode(Mode::Fail(500));
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        cc_client(&ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
-    );
-    let proxy = Proxy::start("", &cfg).await;
+    let proxy = bearer_proxy(&ts, "").await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/", up.addr.port());
     // Hammer it for ~2 s: every answer is a 503 JSON, token calls stay few.
@@ -337,17 +322,7 @@ async fn upstream_401_drops_the_token_refetches_and_retries_once() {
         (r.headers.get("authorization").map(|v| v == "Bearer tok-1") == Some(true))
             .then(|| (401, vec![], "revoked".to_string()))
     });
-    let cfg = format!(
-        "{}{}",
-        cc_client(&ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
-    );
-    let proxy = Proxy::start("retry_body_limit = \"1KiB\"", &cfg).await;
+    let proxy = bearer_proxy(&ts, "retry_body_limit = \"1KiB\"").await;
     let app = proxy.client();
     let url = format!("http://localhost:{}/upload", up.addr.port());
     let r = app.post(&url).body("small body").send().await.unwrap();
@@ -547,17 +522,7 @@ async fn unmatched_deny_and_proxy_auth() {
 async fn metrics_expose_the_spec_families() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        cc_client(&ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
-    );
-    let proxy = Proxy::start("", &cfg).await;
+    let proxy = bearer_proxy(&ts, "").await;
     proxy
         .client()
         .get(format!("http://localhost:{}/", up.addr.port()))
@@ -601,17 +566,7 @@ async fn an_upstream_that_rejects_every_token_does_not_hammer_the_token_endpoint
     let up = Upstream::start().await;
     // Upstream: 401 whatever the token (e.g. the client lacks a scope).
     up.set_responder(|_| Some((401, vec![], "no".to_string())));
-    let cfg = format!(
-        "{}{}",
-        cc_client(&ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
-    );
-    let proxy = Proxy::start("", &cfg).await;
+    let proxy = bearer_proxy(&ts, "").await;
     let app = proxy.client();
     for _ in 0..20 {
         let r = app

@@ -12,9 +12,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
@@ -82,8 +79,6 @@ impl TokenServer {
     }
 
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> TokenServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             validator: None,
             mode: Mode::Ok,
@@ -97,29 +92,7 @@ impl TokenServer {
             requests: Vec::new(),
         }));
         let st = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = Arc::clone(&st);
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(Arc::clone(&st), req));
-                    let b = auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(a) => {
-                            if let Ok(s) = a.accept(stream).await {
-                                let _ = b.serve_connection(TokioIo::new(s), svc).await;
-                            }
-                        }
-                        None => {
-                            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
-                        }
-                    }
-                });
-            }
-        });
+        let (addr, task) = super::serve(tls, move |req| handle(Arc::clone(&st), req)).await;
         TokenServer { addr, state, task }
     }
 

@@ -10,9 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -24,6 +22,20 @@ pub struct Recorded {
     pub body: Bytes,
     pub body_len: u64,
     pub version: Version,
+}
+
+impl Recorded {
+    /// What arrived, before the body is read.
+    fn head<B>(req: &Request<B>) -> Recorded {
+        Recorded {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            body: Bytes::new(),
+            body_len: 0,
+            version: req.version(),
+        }
+    }
 }
 
 type Responder =
@@ -57,37 +69,9 @@ impl Upstream {
     }
 
     async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
         let st = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = Arc::clone(&st);
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(Arc::clone(&st), req));
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(s) = acceptor.accept(stream).await {
-                                let _ = builder
-                                    .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                                    .await;
-                            }
-                        }
-                        None => {
-                            let _ = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                .await;
-                        }
-                    }
-                });
-            }
-        });
+        let (addr, task) = super::serve(tls, move |req| handle(Arc::clone(&st), req)).await;
         Upstream { addr, state, task }
     }
 
@@ -134,14 +118,7 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
     if path == "/grpc" {
         return Ok(grpc(&st, req));
     }
-    let mut rec = Recorded {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        body: Bytes::new(),
-        body_len: 0,
-        version: req.version(),
-    };
+    let mut rec = Recorded::head(&req);
     // Read the body frame by frame, keeping only the first 64 KiB.
     let mut body = req.into_body();
     let mut kept = Vec::new();
@@ -227,14 +204,7 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
 
 /// gRPC-style: streams the request body back and ends with trailers.
 fn grpc(st: &State, req: Request<Incoming>) -> Response<Body> {
-    st.requests.lock().unwrap().push(Recorded {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        body: Bytes::new(),
-        body_len: 0,
-        version: req.version(),
-    });
+    st.requests.lock().unwrap().push(Recorded::head(&req));
     let body = req.into_body();
     let frames = futures_util::stream::unfold((body, false), |(mut body, done)| async move {
         if done {
@@ -263,14 +233,7 @@ fn grpc(st: &State, req: Request<Incoming>) -> Response<Body> {
 fn websocket(st: &State, req: &mut Request<Incoming>) -> Response<Body> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
-    st.requests.lock().unwrap().push(Recorded {
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        body: Bytes::new(),
-        body_len: 0,
-        version: req.version(),
-    });
+    st.requests.lock().unwrap().push(Recorded::head(req));
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         let mut r = Response::new(full("not a websocket request"));
         *r.status_mut() = http::StatusCode::BAD_REQUEST;

@@ -81,18 +81,7 @@ pub async fn fetch(
         let v = field(Some(t), &format!("params.{k}"))?.unwrap_or_default();
         put(k, v);
     }
-    let req = http
-        .post(s.token_url.clone())
-        .header("accept", "application/json");
-    let req = client_auth::apply(s, req, &mut form)?;
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
-        .finish();
-    let req = req
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body);
-    let (status, body) = send(req).await?;
-    parse_oauth(status, &body)
+    post(http, s, form).await
 }
 
 /// Exchanges an authorization code (with its PKCE verifier) for tokens:
@@ -104,12 +93,21 @@ pub async fn exchange_code(
     verifier: &str,
     redirect_uri: &str,
 ) -> Result<TokenResponse, FetchError> {
-    let mut form: Vec<(String, Secret)> = vec![
+    let form: Vec<(String, Secret)> = vec![
         ("grant_type".into(), Secret::new("authorization_code")),
         ("code".into(), Secret::new(code)),
         ("redirect_uri".into(), Secret::new(redirect_uri)),
         ("code_verifier".into(), Secret::new(verifier)),
     ];
+    post(http, s, form).await
+}
+
+/// Authenticates the client, POSTs the form and reads the OAuth answer.
+async fn post(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    mut form: Vec<(String, Secret)>,
+) -> Result<TokenResponse, FetchError> {
     let req = http
         .post(s.token_url.clone())
         .header("accept", "application/json");
