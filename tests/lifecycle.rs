@@ -260,7 +260,7 @@ fn check_prints_ok_or_every_error_with_positions() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
     let broken = format!("{root}/tests/fixtures/broken/several_errors.toml");
     let out = std::process::Command::new(bin)
         .args(["check", "--config", &broken])

@@ -13,12 +13,11 @@ pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
     match config::load(path) {
         Ok(cfg) => {
             let _ = writeln!(out, "ok");
-            let _ = writeln!(
-                out,
-                "{} route(s), {} client(s); proxy on {}",
-                cfg.routes.len(),
-                cfg.clients.len(),
-                cfg.proxy.listen
+            tracing::info!(
+                routes = cfg.routes.len(),
+                clients = cfg.clients.len(),
+                listen = %cfg.proxy.listen,
+                "config is valid"
             );
             0
         }
@@ -56,7 +55,13 @@ pub async fn token(
     use crate::template::TokenView;
     writeln!(out, "type: {}", token.token_type())?;
     writeln!(out, "expires_in: {}s", token.expires_in().as_secs())?;
-    writeln!(out, "scopes: {}", token.scopes.join(" "))?;
+    // RFC 6749 §5.1: no `scope` in the answer means the requested ones.
+    let scopes = if token.scopes.is_empty() {
+        &settings.scopes
+    } else {
+        &token.scopes
+    };
+    writeln!(out, "scopes: {}", scopes.join(" "))?;
     if show {
         writeln!(out, "token: {}", token.access_token())?;
     }
