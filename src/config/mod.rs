@@ -3,6 +3,7 @@
 //! reported with file:line:column and the route/client/header it concerns.
 
 mod client;
+mod env;
 pub mod model;
 pub mod raw;
 mod routes;

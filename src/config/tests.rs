@@ -219,3 +219,45 @@ retry_on_401 = true
         vec!["orders.read", "orders.write"]
     );
 }
+
+#[test]
+fn env_placeholders_work_in_plain_settings_too() {
+    let src = r#"
+[proxy]
+listen = "<<env.LISTEN:-127.0.0.1:3128>>"
+admin = "<<env.ADMIN>>"
+
+[[routes]]
+name = "r"
+hosts = ["<<env.API_HOST>>"]
+path_prefix = "<<env.PREFIX:-/v2/>>"
+set_headers = { "X-A" = "1" }
+"#;
+    let env = |n: &str| match n {
+        "ADMIN" => Some("127.0.0.1:9999".to_string()),
+        "API_HOST" => Some("api.internal".to_string()),
+        _ => None,
+    };
+    let cfg = load_str(Path::new("e.toml"), src, &env).unwrap();
+    assert_eq!(cfg.proxy.listen.to_string(), "127.0.0.1:3128");
+    assert_eq!(cfg.proxy.admin.unwrap().to_string(), "127.0.0.1:9999");
+    assert_eq!(
+        cfg.routes[0].hosts,
+        vec![HostPattern::Exact {
+            host: "api.internal".into(),
+            port: None
+        }]
+    );
+    assert_eq!(cfg.routes[0].path_prefix.as_deref(), Some("/v2/"));
+    let err = load_str(
+        Path::new("e.toml"),
+        "[proxy]\nlisten = \"<<env.NOPE>>\"\n",
+        &|_| None,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("e.toml:2:10: environment variable NOPE is not set"),
+        "{err}"
+    );
+}

@@ -29,12 +29,13 @@ impl Errors {
 }
 
 pub(super) fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     path: &Path,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ValidConfig, Vec<ConfigError>> {
     let mut errs = Errors(Vec::new());
+    super::env::expand_plain(&mut raw, env, &mut errs);
     let proxy = proxy(raw.proxy, env, &mut errs);
     let tls = raw.tls.map(|t| tls(t, base, &mut errs)).unwrap_or_default();
     let mut clients = BTreeMap::new();
