@@ -70,10 +70,13 @@ pub fn upstream_request(
                             header: name.to_string(),
                             reason: e.to_string(),
                         })?;
-                    HeaderValue::from_str(&rendered).map_err(|_| ProxyError::TokenContent {
-                        header: name.to_string(),
-                        reason: "the token holds characters a header cannot carry".into(),
-                    })?
+                    let mut v =
+                        HeaderValue::from_str(&rendered).map_err(|_| ProxyError::TokenContent {
+                            header: name.to_string(),
+                            reason: "the token holds characters a header cannot carry".into(),
+                        })?;
+                    v.set_sensitive(true);
+                    v
                 }
             };
             headers.insert(name.clone(), value);

@@ -30,12 +30,27 @@ pub enum Segment {
     Client(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Template {
     segments: Vec<Segment>,
     /// `<<env.NAME:-DEFAULT>>` variables that were unset, so a value that
     /// turns out empty can say which variable to set.
     defaulted: Vec<String>,
+}
+
+/// Literals may be secrets (`client_secret = "..."`): Debug shows only the
+/// placeholders, so a config printed with `{:?}` leaks nothing.
+impl std::fmt::Debug for Template {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut l = f.debug_list();
+        for seg in &self.segments {
+            match seg {
+                Segment::Lit(_) => l.entry(&format_args!("[redacted]")),
+                other => l.entry(other),
+            };
+        }
+        l.finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

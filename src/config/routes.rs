@@ -121,7 +121,12 @@ pub(super) fn route(
                 )),
             ),
             Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
-                Some(Ok(v)) => set_headers.push((hname, HeaderTemplate::Static(v))),
+                Some(Ok(mut v)) => {
+                    // Header values may be credentials: keep them out of
+                    // Debug output and HTTP/2 header compression tables.
+                    v.set_sensitive(true);
+                    set_headers.push((hname, HeaderTemplate::Static(v)))
+                }
                 Some(Err(_)) => errs.at(
                     v.span(),
                     ctx(&format!("header {k:?}: not a valid header value")),

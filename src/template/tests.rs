@@ -102,3 +102,14 @@ fn files_are_reread_on_every_render() {
     std::fs::write(&path, "two\r\n").unwrap();
     assert_eq!(t.render_value(&|_| None).unwrap().expose(), "two");
 }
+
+#[test]
+fn debug_never_shows_literal_values() {
+    let t = Template::parse("secret-<<env.SET>>-<<oauth.token>>", Context::Header, &env).unwrap();
+    let shown = format!("{t:?}");
+    assert!(
+        !shown.contains("secret") && !shown.contains("value"),
+        "{shown}"
+    );
+    assert!(shown.contains("Token"), "{shown}");
+}
