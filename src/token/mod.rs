@@ -143,3 +143,43 @@ pub enum FetchError {
     #[error("{0}")]
     Setup(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn jwt_with_exp(secs_from_now: u64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = format!(r#"{{"exp":{}}}"#, now + secs_from_now);
+        format!(
+            "{}.{}.sig",
+            e.encode(r#"{"alg":"RS256"}"#),
+            e.encode(payload)
+        )
+    }
+
+    #[tokio::test]
+    async fn expiry_from_expires_in_then_jwt_exp_then_default_ttl() {
+        let ttl = Duration::from_secs(300);
+        let resp = |access: String, expires_in| TokenResponse {
+            access_token: Secret::new(access),
+            expires_in,
+            ..Default::default()
+        };
+        let t = Token::from_response(resp(jwt_with_exp(120), Some(60)), ttl);
+        assert_eq!(t.lifetime().as_secs(), 60, "expires_in wins");
+        let t = Token::from_response(resp(jwt_with_exp(120), None), ttl);
+        assert!(
+            (118..=120).contains(&t.lifetime().as_secs()),
+            "JWT exp next"
+        );
+        let t = Token::from_response(resp("opaque".into(), None), ttl);
+        assert_eq!(t.lifetime(), ttl, "default_ttl last");
+        assert_eq!(t.token_type(), "Bearer");
+    }
+}
