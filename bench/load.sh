@@ -65,14 +65,14 @@ run_client() { # name mode target ca
 results=$tmp/results
 {
     # One connection, no queueing: the latency sidekey itself adds.
-    CONNECTIONS=1 run_wrk http_direct_c1 "http://127.0.0.1:$UP" bench/direct.lua ""
-    CONNECTIONS=1 run_wrk http_routed_c1 "http://127.0.0.1:$PROXY" bench/proxied.lua "http://localhost:$UP/"
+    CONNECTIONS=1 run_wrk http_direct_c1 "http://127.0.0.1:$UP" bench/wrk.lua ""
+    CONNECTIONS=1 run_wrk http_routed_c1 "http://127.0.0.1:$PROXY" bench/wrk.lua "http://localhost:$UP/"
     CONNECTIONS=1 run_client tls_direct_c1 direct "localhost:$UP_TLS" "$tmp/upstream-ca.pem"
     CONNECTIONS=1 run_client tls_intercepted_c1 intercept "localhost:$UP_TLS" "$tmp/ca/ca.crt"
     # Saturation: throughput with all of it sharing this machine's cores.
-    run_wrk http_direct "http://127.0.0.1:$UP" bench/direct.lua ""
-    run_wrk http_routed "http://127.0.0.1:$PROXY" bench/proxied.lua "http://localhost:$UP/"
-    run_wrk http_unmatched "http://127.0.0.1:$PROXY" bench/proxied.lua "http://127.0.0.1:$UP/"
+    run_wrk http_direct "http://127.0.0.1:$UP" bench/wrk.lua ""
+    run_wrk http_routed "http://127.0.0.1:$PROXY" bench/wrk.lua "http://localhost:$UP/"
+    run_wrk http_unmatched "http://127.0.0.1:$PROXY" bench/wrk.lua "http://127.0.0.1:$UP/"
     run_client tls_direct direct "localhost:$UP_TLS" "$tmp/upstream-ca.pem"
     run_client tls_intercepted intercept "localhost:$UP_TLS" "$tmp/ca/ca.crt"
     run_client tls_tunnel tunnel "127.0.0.1:$UP_TLS" "$tmp/upstream-ca.pem"

@@ -78,35 +78,45 @@ async fn setup(extra_proxy: &str) -> Setup {
     }
 }
 
-fn curl(args: Vec<String>) -> std::process::Output {
-    std::process::Command::new("curl")
-        .args(["-sS", "--noproxy", "", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl is installed")
+/// App: `curl --proxy sidekey --cacert CA -H HEADER URL`; panics unless it succeeds.
+async fn curl(proxy: String, ca: &std::path::Path, header: &str, url: String) {
+    let args: Vec<String> = vec![
+        "-sS".into(),
+        "--noproxy".into(),
+        "".into(),
+        "--max-time".into(),
+        "20".into(),
+        "--proxy".into(),
+        proxy,
+        "--cacert".into(),
+        ca.display().to_string(),
+        "-H".into(),
+        header.into(),
+        url,
+    ];
+    let out =
+        tokio::task::spawn_blocking(move || std::process::Command::new("curl").args(args).output())
+            .await
+            .unwrap()
+            .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn curl_through_connect_gets_headers_injected_for_routed_hosts() {
     let s = setup("").await;
     let port = s.up.addr.port();
-    let args = vec![
-        "--proxy".into(),
+    curl(
         s.proxy.url(),
-        "--cacert".into(),
-        s.sidekey_ca_path.display().to_string(),
-        "-H".into(),
-        "X-Org: secret-selector".into(),
+        &s.sidekey_ca_path,
+        "X-Org: secret-selector",
         format!("https://localhost:{port}/hello"),
-    ];
-    let out = tokio::task::spawn_blocking(move || curl(args))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .await;
     let got = s.up.last().unwrap();
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
     assert_eq!(got.headers["x-injected"], "yes");
@@ -124,23 +134,13 @@ async fn unrouted_https_is_tunnelled_with_the_upstreams_own_certificate() {
     let port = s.up.addr.port();
     // The app trusts only the upstream's CA: success proves it saw the
     // upstream's certificate, not one minted by sidekey.
-    let args = vec![
-        "--proxy".into(),
+    curl(
         s.proxy.url(),
-        "--cacert".into(),
-        s.upstream_ca_path.display().to_string(),
-        "-H".into(),
-        "Authorization: app-own".into(),
+        &s.upstream_ca_path,
+        "Authorization: app-own",
         format!("https://127.0.0.1:{port}/plain"),
-    ];
-    let out = tokio::task::spawn_blocking(move || curl(args))
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    )
+    .await;
     let got = s.up.last().unwrap();
     assert_eq!(
         got.headers["authorization"], "app-own",
