@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::{self, ProxyBody};
-use crate::config::{ConnectPolicy, HostPattern};
+use crate::config::ConnectPolicy;
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
 use crate::proxy::Ctx;
@@ -40,7 +40,7 @@ pub async fn handle(
             "{ip} is in proxy.deny_destinations"
         )));
     }
-    let routed = routed_host(rt, &target);
+    let routed = rt.routes.names_host(&target.host, target.port);
     if let (true, Some(interceptor)) = (routed, &rt.intercept) {
         tracing::debug!(host = %target.host, port = target.port, "CONNECT intercepted");
         let interceptor = Arc::clone(interceptor);
@@ -87,21 +87,6 @@ pub async fn handle(
         }
     });
     Ok(Response::new(body::empty()))
-}
-
-/// Whether some route names this CONNECT host (and port). Path, method and
-/// headers are those of the requests inside, so they are not looked at here.
-fn routed_host(rt: &Runtime, target: &Target) -> bool {
-    rt.routes.routes().iter().any(|r| {
-        r.settings.hosts.iter().any(|p| match p {
-            HostPattern::Exact { host, port } => {
-                *host == target.host && port.is_none_or(|p| p == target.port)
-            }
-            HostPattern::Wildcard { suffix, port } => {
-                target.host.ends_with(suffix.as_str()) && port.is_none_or(|p| p == target.port)
-            }
-        })
-    })
 }
 
 /// Copies bytes both ways until both sides close or the tunnel is idle.

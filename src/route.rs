@@ -120,6 +120,23 @@ impl RouteTable {
         })
     }
 
+    /// Whether some route names `host` (and `port`): for CONNECT, whose
+    /// path, method and headers are only known inside the tunnel.
+    pub fn names_host(&self, host: &str, port: u16) -> bool {
+        let port_ok = |&(ri, pi): &(usize, usize)| {
+            let p = match &self.routes[ri].settings.hosts[pi] {
+                HostPattern::Exact { port, .. } | HostPattern::Wildcard { port, .. } => *port,
+            };
+            p.is_none_or(|p| p == port)
+        };
+        let in_list = |l: Option<&Vec<(usize, usize)>>| l.is_some_and(|l| l.iter().any(port_ok));
+        in_list(self.exact.get(host))
+            || (host.parse::<std::net::IpAddr>().is_err()
+                && host
+                    .match_indices('.')
+                    .any(|(i, _)| i > 0 && in_list(self.wildcard.get(&host[i..]))))
+    }
+
     fn matches(&self, ri: usize, pi: usize, req: &RequestInfo<'_>) -> bool {
         let s = &self.routes[ri].settings;
         let port = match &s.hosts[pi] {

@@ -141,3 +141,15 @@ fn decision_explains_itself() {
         r#"route "wild": host matched *.example.com"#
     );
 }
+
+#[test]
+fn connect_hosts_are_looked_up_not_scanned() {
+    let t = table(ROUTES);
+    assert!(t.names_host("eu.api.capillarytech.com", 443));
+    assert!(t.names_host("a.b.example.com", 443));
+    assert!(!t.names_host("example.com", 443));
+    assert!(t.names_host("svc.local", 8080));
+    assert!(!t.names_host("svc.local", 443));
+    assert!(t.names_host("::1", 9000));
+    assert!(!t.names_host("10.0.0.8", 443));
+}
