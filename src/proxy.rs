@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -15,6 +16,7 @@ use crate::metrics::{RequestLabels, RouteLabel};
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
+use crate::token::{Slot, Token};
 use crate::{config::Unmatched, connect};
 
 /// Route and client of a request, for its log line, metrics and errors.
@@ -166,40 +168,21 @@ pub async fn forward(
     let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
     let mut resp = rt.upstream.send(req, upgrade).await?;
 
-    let rejected = resp.status() == StatusCode::UNAUTHORIZED && retry;
-    if let (true, Some(slot), Some(token)) = (rejected, &slot, &token) {
-        match (kept, slot.trusts_401().then(|| slot.invalidate(token))) {
-            (_, None) => {}
-            (Some(kept), Some(())) => match slot.get().await {
-                Ok(fresh) if !Arc::ptr_eq(&fresh, token) => {
-                    tracing::info!(
-                        client = slot.name(),
-                        route = route.map(Route::name),
-                        "upstream answered 401: retrying once with a fresh token"
-                    );
-                    let req = rewrite::upstream_request(
-                        route,
-                        &head,
-                        uri,
-                        Some(&fresh),
-                        body::full(kept),
-                    )?;
-                    resp = rt.upstream.send(req, upgrade).await?;
-                    if resp.status() == StatusCode::UNAUTHORIZED {
-                        slot.distrust_401();
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had")
-                }
-            },
-            (None, Some(())) => {
-                tracing::info!(
-                    client = slot.name(),
-                    "upstream answered 401; body too large to retry, token dropped"
-                )
-            }
+    if let (true, Some(route), Some(slot), Some(token)) = (
+        resp.status() == StatusCode::UNAUTHORIZED && retry,
+        route,
+        &slot,
+        &token,
+    ) {
+        let again = Resend {
+            rt,
+            route,
+            head: &head,
+            uri,
+            upgrade,
+        };
+        if let Some(r) = retry_on_401(again, slot, token, kept).await? {
+            resp = r;
         }
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -209,4 +192,61 @@ pub async fn forward(
         }
     }
     Ok(rewrite::downstream_response(resp.map(body::boxed)))
+}
+
+/// What is needed to send the same request again.
+struct Resend<'a> {
+    rt: &'a Runtime,
+    route: &'a Route,
+    head: &'a Head,
+    uri: http::Uri,
+    upgrade: bool,
+}
+
+/// The SPEC's 401 rule: drop the rejected token (unless a newer one is
+/// cached), get a fresh one, and resend once if the body was kept. If the
+/// fresh token is rejected too, 401s pass through for a while instead of
+/// costing a token request each (see `Slot::distrust_401`).
+async fn retry_on_401(
+    again: Resend<'_>,
+    slot: &Arc<Slot>,
+    token: &Arc<Token>,
+    kept: Option<Bytes>,
+) -> Result<Option<Response<Incoming>>, ProxyError> {
+    if !slot.trusts_401() {
+        return Ok(None);
+    }
+    slot.invalidate(token);
+    let Some(kept) = kept else {
+        tracing::info!(
+            client = slot.name(),
+            "upstream answered 401; body too large to retry, token dropped"
+        );
+        return Ok(None);
+    };
+    let fresh = match slot.get().await {
+        Ok(fresh) if !Arc::ptr_eq(&fresh, token) => fresh,
+        Ok(_) => return Ok(None),
+        Err(e) => {
+            tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had");
+            return Ok(None);
+        }
+    };
+    tracing::info!(
+        client = slot.name(),
+        route = again.route.name(),
+        "upstream answered 401: retrying once with a fresh token"
+    );
+    let req = rewrite::upstream_request(
+        Some(again.route),
+        again.head,
+        again.uri,
+        Some(&fresh),
+        body::full(kept),
+    )?;
+    let resp = again.rt.upstream.send(req, again.upgrade).await?;
+    if resp.status() == StatusCode::UNAUTHORIZED {
+        slot.distrust_401();
+    }
+    Ok(Some(resp))
 }
