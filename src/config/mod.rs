@@ -4,6 +4,7 @@
 
 mod client;
 mod env;
+mod grant;
 pub mod model;
 pub mod raw;
 mod routes;
