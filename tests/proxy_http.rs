@@ -24,6 +24,31 @@ fn cc_client(ts: &TokenServer, extra: &str) -> String {
     )
 }
 
+/// Token server, upstream, and sidekey with client "orders" and a Bearer
+/// route "r" for localhost; `url` is the upstream through that route.
+struct Bearer {
+    ts: TokenServer,
+    up: Upstream,
+    proxy: Proxy,
+    app: reqwest::Client,
+    url: String,
+}
+
+async fn bearer(proxy_extra: &str) -> Bearer {
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let proxy = bearer_proxy(&ts, proxy_extra).await;
+    let app = proxy.client();
+    let url = format!("http://localhost:{}/", up.addr.port());
+    Bearer {
+        ts,
+        up,
+        proxy,
+        app,
+        url,
+    }
+}
+
 /// sidekey with client "orders" and a Bearer route "r" for localhost.
 async fn bearer_proxy(ts: &TokenServer, proxy_extra: &str) -> Proxy {
     let cfg = format!(
@@ -216,12 +241,14 @@ async fn capillary_route_gets_its_token_and_attribution_headers() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_cold_requests_make_one_token_request() {
-    let ts = TokenServer::start().await;
+    let Bearer {
+        ts,
+        up,
+        proxy: _proxy,
+        app,
+        url,
+    } = bearer("").await;
     ts.set_delay(Duration::from_millis(200));
-    let up = Upstream::start().await;
-    let proxy = bearer_proxy(&ts, "").await;
-    let app = proxy.client();
-    let url = format!("http://localhost:{}/", up.addr.port());
     let reqs = (0..200).map(|_| {
         let app = app.clone();
         let url = url.clone();
@@ -240,13 +267,15 @@ async fn two_hundred_concurrent_cold_requests_make_one_token_request() {
 
 #[tokio::test]
 async fn refreshes_before_expiry_without_requests_waiting() {
-    let ts = TokenServer::start().await;
+    let Bearer {
+        ts,
+        up,
+        proxy: _proxy,
+        app,
+        url,
+    } = bearer("").await;
     ts.set_ttl(2);
-    let up = Upstream::start().await;
     // refresh_before 60s is clamped to half the 2 s lifetime: refresh at ~1 s.
-    let proxy = bearer_proxy(&ts, "").await;
-    let app = proxy.client();
-    let url = format!("http://localhost:{}/", up.addr.port());
     assert_eq!(app.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(ts.calls(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -264,12 +293,14 @@ async fn refreshes_before_expiry_without_requests_waiting() {
 
 #[tokio::test]
 async fn token_endpoint_down_gives_503_at_once_then_recovers() {
-    let ts = TokenServer::start().await;
+    let Bearer {
+        ts,
+        up,
+        proxy,
+        app,
+        url,
+    } = bearer("").await;
     ts.set_mode(Mode::Fail(500));
-    let up = Upstream::start().await;
-    let proxy = bearer_proxy(&ts, "").await;
-    let app = proxy.client();
-    let url = format!("http://localhost:{}/", up.addr.port());
     // Hammer it for ~2 s: every answer is a 503 JSON, token calls stay few.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let mut n = 0;
