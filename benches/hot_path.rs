@@ -87,7 +87,8 @@ fn render(c: &mut Criterion) {
             ..Default::default()
         },
         std::time::Duration::from_secs(300),
-    );
+    )
+    .expect("a token with the default lifetime");
     let route = &t.routes()[69];
     let mut headers = HeaderMap::new();
     for (k, v) in [

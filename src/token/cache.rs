@@ -52,6 +52,30 @@ struct State {
     distrust_401_until: Option<Instant>,
 }
 
+/// The running fetch of one slot. Dropped without `land` (the task
+/// panicked or was aborted), it records a failure, so the slot backs off
+/// and retries instead of waiting forever on a fetch that will not finish.
+struct Flight(Option<Arc<Slot>>);
+
+impl Flight {
+    fn land(mut self, result: Result<Arc<Token>, FetchError>) -> Result<Arc<Token>, FetchError> {
+        if let Some(slot) = self.0.take() {
+            slot.store(&result);
+        }
+        result
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.store(&Err(FetchError::Setup(
+                "the token fetch did not finish".into(),
+            )));
+        }
+    }
+}
+
 /// How long 401s are passed through after a fresh token was also rejected.
 const DISTRUST_401_FOR: Duration = Duration::from_secs(30);
 
@@ -140,22 +164,43 @@ impl Slot {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts the one fetch; it runs in its own task so it completes (and
-    /// fills the cache) even if every waiting request goes away.
+    /// Starts the one fetch. It runs as its own task, so it completes (and
+    /// fills the cache) even if every waiting request goes away; waiters
+    /// share the task's result. However the task ends (a result, a panic,
+    /// an abort at shutdown), `Flight` clears the in-flight state, so one
+    /// bad response can never leave this client stuck.
     fn start_fetch(self: &Arc<Self>, st: &mut State) -> Inflight {
         let me = Arc::clone(self);
-        let fut = async move { me.fetch_and_store().await }.boxed().shared();
+        let flight = Flight(Some(Arc::clone(self)));
+        let task = tokio::spawn(async move {
+            let result = me.fetch().await;
+            flight.land(result)
+        });
+        let fut = async move {
+            task.await.unwrap_or_else(|e| {
+                let why = if e.is_panic() { "panicked" } else { "was cancelled" };
+                Err(FetchError::Setup(format!("the token fetch {why}")))
+            })
+        }
+        .boxed()
+        .shared();
         st.inflight = Some(fut.clone());
-        tokio::spawn(fut.clone());
         fut
     }
 
-    async fn fetch_and_store(self: Arc<Self>) -> Result<Arc<Token>, FetchError> {
+    /// One request to the endpoint, bounded by the client's timeout.
+    async fn fetch(&self) -> Result<Arc<Token>, FetchError> {
         let timeout = self.settings.timeout;
-        let result = match tokio::time::timeout(timeout, self.fetcher.fetch(&self.settings)).await {
-            Ok(r) => r.map(|resp| Arc::new(Token::from_response(resp, self.settings.default_ttl))),
-            Err(_) => Err(FetchError::Timeout(timeout)),
+        let resp = match tokio::time::timeout(timeout, self.fetcher.fetch(&self.settings)).await {
+            Ok(r) => r?,
+            Err(_) => return Err(FetchError::Timeout(timeout)),
         };
+        Token::from_response(resp, self.settings.default_ttl).map(Arc::new)
+    }
+
+    /// Records the outcome of a fetch: the new token and its refresh time,
+    /// or the error and the next retry.
+    fn store(self: &Arc<Self>, result: &Result<Arc<Token>, FetchError>) {
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .token_fetches
@@ -167,7 +212,7 @@ impl Slot {
         let mut st = self.lock();
         st.inflight = None;
         st.demand = false;
-        match &result {
+        match result {
             Ok(token) => {
                 st.current = Some(token.clone());
                 st.failures = 0;
@@ -186,7 +231,6 @@ impl Slot {
                 self.schedule(&mut st, Instant::now() + delay);
             }
         }
-        result
     }
 
     /// Arms the one timer of this slot: a refresh ahead of expiry, or a retry.

@@ -28,6 +28,11 @@ pub struct TokenResponse {
     pub scope: Option<String>,
 }
 
+/// Longest lifetime believed from a token response: a larger `expires_in`
+/// (or a JWT `exp` decades out) is taken as this, so the token is still
+/// refreshed now and then and no expiry arithmetic can overflow.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A cached access token.
 #[derive(Debug)]
 pub struct Token {
@@ -42,8 +47,10 @@ pub struct Token {
 }
 
 impl Token {
-    /// Works out expiry: `expires_in`, else the JWT `exp`, else `default_ttl`.
-    pub fn from_response(resp: TokenResponse, default_ttl: Duration) -> Self {
+    /// Works out expiry: `expires_in`, else the JWT `exp`, else `default_ttl`,
+    /// clamped to `MAX_LIFETIME`. A token that is already expired on arrival
+    /// (`expires_in: 0`, a past `exp`) is a failed fetch, never injected.
+    pub fn from_response(resp: TokenResponse, default_ttl: Duration) -> Result<Self, FetchError> {
         let now = Instant::now();
         let access_claims = jwt::claims(resp.access_token.expose());
         let lifetime = match resp.expires_in {
@@ -52,13 +59,24 @@ impl Token {
                 .as_ref()
                 .and_then(jwt::remaining)
                 .unwrap_or(default_ttl),
-        };
+        }
+        .min(MAX_LIFETIME);
+        if lifetime.is_zero() {
+            return Err(FetchError::BadResponse(
+                "the token is already expired on arrival (expires_in 0 or a past JWT exp)".into(),
+            ));
+        }
+        // `checked_add` as well as the clamp: Instant's range is the
+        // platform's, and an IdP's number must never be able to panic us.
+        let expires_at = now
+            .checked_add(lifetime)
+            .ok_or_else(|| FetchError::BadResponse("the token's lifetime is out of range".into()))?;
         let claims = resp
             .id_token
             .as_ref()
             .and_then(|t| jwt::claims(t.expose()))
             .or(access_claims);
-        Self {
+        Ok(Self {
             access: resp.access_token,
             token_type: resp
                 .token_type
@@ -78,8 +96,8 @@ impl Token {
                 .map(|s| s.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
             issued_at: now,
-            expires_at: now + lifetime,
-        }
+            expires_at,
+        })
     }
 
     pub fn lifetime(&self) -> Duration {
@@ -171,15 +189,40 @@ mod tests {
             expires_in,
             ..Default::default()
         };
-        let t = Token::from_response(resp(jwt_with_exp(120), Some(60)), ttl);
+        let t = Token::from_response(resp(jwt_with_exp(120), Some(60)), ttl).unwrap();
         assert_eq!(t.lifetime().as_secs(), 60, "expires_in wins");
-        let t = Token::from_response(resp(jwt_with_exp(120), None), ttl);
+        let t = Token::from_response(resp(jwt_with_exp(120), None), ttl).unwrap();
         assert!(
             (118..=120).contains(&t.lifetime().as_secs()),
             "JWT exp next"
         );
-        let t = Token::from_response(resp("opaque".into(), None), ttl);
+        let t = Token::from_response(resp("opaque".into(), None), ttl).unwrap();
         assert_eq!(t.lifetime(), ttl, "default_ttl last");
         assert_eq!(t.token_type(), "Bearer");
+    }
+
+    #[tokio::test]
+    async fn huge_lifetimes_are_clamped_and_expired_tokens_refused() {
+        let ttl = Duration::from_secs(300);
+        let resp = |access: String, expires_in| TokenResponse {
+            access_token: Secret::new(access),
+            expires_in,
+            ..Default::default()
+        };
+        // Used to panic computing `now + lifetime`.
+        let t = Token::from_response(resp("opaque".into(), Some(u64::MAX)), ttl).unwrap();
+        assert_eq!(t.lifetime(), MAX_LIFETIME);
+        let t = Token::from_response(resp(jwt_with_exp(u64::MAX / 2), None), ttl).unwrap();
+        assert_eq!(t.lifetime(), MAX_LIFETIME);
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let near_max = format!("{}.{}.sig", e.encode("{}"), e.encode(format!(r#"{{"exp":{}}}"#, i64::MAX)));
+        assert!(Token::from_response(resp(near_max, None), ttl).is_ok());
+        // Expired on arrival: a failed fetch, never a token.
+        assert!(matches!(
+            Token::from_response(resp("opaque".into(), Some(0)), ttl),
+            Err(FetchError::BadResponse(_))
+        ));
+        let past = format!("{}.{}.sig", e.encode("{}"), e.encode(r#"{"exp":1000}"#));
+        assert!(Token::from_response(resp(past, None), ttl).is_err());
     }
 }

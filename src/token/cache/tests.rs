@@ -114,7 +114,8 @@ fn refresh_time_is_clamped_to_half_and_ninety_percent() {
                 ..Default::default()
             },
             Duration::from_secs(300),
-        );
+        )
+        .unwrap();
         let at = |rb| (refresh_at(&t, Duration::from_secs(rb)) - t.issued_at).as_secs();
         assert_eq!(at(10), 90, "never later than 90% of the lifetime");
         assert_eq!(at(80), 50, "never before half of the lifetime");
@@ -186,4 +187,60 @@ fn backoff_doubles_from_half_a_second_to_thirty() {
         assert!(backoff(20) <= Duration::from_secs(30));
         assert!(backoff(20) >= Duration::from_secs(24));
     }
+}
+
+/// An endpoint whose first answer makes the fetch panic (as an overflow in
+/// expiry arithmetic once did), then answers normally.
+struct PanicsOnce(AtomicUsize);
+
+impl FetchToken for Arc<PanicsOnce> {
+    fn fetch<'a>(
+        &'a self,
+        _s: &'a ClientSettings,
+    ) -> BoxFuture<'a, Result<TokenResponse, FetchError>> {
+        Box::pin(async move {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                #[expect(clippy::panic, reason = "the test is about surviving a panic")]
+                {
+                    panic!("boom inside the fetch");
+                }
+            }
+            Ok(TokenResponse {
+                access_token: Secret::new("after-panic"),
+                expires_in: Some(3600),
+                ..Default::default()
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_inside_a_fetch_does_not_poison_the_client() {
+    let f = Arc::new(PanicsOnce(AtomicUsize::new(0)));
+    let s = Slot::new(
+        settings(Duration::from_secs(60)),
+        Box::new(Arc::clone(&f)),
+        Arc::new(Metrics::new()),
+    );
+    let (a, b) = tokio::join!(s.get(), s.get());
+    assert!(a.is_err() && b.is_err(), "both waiters see the failed fetch");
+    // After the backoff, the client fetches again and recovers.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t = s.get().await.expect("the client recovers after a panic");
+    assert_eq!(t.access_token(), "after-panic");
+    assert_eq!(f.0.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_expired_on_arrival_is_a_failed_fetch() {
+    let f = fake(0, 0);
+    let s = slot(&f, Duration::from_secs(60));
+    let (a, b) = tokio::join!(s.get(), s.get());
+    assert!(matches!(a, Err(FetchError::BadResponse(_))), "{a:?}");
+    assert!(b.is_err());
+    // Backoff holds: no fetch per request.
+    for _ in 0..10 {
+        assert!(s.get().await.is_err());
+    }
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
 }

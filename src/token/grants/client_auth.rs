@@ -88,7 +88,7 @@ pub fn assertion(
     key_id: Option<&str>,
     alg: &JwtAlg,
 ) -> Result<String, String> {
-    let pem = pem_or_path(key).map_err(|e| e.to_string())?;
+    let pem = pem_or_path(key, "the key").map_err(|e| e.to_string())?;
     let (alg, key) = match alg {
         JwtAlg::Rs256 => (
             jsonwebtoken::Algorithm::RS256,

@@ -30,6 +30,10 @@ impl Fetcher {
     ) -> Result<Self, FetchError> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
+            // HTTP(S)_PROXY in sidekey's environment is meant for the app;
+            // honouring it would send client secrets to that proxy (or loop
+            // them back into sidekey).
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             // A token endpoint that redirects is misconfigured; following it
@@ -46,8 +50,14 @@ impl Fetcher {
             }
         }
         if let Some((cert, key)) = &settings.tls_identity {
-            let cert = pem_or_path(cert.render_value(&|_| None).map_err(setup)?.expose())?;
-            let key = pem_or_path(key.render_value(&|_| None).map_err(setup)?.expose())?;
+            let cert = pem_or_path(
+                cert.render_value(&|_| None).map_err(setup)?.expose(),
+                "tls_client_cert",
+            )?;
+            let key = pem_or_path(
+                key.render_value(&|_| None).map_err(setup)?.expose(),
+                "tls_client_key",
+            )?;
             let mut pem = cert.into_bytes();
             pem.push(b'\n');
             pem.extend_from_slice(key.as_bytes());
@@ -114,12 +124,19 @@ fn setup(e: impl std::fmt::Display) -> FetchError {
     FetchError::Setup(e.to_string())
 }
 
-/// Client fields hold either PEM text or a path to a PEM file.
-pub(crate) fn pem_or_path(v: &str) -> Result<String, FetchError> {
+/// Client fields hold either PEM text or a path to a PEM file. `what`
+/// names the field in errors: the value itself is never printed, since a
+/// key pasted without its PEM armour would otherwise end up in a log line.
+pub(crate) fn pem_or_path(v: &str, what: &str) -> Result<String, FetchError> {
     if v.trim_start().starts_with("-----BEGIN") {
         Ok(v.to_string())
     } else {
-        std::fs::read_to_string(v).map_err(|e| FetchError::Setup(format!("cannot read {v}: {e}")))
+        std::fs::read_to_string(v).map_err(|e| {
+            FetchError::Setup(format!(
+                "{what} is neither PEM text (-----BEGIN ...) nor the path of a readable file ({})",
+                e.kind()
+            ))
+        })
     }
 }
 
@@ -142,12 +159,35 @@ pub(crate) fn field(
     Ok(Some(v))
 }
 
-/// Sends a prepared request and maps transport failures.
+/// Token responses are a few KiB; anything past this is refused (SPEC), so
+/// a broken or hostile endpoint cannot balloon a 64 MiB sidecar.
+pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
+
+/// Sends a prepared request and maps transport failures. The body is read
+/// as it streams and refused once it passes `MAX_TOKEN_RESPONSE`.
 pub(crate) async fn send(req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), FetchError> {
-    let resp = req.send().await.map_err(transport)?;
+    let too_large = || {
+        FetchError::BadResponse(format!(
+            "the response is larger than {} KiB",
+            MAX_TOKEN_RESPONSE / 1024
+        ))
+    };
+    let mut resp = req.send().await.map_err(transport)?;
     let status = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(transport)?;
-    Ok((status, body))
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_TOKEN_RESPONSE as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body.freeze()))
 }
 
 fn transport(e: reqwest::Error) -> FetchError {
