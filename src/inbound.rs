@@ -2,7 +2,9 @@
 //! CONNECT targets, checks proxy credentials, and strips hop-by-hop headers
 //! (RFC 9110 §7.6.1) so nothing meant for the proxy goes further.
 
-use http::header::{self, HeaderMap, HeaderName};
+use base64::Engine;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{Method, Request, Uri};
 
 use crate::error::ProxyError;
@@ -69,9 +71,12 @@ pub fn target(uri: &Uri) -> Result<Target, ProxyError> {
     let authority = uri
         .authority()
         .ok_or_else(|| ProxyError::BadRequest("request target has no host".into()))?;
-    let host = host_of(authority.host())?;
-    let port = authority.port_u16().unwrap_or(scheme.default_port());
-    Ok(Target { scheme, host, port })
+    let (host, port) = host_port(authority)?;
+    Ok(Target {
+        scheme,
+        host,
+        port: port.unwrap_or(scheme.default_port()),
+    })
 }
 
 /// The target of `CONNECT host:port`.
@@ -85,14 +90,47 @@ pub fn connect_target(uri: &Uri) -> Result<Target, ProxyError> {
                     .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
         })
         .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
-    let port = authority
-        .port_u16()
-        .ok_or_else(|| ProxyError::BadRequest("CONNECT target has no port".into()))?;
+    let (host, port) = host_port(authority)?;
+    let port =
+        port.ok_or_else(|| ProxyError::BadRequest("CONNECT target has no port".into()))?;
     Ok(Target {
         scheme: Scheme::Https,
-        host: host_of(authority.host())?,
+        host,
         port,
     })
+}
+
+/// Host and explicit port of an authority. Userinfo is refused (it would
+/// be a credential in a URL, and `http` parses `a@b` leniently), and so is
+/// a port that is not 1-65535: `http` reports such a port as absent, which
+/// once meant "use the default" and sent the request somewhere else.
+fn host_port(authority: &Authority) -> Result<(String, Option<u16>), ProxyError> {
+    let text = authority.as_str();
+    if text.contains('@') {
+        return Err(ProxyError::BadRequest(
+            "request target must not carry userinfo (user:password@host)".into(),
+        ));
+    }
+    let host = authority.host();
+    let port = match text.get(host.len()..).unwrap_or_default() {
+        "" | ":" => None,
+        rest => match rest.strip_prefix(':').map(str::parse::<u16>) {
+            Some(Ok(p)) if p != 0 => Some(p),
+            _ => {
+                return Err(ProxyError::BadRequest(
+                    "request target has an invalid port (must be 1-65535)".into(),
+                ))
+            }
+        },
+    };
+    Ok((host_of(host)?, port))
+}
+
+/// `host[:port]` of a request for the access log and errors: never the
+/// userinfo, even of a request that is refused for carrying one.
+pub fn log_authority(uri: &Uri) -> &str {
+    let a = uri.authority().map_or("", Authority::as_str);
+    a.rsplit_once('@').map_or(a, |(_, host)| host)
 }
 
 fn host_of(h: &str) -> Result<String, ProxyError> {
@@ -105,7 +143,9 @@ fn host_of(h: &str) -> Result<String, ProxyError> {
     Ok(h.to_ascii_lowercase())
 }
 
-/// `proxy_auth`: the exact Basic credentials, compared in constant time.
+/// `proxy_auth`: Basic credentials (`expected` is `user:password`),
+/// compared in constant time. The scheme name is case-insensitive (RFC 9110
+/// §11.1), so `basic …` and `BASIC …` are as good as `Basic …`.
 pub fn check_proxy_auth<B>(expected: Option<&Secret>, req: &Request<B>) -> Result<(), ProxyError> {
     let Some(expected) = expected else {
         return Ok(());
@@ -113,9 +153,16 @@ pub fn check_proxy_auth<B>(expected: Option<&Secret>, req: &Request<B>) -> Resul
     let given = req
         .headers()
         .get(header::PROXY_AUTHORIZATION)
-        .map(|v| v.as_bytes())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .and_then(|(_, b64)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
         .unwrap_or_default();
-    if constant_time_eq(given, expected.expose().as_bytes()) {
+    if constant_time_eq(&given, expected.expose().as_bytes()) {
         Ok(())
     } else {
         Err(ProxyError::ProxyAuthRequired)
@@ -144,6 +191,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a
 /// WebSocket-style handshake, which must reach the upstream.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // `TE: trailers` is the one hop-by-hop value that must go on: gRPC
+    // servers refuse requests without it. Any other TE value is dropped.
+    let te_trailers = h.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -160,12 +215,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         h.remove(n);
     }
     if keep_upgrade {
-        h.insert(
-            header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         h.remove(header::UPGRADE);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -221,17 +276,56 @@ mod tests {
         h.insert("upgrade", "websocket".parse().unwrap());
         strip_hop_by_hop(&mut h, false);
         let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, vec!["host"]);
+        assert_eq!(left, vec!["host", "te"], "te: trailers goes on");
+        assert_eq!(h["te"], "trailers");
+        let mut h = HeaderMap::new();
+        h.insert("connection", "TE".parse().unwrap());
+        h.insert("te", "gzip;q=0.5, Trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers", "only the trailers value");
+        let mut h = HeaderMap::new();
+        h.insert("te", "gzip".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn refuses_userinfo_and_invalid_ports() {
+        for bad in [
+            "http://user:pw@api.example.com/x",
+            "http://user@api.example.com/x",
+            "http://api.example.com:131101/x",
+            "http://api.example.com:0/x",
+            "http://api.example.com:8o/x",
+        ] {
+            let uri: Uri = bad.parse().unwrap();
+            assert!(matches!(target(&uri), Err(ProxyError::BadRequest(_))), "{bad}");
+        }
+        for bad in ["user:pw@host:443", "host:131101", "host:0"] {
+            let uri: Uri = bad.parse().unwrap();
+            assert!(connect_target(&uri).is_err(), "{bad}");
+        }
+        let t = target(&"http://api.example.com:/x".parse().unwrap()).unwrap();
+        assert_eq!(t.port, 80, "an empty port is the default one");
+        let uri: Uri = "http://alice:pw@host:81/x".parse().unwrap();
+        assert_eq!(log_authority(&uri), "host:81");
     }
 
     #[test]
     fn proxy_auth_compares_exactly() {
-        let want = Secret::new("Basic YXBwOnB3");
+        let want = Secret::new("app:pw");
+        for scheme in ["Basic", "basic", "BASIC"] {
+            let req = Request::builder()
+                .header("proxy-authorization", format!("{scheme} YXBwOnB3"))
+                .body(())
+                .unwrap();
+            assert!(check_proxy_auth(Some(&want), &req).is_ok(), "{scheme}");
+        }
         let req = Request::builder()
-            .header("proxy-authorization", "Basic YXBwOnB3")
+            .header("proxy-authorization", "Bearer YXBwOnB3")
             .body(())
             .unwrap();
-        assert!(check_proxy_auth(Some(&want), &req).is_ok());
+        assert!(check_proxy_auth(Some(&want), &req).is_err());
         let req = Request::builder()
             .header("proxy-authorization", "Basic YXBwOnB4")
             .body(())

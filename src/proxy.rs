@@ -37,11 +37,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
     };
     let started = Instant::now();
     let method = req.method().clone();
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let authority = inbound::log_authority(req.uri()).to_string();
     let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
         Err(e) => Err(e),
         Ok(()) if method == Method::CONNECT => {

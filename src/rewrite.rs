@@ -56,6 +56,11 @@ pub fn upstream_request(
     let mut headers = head.headers.clone();
     inbound::strip_hop_by_hop(&mut headers, head.upgrade);
     headers.remove(ERROR_HEADER);
+    // The app's Host (however many) never goes on: shared front ends pick
+    // the tenant by it, so a Host other than the target would carry the
+    // token to another service (RFC 9112 §3.2.2). The client sets exactly
+    // one from the URI (`:authority` on HTTP/2).
+    headers.remove(http::header::HOST);
     if let Some(route) = route {
         for name in &route.settings.remove_headers {
             headers.remove(name);

@@ -145,6 +145,14 @@ impl Template {
         }
     }
 
+    /// The literal text between placeholders (`<<env.*>>` values included).
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Lit(l) => Some(l.as_str()),
+            _ => None,
+        })
+    }
+
     /// Environment variables that were unset when this template loaded.
     pub fn defaulted_env(&self) -> &[String] {
         &self.defaulted

@@ -136,13 +136,20 @@ fn classify(e: &hyper_util::client::legacy::Error, authority: String) -> ProxyEr
     ProxyError::UpstreamUnreachable { authority, reason }
 }
 
+/// Whether sidekey refuses to connect to `ip`. The unspecified addresses
+/// (`0.0.0.0/8`, `::`) are always refused: connecting to them reaches the
+/// local host, whatever the deny list says about loopback.
 pub fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
     let ip = match ip {
         // An IPv4-mapped IPv6 address is the IPv4 address in disguise.
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
-    deny.iter().any(|n| n.contains(&ip))
+    let unspecified = match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 0,
+        IpAddr::V6(v6) => v6.is_unspecified(),
+    };
+    unspecified || deny.iter().any(|n| n.contains(&ip))
 }
 
 /// rustls client config: ring provider, web PKI roots plus `extra_roots`.
@@ -253,5 +260,8 @@ mod tests {
         assert!(is_denied(&deny, "::ffff:169.254.169.254".parse().unwrap()));
         assert!(is_denied(&deny, "fe80::1".parse().unwrap()));
         assert!(!is_denied(&deny, "127.0.0.1".parse().unwrap()));
+        for always in ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"] {
+            assert!(is_denied(&[], always.parse().unwrap()), "{always}");
+        }
     }
 }

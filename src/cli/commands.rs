@@ -12,6 +12,14 @@ use crate::token::TokenStore;
 pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
     match config::load(path) {
         Ok(cfg) => {
+            // The CA is read only to serve, but a CA that cannot serve is
+            // a config error the operator wants to see before deploying.
+            if let Some((cert, key)) = &cfg.tls.ca {
+                if let Err(e) = crate::tls::ca::Ca::load(cert, key) {
+                    let _ = writeln!(out, "{}: {e:#}", path.display());
+                    return 1;
+                }
+            }
             let _ = writeln!(out, "ok");
             tracing::info!(
                 routes = cfg.routes.len(),

@@ -51,6 +51,18 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// serde quotes the offending value in type errors ("invalid type: integer
+/// `12345`, expected a string"); that value may be a secret written without
+/// quotes, so only its kind is kept. The position still points at it.
+fn hide_value(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("invalid type: ") else {
+        return message.to_string();
+    };
+    let kind = rest.split([' ', ',']).next().unwrap_or_default();
+    let expected = rest.find(", expected").map_or("", |i| &rest[i..]);
+    format!("invalid type: {kind}{expected}")
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
@@ -87,7 +99,7 @@ pub fn load_str(
     let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
         fail(vec![ConfigError {
             span: e.span(),
-            message: e.message().trim().to_string(),
+            message: hide_value(e.message().trim()),
         }])
     })?;
     let base = path.parent().unwrap_or(Path::new("."));

@@ -35,7 +35,7 @@ pub struct ProxySettings {
     pub retry_body_limit: u64,
     pub tunnel_idle_timeout: Duration,
     pub deny_destinations: Vec<IpNet>,
-    /// The exact `Proxy-Authorization` value expected (`Basic …`).
+    /// The Basic credentials expected in `Proxy-Authorization`, as `user:password`.
     pub proxy_auth: Option<Secret>,
 }
 

@@ -48,7 +48,8 @@ pub struct RawProxy {
     /// Idle timeout of blind CONNECT tunnels. Default is `5m`.
     #[serde(default = "default_tunnel_idle_timeout", with = "humantime_serde")]
     pub tunnel_idle_timeout: Duration,
-    /// CIDRs never connected to. Default is the link-local ranges.
+    /// CIDRs never connected to. Default is the cloud metadata ranges
+    /// (`169.254.0.0/16`, `fe80::/10`, `fd00:ec2::254/128`, `100.100.100.200/32`).
     #[serde(default = "default_deny_destinations")]
     pub deny_destinations: Vec<Spanned<String>>,
     /// Basic credentials the application must present. Default is none.
@@ -92,7 +93,14 @@ fn default_retry_body_limit() -> ByteSize {
     ByteSize(64 * 1024)
 }
 fn default_deny_destinations() -> Vec<Spanned<String>> {
-    ["169.254.0.0/16", "fe80::/10"]
+    // Cloud metadata services: link-local (AWS, GCP, Azure IPv4), AWS's
+    // IPv6 endpoint, Alibaba's.
+    [
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "100.100.100.200/32",
+    ]
         .into_iter()
         .map(|s| Spanned::new(0..0, s.to_string()))
         .collect()

@@ -131,6 +131,14 @@ pub(super) fn route(
                     v.span(),
                     ctx(&format!("header {k:?}: not a valid header value")),
                 ),
+                // The fixed parts of a per-request template (an env value
+                // with a CR/LF, say) are checked now, not on every request.
+                None if t.literals().any(|l| HeaderValue::from_str(l).is_err()) => errs.at(
+                    v.span(),
+                    ctx(&format!(
+                        "header {k:?}: not a valid header value (control characters such as CR/LF, perhaps from an environment variable)"
+                    )),
+                ),
                 None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
             },
         }

@@ -138,7 +138,21 @@ fn defaults_and_typed_values() {
         cfg.proxy.upstream_timeout,
         std::time::Duration::from_secs(30)
     );
-    assert_eq!(cfg.proxy.deny_destinations.len(), 2);
+    let deny: Vec<String> = cfg
+        .proxy
+        .deny_destinations
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        deny,
+        [
+            "169.254.0.0/16",
+            "fe80::/10",
+            "fd00:ec2::254/128",
+            "100.100.100.200/32"
+        ]
+    );
     let cfg = load_str(
         Path::new("x.toml"),
         "[proxy]\nadmin = \"\"\nretry_body_limit = \"1MiB\"\nupstream_timeout = \"5m\"\nproxy_auth = { username = \"app\", password = \"<<env.PW>>\" }\n",
@@ -148,8 +162,7 @@ fn defaults_and_typed_values() {
     assert_eq!(cfg.proxy.admin, None);
     assert_eq!(cfg.proxy.retry_body_limit, 1024 * 1024);
     assert_eq!(cfg.proxy.upstream_timeout.as_secs(), 300);
-    // "app:pw" in base64
-    assert_eq!(cfg.proxy.proxy_auth.unwrap().expose(), "Basic YXBwOnB3");
+    assert_eq!(cfg.proxy.proxy_auth.unwrap().expose(), "app:pw");
 }
 
 #[test]
@@ -258,6 +271,31 @@ set_headers = { "X-A" = "1" }
     assert!(
         err.to_string()
             .contains("e.toml:2:10: environment variable NOPE is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_errors_never_print_the_value() {
+    let path = Path::new("p.toml");
+    for (src, secret) in [
+        ("[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://i/t\"\nclient_id = \"a\"\nclient_secret = 98765432123\n", "98765432123"),
+        ("[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://i/t\"\nclient_id = \"a\"\nclient_secret = 1.5e300\n", "1.5e300"),
+        ("[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://i/t\"\nclient_id = \"a\"\nscopes = \"hunter2-secret\"\n", "hunter2-secret"),
+    ] {
+        let err = load_str(path, src, &|_| None).unwrap_err().to_string();
+        assert!(!err.contains(secret), "{err}");
+        assert!(err.contains("invalid type") && err.contains("p.toml:"), "{err}");
+    }
+}
+
+#[test]
+fn control_characters_in_a_per_request_header_template_fail_at_load() {
+    let src = "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://i/t\"\nclient_id = \"a\"\nclient_secret = \"s\"\n[[routes]]\nname = \"r\"\nhosts = [\"a.example\"]\nclient = \"c\"\nset_headers = { \"Authorization\" = \"Bearer <<oauth.token>><<env.SUFFIX>>\" }\n";
+    let env = |n: &str| (n == "SUFFIX").then(|| "x\r\nX-Injected: 1".to_string());
+    let err = load_str(Path::new("p.toml"), src, &env).unwrap_err().to_string();
+    assert!(
+        err.contains("route \"r\"") && err.contains("header \"Authorization\"") && err.contains("CR/LF"),
         "{err}"
     );
 }

@@ -7,7 +7,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine;
 use toml::Spanned;
 
 use super::model::*;
@@ -124,8 +123,7 @@ fn proxy(
             errs.at(span, "proxy.proxy_auth.username must not contain ':'");
             return None;
         }
-        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        Some(Secret::new(format!("Basic {b64}")))
+        Some(Secret::new(format!("{user}:{pass}")))
     });
     if errs.0.len() > before {
         return None;

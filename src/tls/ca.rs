@@ -31,6 +31,13 @@ impl Ca {
                 cert_path.display()
             )
         })?;
+        if !key_matches_cert(&key, &cert_pem) {
+            anyhow::bail!(
+                "tls.ca_key ({}) is not the private key of tls.ca_cert ({}): every intercepted handshake would fail; use the ca.key written together with this ca.crt",
+                key_path.display(),
+                cert_path.display()
+            );
+        }
         // Re-signing the parsed parameters gives an issuer object with the
         // same subject and key, which is all a signature chain needs.
         let cert = params
@@ -40,6 +47,20 @@ impl Ca {
             anyhow::bail!("tls.ca_cert: empty certificate");
         }
         Ok(Self { cert, key })
+    }
+}
+
+/// Whether the certificate's SubjectPublicKeyInfo is `key`'s public key.
+/// rcgen signs with whatever key it is given, so without this a wrong key
+/// loads fine and every leaf it signs fails the app's verification.
+fn key_matches_cert(key: &KeyPair, cert_pem: &str) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()) else {
+        return false;
+    };
+    match x509_parser::parse_x509_certificate(&der) {
+        Ok((_, cert)) => cert.tbs_certificate.subject_pki.raw == key.public_key_der().as_slice(),
+        Err(_) => false,
     }
 }
 
@@ -113,5 +134,16 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(Ca::load(&out.join("missing.crt"), &out.join("ca.key")).is_err());
+    }
+
+    #[test]
+    fn a_key_of_another_ca_is_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(&dir.path().join("a")).unwrap();
+        generate(&dir.path().join("b")).unwrap();
+        let err = Ca::load(&dir.path().join("a/ca.crt"), &dir.path().join("b/ca.key"))
+            .err()
+            .expect("a mismatched key must not load");
+        assert!(err.to_string().contains("is not the private key"), "{err}");
     }
 }

@@ -60,13 +60,17 @@ impl Interceptor {
                 return;
             }
         };
-        // The certificate follows SNI when there is one; routing always
-        // follows the CONNECT authority.
-        let name = start
-            .client_hello()
-            .server_name()
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_else(|| target.host.clone());
+        // A leaf is minted for the CONNECT authority only. A ClientHello
+        // naming another host is refused: serving it would make sidekey a
+        // certificate oracle for any name, and the app would be talking to
+        // a host other than the one its token is routed for.
+        if let Some(sni) = start.client_hello().server_name() {
+            if !sni.eq_ignore_ascii_case(&target.host) {
+                tracing::warn!(host = %target.host, sni, "TLS ClientHello names another host than the CONNECT target: refused");
+                return;
+            }
+        }
+        let name = target.host.clone();
         let config = match self.leaves.server_config(&name) {
             Ok(c) => c,
             Err(e) => {
