@@ -1,9 +1,14 @@
 //! Bodies: streamed both ways; only a request body up to
 //! `retry_body_limit` is kept, so that a 401 can be retried with it.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use tokio::sync::Notify;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -24,94 +29,194 @@ where
     b.map_err(Into::into).boxed()
 }
 
-/// A request body, either kept whole (replayable) or streaming.
-pub enum Outgoing {
-    Kept(Bytes),
-    Streaming(ProxyBody),
-}
-
-impl Outgoing {
-    /// The body to send now, and the bytes to send again on a retry.
-    pub fn take(self) -> (ProxyBody, Option<Bytes>) {
-        match self {
-            Self::Kept(b) => (full(b.clone()), Some(b)),
-            Self::Streaming(b) => (b, None),
-        }
-    }
-}
-
-/// Reads up to `limit` bytes of `body`. A body that ends within the limit is
-/// kept; a longer one streams on, its first frames replayed in front.
-pub async fn keep_up_to<B>(mut body: B, limit: u64) -> Result<Outgoing, BoxError>
+/// A request body on a route that may retry on 401: it goes upstream as it
+/// arrives (client-streaming gRPC and interactive uploads must not wait),
+/// while its first `limit` bytes are copied aside. Only a body that ended
+/// within the limit can be replayed.
+pub fn tee<B>(body: B, limit: u64) -> (ProxyBody, Arc<Capture>)
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > limit {
-        return Ok(Outgoing::Streaming(boxed(body)));
+    let state = if body.size_hint().lower() > limit {
+        Kept::Overflowed
+    } else {
+        Kept::Filling(BytesMut::new())
+    };
+    let capture = Arc::new(Capture {
+        state: Mutex::new(state),
+        limit,
+        done: Notify::new(),
+    });
+    let tee = Tee {
+        inner: body,
+        capture: Arc::clone(&capture),
+    };
+    (boxed(tee), capture)
+}
+
+/// The copy of a request body that `tee` keeps.
+pub struct Capture {
+    state: Mutex<Kept>,
+    limit: u64,
+    done: Notify,
+}
+
+enum Kept {
+    Filling(BytesMut),
+    Complete(Bytes),
+    /// Past the limit, trailers, or an error: not replayable.
+    Overflowed,
+}
+
+impl Capture {
+    /// The whole body, if it ended within the limit. An upstream may answer
+    /// before the last bytes went out; give those up to `wait` to finish.
+    pub async fn replayable(&self, wait: std::time::Duration) -> Option<Bytes> {
+        let notified = self.done.notified();
+        if let Some(done) = self.finished() {
+            return done;
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.finished().flatten()
     }
-    let mut kept = BytesMut::new();
-    loop {
-        match body.frame().await {
-            None => return Ok(Outgoing::Kept(kept.freeze())),
-            Some(Err(e)) => return Err(e.into()),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    kept.extend_from_slice(&data);
-                    if kept.len() as u64 > limit {
-                        return Ok(Outgoing::Streaming(prefixed(kept.freeze(), None, body)));
-                    }
+
+    /// `Some(body or None)` once the outcome is known.
+    fn finished(&self) -> Option<Option<Bytes>> {
+        match &*self.lock() {
+            Kept::Complete(b) => Some(Some(b.clone())),
+            Kept::Overflowed => Some(None),
+            Kept::Filling(_) => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, frame: Option<&Frame<Bytes>>, ended: bool) {
+        let mut st = self.lock();
+        let next = match (&mut *st, frame) {
+            (Kept::Filling(buf), Some(f)) => match f.data_ref() {
+                Some(d) if (buf.len() + d.len()) as u64 <= self.limit => {
+                    buf.extend_from_slice(d);
+                    None
                 }
-                // Trailers: not replayable as `Full`, so send them on as they are.
-                Err(frame) => {
-                    return Ok(Outgoing::Streaming(prefixed(
-                        kept.freeze(),
-                        Some(frame),
-                        body,
-                    )))
-                }
+                // Too long, or trailers (which `full` cannot replay).
+                _ => Some(Kept::Overflowed),
             },
+            (Kept::Filling(buf), None) => Some(Kept::Complete(std::mem::take(buf).freeze())),
+            _ => None,
+        };
+        if let Some(next) = next {
+            *st = next;
         }
+        if let (true, Kept::Filling(buf)) = (ended, &mut *st) {
+            *st = Kept::Complete(std::mem::take(buf).freeze());
+        }
+        let known = !matches!(*st, Kept::Filling(_));
+        drop(st);
+        if known {
+            self.done.notify_waiters();
+        }
+    }
+
+    fn fail(&self) {
+        *self.lock() = Kept::Overflowed;
+        self.done.notify_waiters();
     }
 }
 
-fn prefixed<B>(head: Bytes, extra: Option<Frame<Bytes>>, rest: B) -> ProxyBody
+struct Tee<B> {
+    inner: B,
+    capture: Arc<Capture>,
+}
+
+impl<B> Body for Tee<B>
 where
-    B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
 {
-    use futures_util::stream::{self, StreamExt};
-    let first = (!head.is_empty()).then(|| Ok::<_, BoxError>(Frame::data(head)));
-    let head = stream::iter(first.into_iter().chain(extra.map(Ok)));
-    let rest = http_body_util::BodyStream::new(rest).map(|r| r.map_err(Into::into));
-    BoxBody::new(StreamBody::new(head.chain(rest)))
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let ended = self.inner.is_end_stream();
+                self.capture.record(Some(frame), ended);
+            }
+            Poll::Ready(None) => self.capture.record(None, true),
+            Poll::Ready(Some(Err(_))) => self.capture.fail(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::StreamBody;
+
+    use std::time::Duration;
+
+    fn chunks(
+        n: usize,
+        size: usize,
+    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>
+    {
+        let v: Vec<Result<Frame<Bytes>, BoxError>> = (0..n)
+            .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; size]))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(v))
+    }
 
     #[tokio::test]
-    async fn keeps_small_bodies_and_streams_large_ones() {
-        let small = Full::new(Bytes::from_static(b"hello"));
-        match keep_up_to(small, 10).await.unwrap() {
-            Outgoing::Kept(b) => assert_eq!(&b[..], b"hello"),
-            Outgoing::Streaming(_) => panic!("should keep"),
-        }
-        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..4)
-            .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; 8]))))
-            .collect();
-        let big = StreamBody::new(futures_util::stream::iter(chunks));
-        match keep_up_to(big, 10).await.unwrap() {
-            Outgoing::Streaming(b) => {
-                let all = b.collect().await.unwrap().to_bytes();
-                assert_eq!(
-                    all.len(),
-                    32,
-                    "the kept prefix is sent in front of the rest"
-                );
-            }
-            Outgoing::Kept(_) => panic!("should stream"),
-        }
+    async fn small_bodies_stream_and_are_kept_for_a_replay() {
+        let (body, kept) = tee(Full::new(Bytes::from_static(b"hello")), 10);
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
+        let kept = kept.replayable(Duration::ZERO).await.unwrap();
+        assert_eq!(&kept[..], b"hello");
+        let (body, kept) = tee(chunks(2, 4), 10);
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 8);
+        assert_eq!(kept.replayable(Duration::ZERO).await.unwrap().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn long_bodies_stream_whole_but_are_not_replayable() {
+        let (body, kept) = tee(chunks(4, 8), 10);
+        assert_eq!(body.collect().await.unwrap().to_bytes().len(), 32);
+        assert!(kept.replayable(Duration::ZERO).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfinished_body_is_not_replayed() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+            );
+        let (mut body, kept) = tee(StreamBody::new(Box::pin(stream)), 100);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"part"))))
+            .await
+            .unwrap();
+        // The first frame goes on before the body ends.
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"part");
+        assert!(kept.replayable(Duration::from_secs(1)).await.is_none());
+        drop(tx);
     }
 }

@@ -91,8 +91,7 @@ pub fn connect_target(uri: &Uri) -> Result<Target, ProxyError> {
         })
         .ok_or_else(|| ProxyError::BadRequest("CONNECT needs a host:port target".into()))?;
     let (host, port) = host_port(authority)?;
-    let port =
-        port.ok_or_else(|| ProxyError::BadRequest("CONNECT target has no port".into()))?;
+    let port = port.ok_or_else(|| ProxyError::BadRequest("CONNECT target has no port".into()))?;
     Ok(Target {
         scheme: Scheme::Https,
         host,
@@ -195,8 +194,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // servers refuse requests without it. Any other TE value is dropped.
     let te_trailers = h.get_all(header::TE).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("trailers"))
+            v.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .eq_ignore_ascii_case("trailers")
+            })
         })
     });
     let named: Vec<HeaderName> = h
@@ -299,7 +303,10 @@ mod tests {
             "http://api.example.com:8o/x",
         ] {
             let uri: Uri = bad.parse().unwrap();
-            assert!(matches!(target(&uri), Err(ProxyError::BadRequest(_))), "{bad}");
+            assert!(
+                matches!(target(&uri), Err(ProxyError::BadRequest(_))),
+                "{bad}"
+            );
         }
         for bad in ["user:pw@host:443", "host:131101", "host:0"] {
             let uri: Uri = bad.parse().unwrap();

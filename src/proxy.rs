@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::body::{self, Outgoing, ProxyBody};
+use crate::body::{self, Capture, ProxyBody};
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
 use crate::metrics::{RequestLabels, RouteLabel};
@@ -153,14 +152,12 @@ pub async fn forward(
         None => None,
     };
     let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
-    let outgoing = if retry && !upgrade {
-        body::keep_up_to(incoming, rt.config.proxy.retry_body_limit)
-            .await
-            .map_err(|e| ProxyError::BadRequest(format!("reading the request body: {e}")))?
+    let (first, kept) = if retry && !upgrade {
+        let (b, kept) = body::tee(incoming, rt.config.proxy.retry_body_limit);
+        (b, Some(kept))
     } else {
-        Outgoing::Streaming(body::boxed(incoming))
+        (body::boxed(incoming), None)
     };
-    let (first, kept) = outgoing.take();
     let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
     let mut resp = rt.upstream.send(req, upgrade).await?;
 
@@ -190,6 +187,10 @@ pub async fn forward(
     Ok(rewrite::downstream_response(resp.map(body::boxed)))
 }
 
+/// How long a 401 waits for the rest of a small request body that the
+/// upstream answered before reading to the end.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What is needed to send the same request again.
 struct Resend<'a> {
     rt: &'a Runtime,
@@ -207,12 +208,16 @@ async fn retry_on_401(
     again: Resend<'_>,
     slot: &Arc<Slot>,
     token: &Arc<Token>,
-    kept: Option<Bytes>,
+    kept: Option<Arc<Capture>>,
 ) -> Result<Option<Response<Incoming>>, ProxyError> {
     if !slot.trusts_401() {
         return Ok(None);
     }
     slot.invalidate(token);
+    let kept = match kept {
+        Some(k) => k.replayable(REPLAY_WAIT).await,
+        None => None,
+    };
     let Some(kept) = kept else {
         tracing::info!(
             client = slot.name(),

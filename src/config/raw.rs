@@ -101,9 +101,9 @@ fn default_deny_destinations() -> Vec<Spanned<String>> {
         "fd00:ec2::254/128",
         "100.100.100.200/32",
     ]
-        .into_iter()
-        .map(|s| Spanned::new(0..0, s.to_string()))
-        .collect()
+    .into_iter()
+    .map(|s| Spanned::new(0..0, s.to_string()))
+    .collect()
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

@@ -293,9 +293,13 @@ fn type_errors_never_print_the_value() {
 fn control_characters_in_a_per_request_header_template_fail_at_load() {
     let src = "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://i/t\"\nclient_id = \"a\"\nclient_secret = \"s\"\n[[routes]]\nname = \"r\"\nhosts = [\"a.example\"]\nclient = \"c\"\nset_headers = { \"Authorization\" = \"Bearer <<oauth.token>><<env.SUFFIX>>\" }\n";
     let env = |n: &str| (n == "SUFFIX").then(|| "x\r\nX-Injected: 1".to_string());
-    let err = load_str(Path::new("p.toml"), src, &env).unwrap_err().to_string();
+    let err = load_str(Path::new("p.toml"), src, &env)
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("route \"r\"") && err.contains("header \"Authorization\"") && err.contains("CR/LF"),
+        err.contains("route \"r\"")
+            && err.contains("header \"Authorization\"")
+            && err.contains("CR/LF"),
         "{err}"
     );
 }

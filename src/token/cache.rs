@@ -178,7 +178,11 @@ impl Slot {
         });
         let fut = async move {
             task.await.unwrap_or_else(|e| {
-                let why = if e.is_panic() { "panicked" } else { "was cancelled" };
+                let why = if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was cancelled"
+                };
                 Err(FetchError::Setup(format!("the token fetch {why}")))
             })
         }

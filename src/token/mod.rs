@@ -68,9 +68,9 @@ impl Token {
         }
         // `checked_add` as well as the clamp: Instant's range is the
         // platform's, and an IdP's number must never be able to panic us.
-        let expires_at = now
-            .checked_add(lifetime)
-            .ok_or_else(|| FetchError::BadResponse("the token's lifetime is out of range".into()))?;
+        let expires_at = now.checked_add(lifetime).ok_or_else(|| {
+            FetchError::BadResponse("the token's lifetime is out of range".into())
+        })?;
         let claims = resp
             .id_token
             .as_ref()
@@ -215,7 +215,11 @@ mod tests {
         let t = Token::from_response(resp(jwt_with_exp(u64::MAX / 2), None), ttl).unwrap();
         assert_eq!(t.lifetime(), MAX_LIFETIME);
         let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let near_max = format!("{}.{}.sig", e.encode("{}"), e.encode(format!(r#"{{"exp":{}}}"#, i64::MAX)));
+        let near_max = format!(
+            "{}.{}.sig",
+            e.encode("{}"),
+            e.encode(format!(r#"{{"exp":{}}}"#, i64::MAX))
+        );
         assert!(Token::from_response(resp(near_max, None), ttl).is_ok());
         // Expired on arrival: a failed fetch, never a token.
         assert!(matches!(

@@ -112,6 +112,10 @@ impl Binary {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // The test's own environment says nothing about proxies.
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            cmd.env_remove(k).env_remove(k.to_ascii_lowercase());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -223,7 +223,10 @@ async fn a_panic_inside_a_fetch_does_not_poison_the_client() {
         Arc::new(Metrics::new()),
     );
     let (a, b) = tokio::join!(s.get(), s.get());
-    assert!(a.is_err() && b.is_err(), "both waiters see the failed fetch");
+    assert!(
+        a.is_err() && b.is_err(),
+        "both waiters see the failed fetch"
+    );
     // After the backoff, the client fetches again and recovers.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t = s.get().await.expect("the client recovers after a panic");

@@ -1,0 +1,518 @@
+//! deploy/kubernetes: the manifests, rendered and checked offline by
+//! scripts/check-kubernetes.sh, and the files they hand sidekey, laid out as
+//! kubelet lays them out and read by the real binary as the image's uid.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{chown, symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The image's user and group (distroless nonroot), and the pod's fsGroup.
+const UID: u32 = 65532;
+/// kubelet's AtomicWriter puts each version of a volume's files in a folder
+/// named like this, behind the `..data` symlink it swaps on updates.
+const PAYLOAD: &str = "..2026_12_06_10_00_00.123456789";
+
+/// The manifests render, validate against the Kubernetes API schema and wire
+/// sidekey correctly. kubectl and .venv-k8s come from
+/// scripts/install-test-deps.sh (scripts/test.sh runs it first), so a missing
+/// tool fails this test rather than skipping it.
+#[test]
+fn kubernetes_manifests_render_validate_and_wire_sidekey() {
+    let out = Command::new("bash")
+        .arg(Path::new(REPO).join("scripts/check-kubernetes.sh"))
+        .output()
+        .expect("run bash scripts/check-kubernetes.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "scripts/check-kubernetes.sh failed (kubectl or .venv-k8s missing? run scripts/install-test-deps.sh):\n{text}"
+    );
+    eprintln!("{text}");
+}
+
+/// The example's proxy.toml, with the Secrets mounted as kubelet mounts them
+/// with `defaultMode: 0440` and `fsGroup: 65532` (files root:65532, mode
+/// 0440): sidekey running as 65532 checks it, reads the client secrets for
+/// real (a token fetch), starts and turns ready. The same files at 0400
+/// root:root, as kubelet leaves them without fsGroup, make it fail.
+#[test]
+fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to lay files out as root:65532 and to run sidekey as uid {UID} (CI runs as root)");
+        return;
+    }
+    let token = TokenEndpoint::start();
+    let pod = Pod::new("example/proxy.toml", 0o440, UID, &token);
+
+    let check = pod
+        .sidekey(&["check", "--config", &pod.config()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&check).trim(),
+        "ok",
+        "sidekey check as {UID}:\n{}",
+        all(&check)
+    );
+
+    // `token` reads client_id/client_secret through the <<file:...>> links.
+    for (client, key) in [
+        ("capillary_org_a", "org-a-key"),
+        ("capillary_org_b", "org-b-key"),
+    ] {
+        let out = pod
+            .sidekey(&["token", client, "--config", &pod.config()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sidekey token {client} as {UID}:\n{}",
+            all(&out)
+        );
+        let bodies = token.bodies.lock().unwrap().join("\n");
+        assert!(
+            bodies.contains(key),
+            "token endpoint never got {key}: {bodies}"
+        );
+    }
+
+    let mut run = Running::start(&pod);
+    run.wait_ready();
+    run.stop();
+}
+
+#[test]
+fn secrets_unreadable_without_fsgroup_fail_with_a_clear_error() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to lay files out as root:root and to run sidekey as uid {UID} (CI runs as root)");
+        return;
+    }
+    let token = TokenEndpoint::start();
+    let pod = Pod::new("example/proxy.toml", 0o400, 0, &token);
+
+    let check = pod
+        .sidekey(&["check", "--config", &pod.config()])
+        .output()
+        .unwrap();
+    let text = all(&check);
+    assert!(
+        !check.status.success(),
+        "check should fail on 0400 root:root files:\n{text}"
+    );
+    assert!(
+        text.contains("Permission denied") && text.contains("ca.crt"),
+        "check should name the unreadable file:\n{text}"
+    );
+
+    let run = pod.sidekey(&["run", "--config", &pod.config(), "--log-format", "json"]);
+    let out = wait_output(run, Duration::from_secs(20));
+    assert!(
+        !out.status.success(),
+        "run should refuse to start:\n{}",
+        all(&out)
+    );
+    assert!(
+        all(&out).contains("Permission denied"),
+        "run should say why:\n{}",
+        all(&out)
+    );
+}
+
+/// The classic overlay's config (with [proxy] shutdown_delay) is valid too.
+#[test]
+fn classic_config_passes_check() {
+    let token = TokenEndpoint::start();
+    let gid = if running_as_root() {
+        UID
+    } else {
+        fs::metadata("/proc/self").unwrap().gid()
+    };
+    let pod = Pod::new("classic/proxy.toml", 0o440, gid, &token);
+    let out = Command::new(&pod.bin)
+        .args(["check", "--config", &pod.config()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out).trim(),
+        "ok",
+        "deploy/kubernetes/classic/proxy.toml:\n{}",
+        all(&out)
+    );
+}
+
+fn running_as_root() -> bool {
+    // /proc/self belongs to the process's effective uid.
+    fs::metadata("/proc/self").unwrap().uid() == 0
+}
+
+/// One pod's worth of files under a temp dir: sidekey's config ConfigMap and
+/// its Secret volumes (client keys, CA from `sidekey ca generate`), the
+/// config's paths, ports and token URL rewritten to point into it.
+struct Pod {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    admin: String,
+}
+
+impl Pod {
+    fn new(config: &str, secret_mode: u32, secret_gid: u32, token: &TokenEndpoint) -> Pod {
+        let dir = tempfile::Builder::new()
+            .prefix("sidekey-deploy-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let root = dir.path();
+        set_mode(root, 0o755); // traversable by the pod's uid, like kubelet's dirs
+
+        // A copy of the binary, so the uid need not reach the build dir. Made
+        // by a child process: a write fd held in this multi-threaded process
+        // could leak into another test's fork and make exec fail (ETXTBSY).
+        let bin = root.join("sidekey");
+        let copied = Command::new("install")
+            .args(["-m", "0755", env!("CARGO_BIN_EXE_sidekey")])
+            .arg(&bin)
+            .status()
+            .unwrap();
+        assert!(
+            copied.success(),
+            "install the sidekey binary into {}",
+            root.display()
+        );
+
+        let gen = root.join("generated");
+        let out = Command::new(&bin)
+            .args(["ca", "generate", "--out"])
+            .arg(&gen)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sidekey ca generate:\n{}", all(&out));
+        let ca: Vec<(&str, Vec<u8>)> = ["ca.crt", "ca.key"]
+            .into_iter()
+            .map(|f| (f, fs::read(gen.join(f)).unwrap()))
+            .collect();
+        kubelet_volume(&root.join("ca"), &ca, secret_mode, secret_gid);
+        for org in ["org-a", "org-b"] {
+            let files = [
+                ("key", format!("{org}-key\n").into_bytes()),
+                ("secret", format!("{org}-secret\n").into_bytes()),
+            ];
+            kubelet_volume(
+                &root.join("secrets").join(org),
+                &files,
+                secret_mode,
+                secret_gid,
+            );
+        }
+
+        let [proxy_port, admin_port] = free_ports();
+        let admin = format!("127.0.0.1:{admin_port}");
+        let text =
+            fs::read_to_string(Path::new(REPO).join("deploy/kubernetes").join(config)).unwrap();
+        let text = rewrite(
+            &text,
+            &[
+                (
+                    "/var/run/secrets/sidekey/",
+                    &format!("{}/secrets/", root.display()),
+                ),
+                ("/etc/sidekey/ca/", &format!("{}/ca/", root.display())),
+                ("127.0.0.1:3128", &format!("127.0.0.1:{proxy_port}")),
+                // In the pod 0.0.0.0, for kubelet's probes; loopback here.
+                ("0.0.0.0:9901", &admin),
+                (
+                    "https://eu.api.capillarytech.com/v3/",
+                    &format!("http://{}/v3/", token.addr),
+                ),
+            ],
+        );
+        // ConfigMap files keep kubelet's default mode 0644, root-owned.
+        kubelet_volume(
+            &root.join("config"),
+            &[("proxy.toml", text.into_bytes())],
+            0o644,
+            0,
+        );
+        Pod { dir, bin, admin }
+    }
+
+    fn config(&self) -> String {
+        self.dir
+            .path()
+            .join("config/proxy.toml")
+            .display()
+            .to_string()
+    }
+
+    /// sidekey as the pod runs it: uid and gid 65532, fsGroup 65532 as its
+    /// supplementary group.
+    fn sidekey(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            format!("--reuid={UID}"),
+            format!("--regid={UID}"),
+            format!("--groups={UID}"),
+        ])
+        .arg(&self.bin)
+        .args(args)
+        .stdin(Stdio::null());
+        cmd
+    }
+}
+
+/// Writes files as kubelet's AtomicWriter does: DIR/<PAYLOAD>/NAME with the
+/// volume's mode, owned root:GID, DIR/..data -> <PAYLOAD>, DIR/NAME -> ..data/NAME.
+fn kubelet_volume(dir: &Path, files: &[(&str, Vec<u8>)], mode: u32, gid: u32) {
+    let payload = dir.join(PAYLOAD);
+    fs::create_dir_all(&payload).unwrap();
+    for d in [dir, &payload] {
+        set_mode(d, 0o755);
+    }
+    for (name, content) in files {
+        let f = payload.join(name);
+        fs::write(&f, content).unwrap();
+        if running_as_root() {
+            chown(&f, Some(0), Some(gid)).unwrap();
+        }
+        set_mode(&f, mode);
+        symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+    }
+    symlink(PAYLOAD, dir.join("..data")).unwrap();
+}
+
+/// Replaces each pattern, which must occur: if the deploy config changes
+/// shape, this says so instead of testing something else.
+fn rewrite(text: &str, pairs: &[(&str, &str)]) -> String {
+    pairs.iter().fold(text.to_string(), |t, (from, to)| {
+        assert!(
+            t.contains(from),
+            "deploy config no longer contains {from:?}"
+        );
+        t.replace(from, to)
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn free_ports() -> [u16; 2] {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    [
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    ]
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn all(out: &Output) -> String {
+    format!(
+        "{:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn wait_output(mut cmd: Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            panic!(
+                "still running after {limit:?}: {:?}",
+                child.wait_with_output().map(|o| all(&o))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `sidekey run` as the pod's uid; killed if the test fails midway.
+struct Running<'a> {
+    pod: &'a Pod,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl<'a> Running<'a> {
+    fn start(pod: &'a Pod) -> Running<'a> {
+        let log = pod.dir.path().join("sidekey.log");
+        let child = pod
+            .sidekey(&["run", "--config", &pod.config(), "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Running {
+            pod,
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What kubelet's startupProbe does: GET /readyz on the admin port until 200.
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "sidekey run exited ({status}) before ready:\n{}",
+                    self.logs()
+                );
+            }
+            if http_status(&self.pod.admin, "/readyz") == Some(200) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no /readyz 200 within 30 s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, as kubelet stops the pod: sidekey drains and exits 0.
+    fn stop(&mut self) {
+        let mut child = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "kill -TERM failed");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(40) {
+                child.kill().unwrap();
+                panic!(
+                    "sidekey did not exit within 40 s of SIGTERM:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "sidekey exited with {status} after SIGTERM:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A Capillary-style token endpoint on loopback that records request bodies
+/// (`{"key": ..., "secret": ...}`) and answers with a token.
+struct TokenEndpoint {
+    addr: String,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+impl TokenEndpoint {
+    fn start() -> TokenEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        // Lives as long as the test process.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let Some(body) = read_request_body(&mut s) else {
+                    continue;
+                };
+                seen.lock().unwrap().push(body);
+                let reply =
+                    r#"{"data":{"accessToken":"test-token","ttlSeconds":900},"errors":null}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+            }
+        });
+        TokenEndpoint { addr, bodies }
+    }
+}
+
+fn read_request_body(s: &mut TcpStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&buf[head_end..]).into_owned())
+}
