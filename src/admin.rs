@@ -1,5 +1,8 @@
-//! Admin endpoints: `/healthz`, `/readyz` (503 while draining), `/metrics`.
+//! Admin endpoints: `/healthz`, `/readyz` (503 while draining), `/metrics`
+//! for any peer (probes, Prometheus); `/tokens` for loopback peers only,
+//! since it tells which credentials exist and when they expire.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{header, Request, Response, StatusCode};
@@ -8,23 +11,36 @@ use hyper::body::Incoming;
 use crate::body::{self, ProxyBody};
 use crate::runtime::Shared;
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let text = |s: &str| (StatusCode::OK, "text/plain", s.to_string());
     let (status, ctype, text) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        ("GET", "/healthz") => text("ok\n"),
         ("GET", "/readyz") if shared.is_draining() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "draining\n".to_string(),
         ),
-        ("GET", "/readyz") => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        ("GET", "/readyz") => text("ready\n"),
         ("GET", "/metrics") => {
             shared.tokens.update_gauges();
+            let open = i64::try_from(shared.drain.open()).unwrap_or(i64::MAX);
+            shared.metrics.connections_open.set(open);
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 shared.metrics.encode(),
             )
         }
+        ("GET", "/tokens") if !peer.ip().is_loopback() => (
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "/tokens is served to loopback peers only\n".to_string(),
+        ),
+        ("GET", "/tokens") => (StatusCode::OK, "application/json", tokens(&shared)),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -38,4 +54,18 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
         header::HeaderValue::from_static(ctype),
     );
     resp
+}
+
+/// Per client of the current config: its cache state, never a token.
+fn tokens(shared: &Shared) -> String {
+    let rt = shared.runtime();
+    let mut clients = serde_json::Map::new();
+    for (name, settings) in &rt.config.clients {
+        let status = match shared.tokens.get(settings) {
+            Some(slot) => slot.status(),
+            None => serde_json::json!({ "grant": settings.grant.name(), "state": "unused" }),
+        };
+        clients.insert(name.clone(), status);
+    }
+    serde_json::json!({ "clients": clients }).to_string()
 }

@@ -38,7 +38,10 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let state = if body.size_hint().lower() > limit {
+    let state = if body.is_end_stream() {
+        // No body (a GET): nothing will poll it, and nothing needs keeping.
+        Kept::Complete(Bytes::new())
+    } else if body.size_hint().lower() > limit {
         Kept::Overflowed
     } else {
         Kept::Filling(BytesMut::new())
@@ -189,6 +192,12 @@ mod tests {
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"hello");
         let kept = kept.replayable(Duration::ZERO).await.unwrap();
         assert_eq!(&kept[..], b"hello");
+        let (body, kept) = tee(Empty::<Bytes>::new(), 10);
+        assert!(
+            kept.replayable(Duration::ZERO).await.unwrap().is_empty(),
+            "no body: known at once"
+        );
+        drop(body);
         let (body, kept) = tee(chunks(2, 4), 10);
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 8);
         assert_eq!(kept.replayable(Duration::ZERO).await.unwrap().len(), 8);

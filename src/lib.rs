@@ -7,9 +7,10 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod drain;
 pub mod error;
 pub mod inbound;
-pub mod listener;
+mod io;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
@@ -17,9 +18,12 @@ pub mod rewrite;
 pub mod route;
 pub mod runtime;
 pub mod secret;
+mod server;
+mod service;
 pub mod template;
 pub mod tls;
 pub mod token;
+mod tunnel;
 pub mod upstream;
 mod watch;
 
@@ -28,8 +32,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch as signal;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use config::ValidConfig;
 pub use runtime::Shared;
@@ -39,9 +43,10 @@ pub struct Server {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    shutdown: signal::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    proxy_stop: CancellationToken,
+    proxy_task: JoinHandle<()>,
+    admin: Option<(CancellationToken, Arc<drain::Drain>, JoinHandle<()>)>,
+    _watcher: Option<watch::Watcher>,
 }
 
 /// Installs rustls' ring provider as the process default (reqwest and
@@ -56,58 +61,68 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
     init_crypto();
     let listen = config.proxy.listen;
     let admin = config.proxy.admin;
+    let limits = config.proxy.limits;
     let path = config.path.clone();
     let shared = Shared::new(config)?;
     let proxy_listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let proxy_addr = proxy_listener.local_addr()?;
-    let (tx, rx) = signal::channel(false);
-    let mut tasks = vec![tokio::spawn(listener::serve(
+    let proxy_stop = CancellationToken::new();
+    let s = Arc::clone(&shared);
+    let proxy_task = tokio::spawn(server::accept_loop(
         proxy_listener,
-        Arc::clone(&shared),
-        true,
-        rx.clone(),
-        proxy::handle,
-    ))];
-    let admin_addr = match admin {
+        limits,
+        Arc::clone(&shared.drain),
+        proxy_stop.clone(),
+        move |conn, req| service::proxy_request(Arc::clone(&s), conn, req),
+    ));
+    let (admin_addr, admin) = match admin {
         Some(addr) => {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on admin {addr}: {e}"))?;
             let a = l.local_addr()?;
-            tasks.push(tokio::spawn(listener::serve(
+            // The admin port has its own drain: it keeps answering (503 on
+            // /readyz) until the proxy's drain is over.
+            let stop = CancellationToken::new();
+            let drain = Arc::new(drain::Drain::new());
+            let s = Arc::clone(&shared);
+            let task = tokio::spawn(server::accept_loop(
                 l,
-                Arc::clone(&shared),
-                false,
-                rx,
-                admin::handle,
-            )));
-            Some(a)
+                config::ConnLimits {
+                    max_connections: ADMIN_MAX_CONNECTIONS,
+                    ..limits
+                },
+                Arc::clone(&drain),
+                stop.clone(),
+                move |conn, req| admin::handle(Arc::clone(&s), conn.peer, req),
+            ));
+            (Some(a), Some((stop, drain, task)))
         }
-        None => None,
+        None => (None, None),
     };
-    let watcher = if path.is_file() {
-        match watch::spawn(&path, Arc::clone(&shared)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
-                None
-            }
+    let watcher = match watch::spawn(&path, Arc::clone(&shared)) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+            None
         }
-    } else {
-        None
     };
     tracing::info!(%proxy_addr, admin = ?admin_addr, routes = shared.runtime().routes.routes().len(), "sidekey listening");
     Ok(Server {
         proxy_addr,
         admin_addr,
         shared,
-        shutdown: tx,
-        tasks,
+        proxy_stop,
+        proxy_task,
+        admin,
         _watcher: watcher,
     })
 }
+
+/// Probes and a Prometheus scraper need a handful at most.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 impl Server {
     pub fn shared(&self) -> &Arc<Shared> {
@@ -119,12 +134,33 @@ impl Server {
         self.shared.reload()
     }
 
-    /// Stops accepting, finishes in-flight requests (up to 30 s), returns.
+    /// The SPEC's SIGTERM sequence: `/readyz` turns 503 at once; after
+    /// `shutdown_delay` the proxy stops accepting; in-flight requests,
+    /// tunnels and WebSockets get `drain_timeout` to finish, idle
+    /// connections close now; what is left then is cut, counted and
+    /// logged. The admin port answers until the end.
     pub async fn shutdown(self) {
         self.shared.draining.store(true, Ordering::Relaxed);
-        let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let proxy = self.shared.runtime().config.proxy.clone();
+        if !proxy.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?proxy.shutdown_delay, "draining: still accepting during shutdown_delay");
+            tokio::time::sleep(proxy.shutdown_delay).await;
+        }
+        self.proxy_stop.cancel();
+        let _ = self.proxy_task.await;
+        let open = self.shared.drain.open();
+        tracing::info!(open, timeout = ?proxy.drain_timeout, "draining: no longer accepting, waiting for open connections");
+        let cut = self.shared.drain.drain(proxy.drain_timeout).await;
+        if cut > 0 {
+            self.shared.metrics.connections_cut.inc_by(cut as u64);
+            tracing::warn!(cut, "drain timeout: connections still open were cut");
+        } else {
+            tracing::info!("drained: every connection finished");
+        }
+        if let Some((stop, drain, task)) = self.admin {
+            stop.cancel();
+            let _ = task.await;
+            drain.drain(std::time::Duration::from_secs(1)).await;
         }
     }
 }

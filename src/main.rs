@@ -38,6 +38,9 @@ async fn dispatch(cmd: Command) -> ExitCode {
         Command::Ca {
             command: CaCommand::Generate { out },
         } => cli::ca_generate(&out, &mut stdout),
+        Command::Ca {
+            command: CaCommand::Bundle { out, config },
+        } => cli::ca_bundle(&config.path(), &out, &mut stdout),
         Command::Login {
             client,
             no_browser,
@@ -70,7 +73,7 @@ async fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     wait_for_signals(&server).await;
-    tracing::info!("shutting down: draining in-flight requests (up to 30s)");
+    tracing::info!("shutting down: /readyz now answers 503");
     server.shutdown().await;
     tracing::info!("bye");
     ExitCode::SUCCESS

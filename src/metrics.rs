@@ -45,6 +45,7 @@ pub struct Metrics {
     pub token_expires_in: Family<ClientLabel, Gauge<f64, AtomicU64>>,
     pub reloads: Family<OutcomeLabel, Counter>,
     pub connections_open: Gauge,
+    pub connections_cut: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +68,7 @@ impl Metrics {
         let token_expires_in = Family::<ClientLabel, Gauge<f64, AtomicU64>>::default();
         let reloads = Family::<OutcomeLabel, Counter>::default();
         let connections_open = Gauge::default();
+        let connections_cut = Counter::default();
         registry.register(
             "sidekey_requests",
             "Requests handled, by route and status",
@@ -97,6 +99,11 @@ impl Metrics {
             "Open client connections",
             connections_open.clone(),
         );
+        registry.register(
+            "sidekey_connections_cut",
+            "Connections still open at the end of the drain timeout, closed at shutdown",
+            connections_cut.clone(),
+        );
         Self {
             registry,
             requests,
@@ -105,6 +112,7 @@ impl Metrics {
             token_expires_in,
             reloads,
             connections_open,
+            connections_cut,
         }
     }
 

@@ -1,22 +1,20 @@
-//! The request pipeline, top to bottom:
-//! inbound (auth, target) -> route -> token -> rewrite -> upstream -> response.
-//! CONNECT branches off to `connect`; intercepted HTTPS re-enters at `forward`.
+//! The request pipeline, top to bottom, for a request whose target is
+//! known: route -> token -> rewrite -> upstream -> response, with the 401
+//! rule. `service` calls it for plain and intercepted requests alike.
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
 use crate::body::{self, Capture, ProxyBody};
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
-use crate::metrics::{RequestLabels, RouteLabel};
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
 use crate::token::{Slot, Token};
-use crate::{config::Unmatched, connect};
+use crate::{config::Unmatched, tunnel};
 
 /// Route and client of a request, for its log line, metrics and errors.
 #[derive(Default)]
@@ -27,71 +25,19 @@ pub struct Ctx {
     pub label: &'static str,
 }
 
-/// Entry point for every request the application sends to the proxy port.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
-    let rt = shared.runtime();
-    let mut ctx = Ctx {
-        label: "unmatched",
-        ..Ctx::default()
-    };
-    let started = Instant::now();
-    let method = req.method().clone();
-    let authority = inbound::log_authority(req.uri()).to_string();
-    let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
-        Err(e) => Err(e),
-        Ok(()) if method == Method::CONNECT => {
-            ctx.label = "connect";
-            connect::handle(&shared, &rt, req, &mut ctx).await
+impl Ctx {
+    pub fn new(label: &'static str) -> Self {
+        Self {
+            label,
+            ..Self::default()
         }
-        Ok(()) => match inbound::target(req.uri()) {
-            Ok(target) => forward(&rt, target, req, &mut ctx).await,
-            Err(e) => Err(e),
-        },
-    };
-    finish(&shared, result, &method, &authority, &ctx, started)
-}
-
-/// Turns the outcome into the response, and logs and counts it once.
-pub fn finish(
-    shared: &Shared,
-    result: Result<Response<ProxyBody>, ProxyError>,
-    method: &Method,
-    authority: &str,
-    ctx: &Ctx,
-    started: Instant,
-) -> Response<ProxyBody> {
-    let route = ctx.route.as_deref();
-    let client = ctx.client.as_deref();
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::warn!(%method, host = authority, route, client, error = %e, code = e.code(), "request failed");
-            e.to_response(route, client)
-        }
-    };
-    let status = resp.status().as_u16();
-    let elapsed = started.elapsed();
-    let label = route.unwrap_or(ctx.label).to_string();
-    shared
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: label.clone(),
-            status,
-        })
-        .inc();
-    shared
-        .metrics
-        .duration
-        .get_or_create(&RouteLabel { route: label })
-        .observe(elapsed.as_secs_f64());
-    tracing::info!(target: "sidekey::access", %method, host = authority, route, client, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
-    resp
+    }
 }
 
 /// route -> token -> rewrite -> upstream, for a request whose target is
 /// known (absolute-form, or the CONNECT authority of an intercepted tunnel).
 pub async fn forward(
+    shared: &Shared,
     rt: &Runtime,
     target: Target,
     mut req: Request<Incoming>,
@@ -181,7 +127,9 @@ pub async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = downstream_upgrade {
             let on_upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(connect::splice_upgrades(on_client, on_upstream));
+            shared
+                .drain
+                .spawn(tunnel::splice_upgrades(on_client, on_upstream));
         }
     }
     Ok(rewrite::downstream_response(resp.map(body::boxed)))

@@ -3,9 +3,10 @@
 //! `Shared` is what outlives reloads (metrics, token store, readiness).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::{self, ValidConfig};
+use crate::drain::Drain;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::route::{Route, RouteTable};
 use crate::tls::Interceptor;
@@ -68,11 +69,25 @@ pub struct Shared {
     runtime: RwLock<Arc<Runtime>>,
     pub metrics: Arc<Metrics>,
     pub tokens: TokenStore,
+    /// Set at SIGTERM: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
+    /// Every task carrying a client's bytes on the proxy port.
+    pub drain: Arc<Drain>,
+    /// Of the config file as last loaded: a watch event reloads only
+    /// when the content changed.
+    config_digest: Mutex<u64>,
+}
+
+fn content_digest(path: &std::path::Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path).ok().hash(&mut h);
+    h.finish()
 }
 
 impl Shared {
     pub fn new(config: ValidConfig) -> anyhow::Result<Arc<Self>> {
+        let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         let tokens = TokenStore::new(Arc::clone(&metrics));
         let runtime = Runtime::build(config, &tokens)?;
@@ -81,6 +96,8 @@ impl Shared {
             metrics,
             tokens,
             draining: AtomicBool::new(false),
+            drain: Arc::new(Drain::new()),
+            config_digest,
         }))
     }
 
@@ -96,11 +113,27 @@ impl Shared {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// A watched file changed: reload if the config's content did, and let
+    /// clients whose secret files changed fetch anew.
+    pub fn files_changed(&self) {
+        let path = self.runtime().config.path.clone();
+        let digest = content_digest(&path);
+        let changed = {
+            let mut seen = self.config_digest.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *seen, digest) != digest
+        };
+        if changed {
+            self.reload();
+        }
+        self.tokens.check_files();
+    }
+
     /// Re-reads the config file. A config that fails validation is
     /// rejected and logged; the old one keeps serving.
     pub fn reload(&self) -> bool {
         let current = self.runtime();
         let path = current.config.path.clone();
+        *self.config_digest.lock().unwrap_or_else(|p| p.into_inner()) = content_digest(&path);
         let result = config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|cfg| {

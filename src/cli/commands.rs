@@ -86,3 +86,71 @@ pub fn ca_generate(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     Ok(())
 }
+
+/// `ca bundle`: the system's trusted roots (as rustls-native-certs finds
+/// them, honouring SSL_CERT_FILE / SSL_CERT_DIR) followed by sidekey's CA
+/// certificate, written atomically so an app never reads half a bundle.
+pub fn ca_bundle(config_path: &Path, out_path: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let cfg = config::load(config_path)?;
+    let (cert, _) = cfg.tls.ca.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: [tls] ca_cert is not set, so there is no sidekey CA to add",
+            config_path.display()
+        )
+    })?;
+    let ca_pem = std::fs::read_to_string(cert)
+        .map_err(|e| anyhow::anyhow!("tls.ca_cert: cannot read {}: {e}", cert.display()))?;
+    {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
+            anyhow::anyhow!(
+                "tls.ca_cert: {} is not a PEM certificate: {e}",
+                cert.display()
+            )
+        })?;
+    }
+    let found = rustls_native_certs::load_native_certs();
+    if found.certs.is_empty() {
+        let why: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "no system trusted roots found ({}): install the ca-certificates package or set SSL_CERT_FILE",
+            why.join("; ")
+        );
+    }
+    let mut bundle = String::new();
+    for der in &found.certs {
+        bundle.push_str(&pem("CERTIFICATE", der.as_ref()));
+    }
+    bundle.push_str("# sidekey interception CA\n");
+    bundle.push_str(ca_pem.trim_end());
+    bundle.push('\n');
+    let dir = out_path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tmp = out_path.with_extension("tmp");
+    std::fs::write(&tmp, bundle)
+        .and_then(|()| std::fs::rename(&tmp, out_path))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out_path.display()))?;
+    writeln!(
+        out,
+        "wrote {} ({} system roots + the sidekey CA)",
+        out_path.display(),
+        found.certs.len()
+    )?;
+    Ok(())
+}
+
+/// PEM armour: base64 in 64-character lines (RFC 7468).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        s.push_str(&String::from_utf8_lossy(line));
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}

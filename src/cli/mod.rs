@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use commands::{ca_generate, check, token};
+pub use commands::{ca_bundle, ca_generate, check, token};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,5 +86,14 @@ pub enum CaCommand {
     Generate {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write the system's trusted roots plus sidekey's CA certificate
+    /// (`[tls] ca_cert` of the config) as one PEM file, for apps that take
+    /// a single bundle (SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS).
+    Bundle {
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
 }

@@ -37,6 +37,19 @@ pub struct ProxySettings {
     pub deny_destinations: Vec<IpNet>,
     /// The Basic credentials expected in `Proxy-Authorization`, as `user:password`.
     pub proxy_auth: Option<Secret>,
+    pub drain_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub limits: ConnLimits,
+}
+
+/// What every served connection is held to, plain or intercepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// First byte of a connection, and a whole request head.
+    pub header_read_timeout: Duration,
+    /// No request in flight and no byte moved.
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -176,6 +189,55 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
+    /// Every template of this client, for what is derived from them all
+    /// (the `<<file:…>>` paths watched for secret rotation).
+    pub fn templates(&self) -> Vec<&Template> {
+        let mut t: Vec<&Template> = Vec::new();
+        t.extend(
+            self.client_id
+                .iter()
+                .chain(&self.client_secret)
+                .chain(&self.audience),
+        );
+        t.extend(self.params.iter().map(|(_, v)| v));
+        if let Some((cert, key)) = &self.tls_identity {
+            t.extend([cert, key]);
+        }
+        if let ClientAuth::PrivateKeyJwt { key, .. } = &self.client_auth {
+            t.push(key);
+        }
+        match &self.grant {
+            GrantSettings::Password { username, password } => t.extend([username, password]),
+            GrantSettings::RefreshToken { refresh_token, .. } => t.extend(refresh_token),
+            GrantSettings::TokenExchange {
+                subject_token,
+                actor_token,
+                ..
+            } => {
+                t.push(subject_token);
+                t.extend(actor_token);
+            }
+            GrantSettings::Custom {
+                body,
+                refresh_token,
+                ..
+            } => {
+                t.push(body);
+                t.extend(refresh_token);
+            }
+            GrantSettings::ClientCredentials | GrantSettings::Capillary => {}
+        }
+        t
+    }
+
+    /// The files this client's templates read (`<<file:…>>`).
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.templates()
+            .into_iter()
+            .flat_map(|t| t.files().cloned())
+            .collect()
+    }
+
     /// The identity a cached token belongs to (SPEC: token_url, client_id,
     /// grant, scopes, audience, subject), plus every other setting that
     /// changes what the endpoint returns. Never printed: it may hash secrets.

@@ -55,6 +55,26 @@ pub struct RawProxy {
     /// Basic credentials the application must present. Default is none.
     #[serde(default)]
     pub proxy_auth: Option<Spanned<RawProxyAuth>>,
+    /// SIGTERM: how long in-flight requests, tunnels and WebSockets may
+    /// finish before they are cut. Default is `30s`.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// SIGTERM: keep accepting this long first (classic sidecars whose app
+    /// makes its last calls while shutting down). Default is `0s`.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// A new connection must send its first byte, and a request its whole
+    /// head, within this (slowloris). Default is `30s`.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request in flight and no byte moved
+    /// for this long is closed (HTTP/1.1 and HTTP/2). Default is `5m`.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Client connections served at once; past it, new ones wait in the
+    /// listen backlog. Default is `10000`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for RawProxy {
@@ -70,8 +90,26 @@ impl Default for RawProxy {
             tunnel_idle_timeout: default_tunnel_idle_timeout(),
             deny_destinations: default_deny_destinations(),
             proxy_auth: None,
+            drain_timeout: default_drain_timeout(),
+            shutdown_delay: Duration::ZERO,
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
         }
     }
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_listen() -> Spanned<String> {

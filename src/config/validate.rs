@@ -83,6 +83,23 @@ fn proxy(
     } else {
         socket_addr(&raw.admin, "proxy.admin", errs)
     };
+    if raw.max_connections == 0 {
+        errs.0.push(ConfigError {
+            span: None,
+            message: "proxy.max_connections must be at least 1".into(),
+        });
+    }
+    for (what, d) in [
+        ("header_read_timeout", raw.header_read_timeout),
+        ("idle_timeout", raw.idle_timeout),
+    ] {
+        if d.is_zero() {
+            errs.0.push(ConfigError {
+                span: None,
+                message: format!("proxy.{what} must be more than 0s"),
+            });
+        }
+    }
     if raw.connect_ports.is_empty() {
         errs.0.push(ConfigError {
             span: None,
@@ -139,6 +156,13 @@ fn proxy(
         tunnel_idle_timeout: raw.tunnel_idle_timeout,
         deny_destinations: deny,
         proxy_auth,
+        drain_timeout: raw.drain_timeout,
+        shutdown_delay: raw.shutdown_delay,
+        limits: ConnLimits {
+            header_read_timeout: raw.header_read_timeout,
+            idle_timeout: raw.idle_timeout,
+            max_connections: raw.max_connections,
+        },
     })
 }
 

@@ -1,24 +1,16 @@
 //! TLS interception: for a CONNECT to a routed host, terminate the
-//! application's TLS with a leaf minted from our CA, then serve the
-//! decrypted HTTP/1.1 or HTTP/2 through the same pipeline as plain HTTP.
+//! application's TLS with a leaf minted from our CA for that host, and hand
+//! the decrypted stream back. What is served on it is the server's and the
+//! pipeline's business, not this module's.
 
 pub mod ca;
 mod mint;
 
-use std::convert::Infallible;
 use std::path::Path;
-use std::sync::Arc;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
-
-use crate::inbound::Target;
-use crate::proxy::{self, Ctx};
-use crate::runtime::Shared;
 
 pub use mint::LeafCache;
 
@@ -43,21 +35,23 @@ impl Interceptor {
         &self.leaves
     }
 
-    /// Serves one intercepted tunnel until the application closes it.
-    pub async fn serve<IO>(&self, shared: Arc<Shared>, target: Target, io: IO)
+    /// Terminates the application's TLS for `host` (the CONNECT authority's
+    /// host). `None` when the client sends no ClientHello in time, names
+    /// another host in it, or rejects our certificate.
+    pub async fn accept<IO>(&self, host: &str, io: IO) -> Option<TlsStream<IO>>
     where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Unpin,
     {
         let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
         let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, hello).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                tracing::debug!(host = %target.host, error = %e, "not a TLS ClientHello inside CONNECT");
-                return;
+                tracing::debug!(host, error = %e, "not a TLS ClientHello inside CONNECT");
+                return None;
             }
             Err(_) => {
-                tracing::debug!(host = %target.host, "no TLS ClientHello inside CONNECT: closing");
-                return;
+                tracing::debug!(host, "no TLS ClientHello inside CONNECT: closing");
+                return None;
             }
         };
         // A leaf is minted for the CONNECT authority only. A ClientHello
@@ -65,56 +59,34 @@ impl Interceptor {
         // certificate oracle for any name, and the app would be talking to
         // a host other than the one its token is routed for.
         if let Some(sni) = start.client_hello().server_name() {
-            if !sni.eq_ignore_ascii_case(&target.host) {
-                tracing::warn!(host = %target.host, sni, "TLS ClientHello names another host than the CONNECT target: refused");
-                return;
+            if !sni.eq_ignore_ascii_case(host) {
+                tracing::warn!(
+                    host,
+                    sni,
+                    "TLS ClientHello names another host than the CONNECT target: refused"
+                );
+                return None;
             }
         }
-        let name = target.host.clone();
-        let config = match self.leaves.server_config(&name) {
+        let config = match self.leaves.server_config(host) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(host = %name, error = %e, "cannot mint a certificate");
-                return;
+                tracing::warn!(host, error = %e, "cannot mint a certificate");
+                return None;
             }
         };
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
-            Ok(Ok(t)) => t,
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+            Ok(Ok(tls)) => Some(tls),
             Err(_) => {
-                tracing::debug!(host = %target.host, "TLS handshake with the application timed out");
-                return;
+                tracing::debug!(host, "TLS handshake with the application timed out");
+                None
             }
             Ok(Err(e)) => {
                 // Typically the application does not trust our CA. Nothing
                 // was decrypted, so nothing was forwarded and no token sent.
-                tracing::warn!(host = %target.host, error = %e, "TLS handshake with the application failed (does it trust the sidekey CA?)");
-                return;
+                tracing::warn!(host, error = %e, "TLS handshake with the application failed (does it trust the sidekey CA?)");
+                None
             }
-        };
-        let svc = service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            let target = target.clone();
-            async move {
-                let rt = shared.runtime();
-                let started = Instant::now();
-                let method = req.method().clone();
-                let authority = target.authority();
-                let mut ctx = Ctx {
-                    label: "unmatched",
-                    ..Ctx::default()
-                };
-                let result = proxy::forward(&rt, target, req, &mut ctx).await;
-                Ok::<_, Infallible>(proxy::finish(
-                    &shared, result, &method, &authority, &ctx, started,
-                ))
-            }
-        });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        if let Err(e) = builder
-            .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-            .await
-        {
-            tracing::debug!(error = %e, "intercepted connection ended");
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Slot {
     fetcher: Box<dyn FetchToken>,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// Digest of the `<<file:…>>` contents the cached token was made from.
+    files: Mutex<u64>,
 }
 
 #[derive(Default)]
@@ -42,6 +44,8 @@ struct State {
     /// While set and in the future, no fetch starts (backoff).
     retry_at: Option<Instant>,
     last_error: Option<FetchError>,
+    fetched_ok: u64,
+    fetched_err: u64,
     /// A request wanted a token since the last attempt; an idle client
     /// stops retrying instead of polling a dead endpoint forever.
     demand: bool,
@@ -93,12 +97,38 @@ impl Slot {
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let files = Mutex::new(files_digest(&settings));
         Arc::new(Self {
             settings,
             fetcher,
             metrics,
             state: Mutex::new(State::default()),
+            files,
         })
+    }
+
+    /// A secret file of this client changed (a rotated Kubernetes Secret,
+    /// a new projected token): the cached token was made from the old one,
+    /// so it is dropped and the next request fetches with the new.
+    /// Returns whether anything changed.
+    pub fn check_files(&self) -> bool {
+        if self.settings.files().is_empty() {
+            return false;
+        }
+        let now = files_digest(&self.settings);
+        let mut seen = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == now {
+            return false;
+        }
+        *seen = now;
+        drop(seen);
+        let mut st = self.lock();
+        st.current = None;
+        st.retry_at = None;
+        st.failures = 0;
+        drop(st);
+        tracing::info!(client = %self.settings.name, "a secret file of this client changed: the next request fetches a new token");
+        true
     }
 
     pub fn name(&self) -> &str {
@@ -217,6 +247,10 @@ impl Slot {
         st.inflight = None;
         st.demand = false;
         match result {
+            Ok(_) => st.fetched_ok += 1,
+            Err(_) => st.fetched_err += 1,
+        }
+        match result {
             Ok(token) => {
                 st.current = Some(token.clone());
                 st.failures = 0;
@@ -261,6 +295,30 @@ impl Slot {
         }
     }
 
+    /// What `/tokens` shows of this client: never the token itself.
+    pub fn status(&self) -> serde_json::Value {
+        let st = self.lock();
+        let valid = st.current.as_ref().filter(|t| t.is_valid());
+        let now = Instant::now();
+        let state = match (valid, &st.inflight, st.retry_at) {
+            (Some(_), _, _) => "valid",
+            (None, Some(_), _) => "fetching",
+            (None, None, Some(at)) if at > now => "failing",
+            (None, None, _) if st.current.is_some() => "expired",
+            _ => "empty",
+        };
+        serde_json::json!({
+            "grant": self.settings.grant.name(),
+            "state": state,
+            "expires_in_seconds": valid.map(|t| t.expires_in().as_secs()),
+            "scopes": valid.map(|t| t.scopes.clone()),
+            "source": valid.map(|_| "fetch"),
+            "last_error": st.last_error.as_ref().map(ToString::to_string),
+            "retry_in_seconds": st.retry_at.filter(|at| *at > now).map(|at| (at - now).as_secs_f64()),
+            "fetches": { "ok": st.fetched_ok, "error": st.fetched_err },
+        })
+    }
+
     /// Publishes seconds-to-expiry for `/metrics`.
     pub fn update_gauge(&self) {
         let left = self.peek().map_or(0.0, |t| t.expires_in().as_secs_f64());
@@ -271,6 +329,20 @@ impl Slot {
             })
             .set(left);
     }
+}
+
+/// Digest of the contents of a client's files (an unreadable file hashes
+/// as such, so its coming back counts as a change).
+fn files_digest(settings: &ClientSettings) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for path in settings.files() {
+        match std::fs::read(&path) {
+            Ok(bytes) => bytes.hash(&mut h),
+            Err(e) => e.kind().hash(&mut h),
+        }
+    }
+    h.finish()
 }
 
 /// `expiry - refresh_before`, but never before half of the token's

@@ -47,9 +47,22 @@ impl TokenStore {
         Ok(slot)
     }
 
+    /// The slot of a client, if it has one (never creates it).
+    pub fn get(&self, settings: &ClientSettings) -> Option<Arc<Slot>> {
+        self.slots
+            .get(&settings.cache_key())
+            .map(|r| Arc::clone(r.value()))
+    }
+
     /// Drops slots no client of the current config uses.
     pub fn retain(&self, keys: &[u64]) {
         self.slots.retain(|k, _| keys.contains(k));
+    }
+
+    /// Lets every client notice changed secret files; true if any did.
+    pub fn check_files(&self) -> bool {
+        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|r| Arc::clone(r.value())).collect();
+        slots.iter().fold(false, |any, s| s.check_files() || any)
     }
 
     pub fn update_gauges(&self) {

@@ -1,0 +1,167 @@
+//! What a request to the proxy port means: proxy auth, then CONNECT
+//! (decided by `connect`, carried out here as interception or a tunnel)
+//! or a forwarded request (the `proxy` pipeline). Intercepted streams are
+//! served by the same `server` set-up and enter the pipeline at `forward`.
+//! Every request is logged and counted once, in `finish`.
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::body::{self, ProxyBody};
+use crate::connect::{self, Action};
+use crate::error::ProxyError;
+use crate::inbound::{self, Target};
+use crate::metrics::{RequestLabels, RouteLabel};
+use crate::proxy::{self, Ctx};
+use crate::runtime::{Runtime, Shared};
+use crate::server::{self, ConnInfo};
+
+/// Entry point for every request the application sends to the proxy port.
+pub async fn proxy_request(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let rt = shared.runtime();
+    let mut ctx = Ctx::new("unmatched");
+    let started = Instant::now();
+    let method = req.method().clone();
+    let authority = inbound::log_authority(req.uri()).to_string();
+    let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
+        Err(e) => Err(e),
+        Ok(()) if method == Method::CONNECT => {
+            ctx.label = "connect";
+            connect(&shared, &rt, conn, req).await
+        }
+        Ok(()) => match inbound::target(req.uri()) {
+            Ok(target) => proxy::forward(&shared, &rt, target, req, &mut ctx).await,
+            Err(e) => Err(e),
+        },
+    };
+    finish(&shared, result, &method, &authority, &ctx, started)
+}
+
+/// A request inside an intercepted tunnel: its target is the CONNECT
+/// authority, whatever its Host or `:authority` says.
+async fn intercepted_request(
+    shared: Arc<Shared>,
+    target: Target,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let rt = shared.runtime();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let authority = target.authority();
+    let mut ctx = Ctx::new("unmatched");
+    // An absolute-form target (HTTP/1.1) inside the tunnel is the app
+    // naming a host outright: one that is not the CONNECT host is refused.
+    let conflict = req.version() < http::Version::HTTP_2
+        && req.uri().authority().is_some_and(|a| {
+            inbound::target(req.uri())
+                .map_or(true, |t| t.host != target.host || t.port != target.port)
+                || a.as_str().contains('@')
+        });
+    let result = if conflict {
+        Err(ProxyError::BadRequest(format!(
+            "the request target names another host than the CONNECT target {authority}"
+        )))
+    } else {
+        proxy::forward(&shared, &rt, target, req, &mut ctx).await
+    };
+    finish(&shared, result, &method, &authority, &ctx, started)
+}
+
+/// Carries out `connect::decide`: the tunnel or the intercepted stream
+/// runs as a drain-tracked task once hyper hands over the connection.
+async fn connect(
+    shared: &Arc<Shared>,
+    rt: &Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let target = inbound::connect_target(req.uri())?;
+    match connect::decide(rt, &target) {
+        Action::Deny(reason) => Err(ProxyError::Denied(reason)),
+        Action::Intercept => {
+            let Some(interceptor) = rt.intercept.clone() else {
+                return Err(ProxyError::Denied("interception is not configured".into()));
+            };
+            tracing::debug!(host = %target.host, port = target.port, "CONNECT intercepted");
+            let on_upgrade = hyper::upgrade::on(req);
+            let tracked = Arc::clone(shared);
+            shared.drain.spawn(async move {
+                let shared = tracked;
+                let _conn = conn;
+                let up = match on_upgrade.await {
+                    Ok(up) => up,
+                    Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                };
+                let Some(tls) = interceptor.accept(&target.host, TokioIo::new(up)).await else {
+                    return;
+                };
+                let limits = shared.runtime().config.proxy.limits;
+                let drain = Arc::clone(&shared.drain);
+                server::serve_connection(tls, limits, drain, move |req| {
+                    intercepted_request(Arc::clone(&shared), target.clone(), req)
+                })
+                .await;
+            });
+            Ok(Response::new(body::empty()))
+        }
+        Action::Tunnel => {
+            let stream = connect::open(rt, &target).await?;
+            let idle = rt.config.proxy.tunnel_idle_timeout;
+            let on_upgrade = hyper::upgrade::on(req);
+            shared.drain.spawn(async move {
+                let _conn = conn;
+                match on_upgrade.await {
+                    Ok(up) => connect::tunnel(TokioIo::new(up), stream, idle, &target).await,
+                    Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+                }
+            });
+            Ok(Response::new(body::empty()))
+        }
+    }
+}
+
+/// Turns the outcome into the response, and logs and counts it once.
+fn finish(
+    shared: &Shared,
+    result: Result<Response<ProxyBody>, ProxyError>,
+    method: &Method,
+    authority: &str,
+    ctx: &Ctx,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let route = ctx.route.as_deref();
+    let client = ctx.client.as_deref();
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(%method, host = authority, route, client, error = %e, code = e.code(), "request failed");
+            e.to_response(route, client)
+        }
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    let label = route.unwrap_or(ctx.label).to_string();
+    shared
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: label.clone(),
+            status,
+        })
+        .inc();
+    shared
+        .metrics
+        .duration
+        .get_or_create(&RouteLabel { route: label })
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(target: "sidekey::access", %method, host = authority, route, client, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    resp
+}
