@@ -48,9 +48,9 @@ fn kubernetes_manifests_render_validate_and_wire_sidekey() {
 
 /// The example's proxy.toml, with the Secrets mounted as kubelet mounts them
 /// with `defaultMode: 0440` and `fsGroup: 65532` (files root:65532, mode
-/// 0440): sidekey running as 65532 checks it, reads the client secrets for
-/// real (a token fetch), starts and turns ready. The same files at 0400
-/// root:root, as kubelet leaves them without fsGroup, make it fail.
+/// 0440): sidekey running as 65532 checks it, writes the CA bundle, reads the
+/// client secrets for real (a token fetch), starts, turns ready and stops on
+/// SIGTERM.
 #[test]
 fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
     if !running_as_root() {
@@ -71,13 +71,55 @@ fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
         all(&check)
     );
 
+    // The sidekey-ca-bundle init step, into an emptyDir (kubelet makes it
+    // 0777): system roots plus the CA certificate, readable by app containers.
+    let trust = pod.dir.path().join("trust");
+    fs::create_dir(&trust).unwrap();
+    set_mode(&trust, 0o777);
+    let bundle = trust.join("ca-bundle.pem").display().to_string();
+    let out = pod
+        .sidekey(&[
+            "ca",
+            "bundle",
+            "--out",
+            &bundle,
+            "--config",
+            &pod.config(),
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sidekey ca bundle as {UID}:\n{}",
+        all(&out)
+    );
+    let pem = fs::read_to_string(&bundle).unwrap();
+    let ca = fs::read_to_string(pod.dir.path().join("generated/ca.crt")).unwrap();
+    assert!(
+        pem.contains(ca.trim()),
+        "the bundle lacks sidekey's CA certificate"
+    );
+    assert!(
+        pem.matches("BEGIN CERTIFICATE").count() > 1,
+        "the bundle lacks the system roots"
+    );
+    assert!(
+        !pem.contains("PRIVATE KEY"),
+        "the bundle must never hold a key"
+    );
+    assert_eq!(
+        fs::metadata(&bundle).unwrap().mode() & 0o004,
+        0o004,
+        "app containers may run as another uid: the bundle must be world-readable"
+    );
+
     // `token` reads client_id/client_secret through the <<file:...>> links.
-    for (client, key) in [
-        ("capillary_org_a", "org-a-key"),
-        ("capillary_org_b", "org-b-key"),
-    ] {
+    for org in ["org-a", "org-b"] {
+        let client = format!("capillary_{}", org.replace('-', "_"));
         let out = pod
-            .sidekey(&["token", client, "--config", &pod.config()])
+            .sidekey(&["token", &client, "--config", &pod.config()])
             .output()
             .unwrap();
         assert!(
@@ -86,9 +128,10 @@ fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
             all(&out)
         );
         let bodies = token.bodies.lock().unwrap().join("\n");
+        let sent = format!(r#""key":"{org}-key","secret":"{org}-secret""#);
         assert!(
-            bodies.contains(key),
-            "token endpoint never got {key}: {bodies}"
+            bodies.contains(&sent),
+            "token endpoint never got {sent}: {bodies}"
         );
     }
 
@@ -97,6 +140,8 @@ fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
     run.stop();
 }
 
+/// The same files at 0400 root:root, as kubelet leaves them without fsGroup:
+/// the permission is what makes the layout above work.
 #[test]
 fn secrets_unreadable_without_fsgroup_fail_with_a_clear_error() {
     if !running_as_root() {
