@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -117,7 +117,7 @@ pub async fn serve_connection<IO, H, F>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -152,33 +152,39 @@ pub async fn serve_connection<IO, H, F>(
     }
 }
 
-/// Reads until the protocol is known (the HTTP/2 preface, or a byte that
-/// is not part of it), within `within`: a client that sends nothing, or
-/// half a preface, does not hold a socket.
+/// Reads a connection's opening within `within`: the HTTP/2 preface, or
+/// the whole first HTTP/1.1 request head. A client that sends nothing, half
+/// a preface or half a head does not hold a socket. Later request heads
+/// are bounded by the idle timeout (hyper's header timer, which also runs
+/// while a keep-alive connection waits for its next request).
 async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, within: Duration) -> Option<Bytes> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let mut n = 0;
+    let mut buf = BytesMut::with_capacity(1024);
     let read = async {
         loop {
-            let m = io.read(&mut buf[n..]).await.ok()?;
-            if m == 0 {
-                return None;
-            }
-            n += m;
-            if n == buf.len() || !H2_PREFACE.starts_with(&buf[..n]) {
+            let n = buf.len().min(H2_PREFACE.len());
+            let h2 = H2_PREFACE.starts_with(&buf[..n]);
+            if (h2 && n == H2_PREFACE.len())
+                || (!h2 && (buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= MAX_SNIFF))
+            {
                 return Some(());
+            }
+            if io.read_buf(&mut buf).await.ok()? == 0 {
+                return None;
             }
         }
     };
     match tokio::time::timeout(within, read).await {
-        Ok(Some(())) => Some(Bytes::copy_from_slice(&buf[..n])),
+        Ok(Some(())) => Some(buf.freeze()),
         Ok(None) => None,
         Err(_) => {
-            tracing::debug!(after = ?within, "no request within the header read timeout: closing");
+            tracing::debug!(after = ?within, "no complete request head within the header read timeout: closing");
             None
         }
     }
 }
+
+/// Past this, the head is hyper's to judge (and refuse as too large).
+const MAX_SNIFF: usize = 64 * 1024;
 
 /// A request being handled on a connection: it is not idle meanwhile.
 struct Busy(Arc<AtomicUsize>);
