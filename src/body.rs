@@ -175,11 +175,9 @@ mod tests {
 
     use std::time::Duration;
 
-    fn chunks(
-        n: usize,
-        size: usize,
-    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>
-    {
+    type Chunks = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>;
+
+    fn chunks(n: usize, size: usize) -> StreamBody<Chunks> {
         let v: Vec<Result<Frame<Bytes>, BoxError>> = (0..n)
             .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; size]))))
             .collect();

@@ -2,29 +2,29 @@
 //! outgoing requests. `start` runs it in-process (tests do exactly that);
 //! `main.rs` wraps it in a CLI.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
-pub mod connect;
-pub mod drain;
-pub mod error;
+pub(crate) mod connect;
+pub(crate) mod drain;
+pub(crate) mod error;
 pub mod inbound;
 mod io;
 pub mod log;
-pub mod metrics;
-pub mod proxy;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
 pub mod rewrite;
 pub mod route;
 pub mod runtime;
 pub mod secret;
 mod server;
 mod service;
-pub mod template;
+pub(crate) mod template;
 pub mod tls;
 pub mod token;
 mod tunnel;
-pub mod upstream;
+pub(crate) mod upstream;
 mod watch;
 
 use std::net::SocketAddr;

@@ -76,9 +76,9 @@ pub trait TokenView {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     #[error("the token has no id_token")]
-    NoIdToken,
+    IdTokenMissing,
     #[error("the token has no claim `{0}`")]
-    NoClaim(String),
+    ClaimMissing(String),
     #[error("no token is available to this template")]
     NoToken,
 }
@@ -186,13 +186,13 @@ impl Template {
                     token
                         .ok_or(RenderError::NoToken)?
                         .id_token()
-                        .ok_or(RenderError::NoIdToken)?,
+                        .ok_or(RenderError::IdTokenMissing)?,
                 ),
                 Segment::Claim(path) => out.push_str(
                     &token
                         .ok_or(RenderError::NoToken)?
                         .claim(path)
-                        .ok_or_else(|| RenderError::NoClaim(path.join(".")))?,
+                        .ok_or_else(|| RenderError::ClaimMissing(path.join(".")))?,
                 ),
                 Segment::File(_) | Segment::Client(_) => return Err(RenderError::NoToken),
             }

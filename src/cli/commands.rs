@@ -131,6 +131,7 @@ pub fn ca_bundle(config_path: &Path, out_path: &Path, out: &mut dyn Write) -> an
     }
     let tmp = out_path.with_extension("tmp");
     std::fs::write(&tmp, bundle)
+        .and_then(|()| world_readable(&tmp))
         .and_then(|()| std::fs::rename(&tmp, out_path))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out_path.display()))?;
     writeln!(
@@ -139,6 +140,19 @@ pub fn ca_bundle(config_path: &Path, out_path: &Path, out: &mut dyn Write) -> an
         out_path.display(),
         found.certs.len()
     )?;
+    Ok(())
+}
+
+/// A CA bundle is public, and the app reading it runs as another user:
+/// 0644 whatever the umask.
+fn world_readable(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
     Ok(())
 }
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::diag::Errors;
 use super::grant::GrantFields;
 use super::model::*;
 use super::raw::RawClient;
-use super::validate::Errors;
 use crate::template::{Context, Template};
 
 pub(super) fn client(
@@ -27,8 +27,11 @@ pub(super) fn client(
         let f = f.as_ref()?;
         match Template::parse(f.get_ref(), tctx, env) {
             Ok(t) => {
+                // Opened, not just looked up: a secret mounted with modes
+                // the sidekey user cannot read must fail here, not at the
+                // first token request.
                 for p in t.files() {
-                    if let Err(e) = std::fs::metadata(p) {
+                    if let Err(e) = std::fs::File::open(p) {
                         errs.at(
                             f.span(),
                             ctx(&format!("{key}: cannot read {}: {e}", p.display())),

@@ -4,8 +4,8 @@
 
 use toml::Spanned;
 
+use super::diag::Errors;
 use super::raw::RawConfig;
-use super::validate::Errors;
 use crate::template::{Context, Template};
 
 pub(super) fn expand_plain(

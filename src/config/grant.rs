@@ -6,9 +6,9 @@ use std::path::Path;
 
 use toml::Spanned;
 
+use super::diag::{resolve_path, Errors};
 use super::model::*;
 use super::raw::RawClient;
-use super::validate::{resolve_path, Errors};
 use crate::template::Template;
 
 const GRANTS: &str =

@@ -3,6 +3,7 @@
 //! reported with file:line:column and the route/client/header it concerns.
 
 mod client;
+mod diag;
 mod env;
 mod grant;
 pub mod model;
@@ -11,17 +12,10 @@ mod routes;
 mod validate;
 
 use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use diag::ConfigError;
 pub use model::*;
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub span: Option<Range<usize>>,
-    pub message: String,
-}
 
 /// Every problem found in one config file, rendered as `file:line:col: message`.
 #[derive(Debug)]

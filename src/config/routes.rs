@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
 
+use super::diag::Errors;
 use super::model::*;
 use super::raw::RawRoute;
-use super::validate::Errors;
 use crate::template::{Context, Template};
 
 pub(super) fn route(

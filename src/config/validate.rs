@@ -4,28 +4,16 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::diag::{resolve_path, ConfigError, Errors};
 use super::model::*;
 use super::raw::{RawConfig, RawProxy, RawTls};
-use super::ConfigError;
 use crate::secret::Secret;
 use crate::template::{Context, Template};
-
-/// Collects errors with their spans.
-pub(super) struct Errors(pub Vec<ConfigError>);
-
-impl Errors {
-    pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            span: Some(span),
-            message: message.into(),
-        });
-    }
-}
 
 pub(super) fn validate(
     mut raw: RawConfig,
@@ -242,14 +230,4 @@ fn tls(raw: Spanned<RawTls>, base: &Path, errs: &mut Errors) -> TlsSettings {
         extra_roots.push(p);
     }
     TlsSettings { ca, extra_roots }
-}
-
-/// Relative paths in the config are relative to the config file's folder.
-pub(super) fn resolve_path(base: &Path, p: &str) -> PathBuf {
-    let p = Path::new(p);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
 }

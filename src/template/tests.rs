@@ -88,7 +88,10 @@ fn claims_and_missing_values() {
     let t = Template::parse("<<oauth.tokenDecoded.org.id>>", Context::Header, &env).unwrap();
     assert_eq!(t.render_header(Some(&Tok)).unwrap(), "42");
     let t = Template::parse("<<oauth.idToken>>", Context::Header, &env).unwrap();
-    assert_eq!(t.render_header(Some(&Tok)), Err(RenderError::NoIdToken));
+    assert_eq!(
+        t.render_header(Some(&Tok)),
+        Err(RenderError::IdTokenMissing)
+    );
 }
 
 #[test]

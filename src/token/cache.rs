@@ -9,7 +9,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{FetchError, Token, TokenResponse};
+use super::model::{FetchError, Token, TokenResponse};
 use crate::config::ClientSettings;
 use crate::metrics::{ClientLabel, FetchLabels, Metrics};
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::cache::Slot;
 use super::grants::Fetcher;
-use super::{FetchError, Slot};
+use super::model::FetchError;
 use crate::config::ClientSettings;
 use crate::metrics::Metrics;
 
@@ -59,10 +60,12 @@ impl TokenStore {
         self.slots.retain(|k, _| keys.contains(k));
     }
 
-    /// Lets every client notice changed secret files; true if any did.
-    pub fn check_files(&self) -> bool {
+    /// Lets every client notice changed secret files.
+    pub fn check_files(&self) {
         let slots: Vec<Arc<Slot>> = self.slots.iter().map(|r| Arc::clone(r.value())).collect();
-        slots.iter().fold(false, |any, s| s.check_files() || any)
+        for s in slots {
+            s.check_files();
+        }
     }
 
     pub fn update_gauges(&self) {

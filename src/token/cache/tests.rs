@@ -200,10 +200,7 @@ impl FetchToken for Arc<PanicsOnce> {
     ) -> BoxFuture<'a, Result<TokenResponse, FetchError>> {
         Box::pin(async move {
             if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
-                #[expect(clippy::panic, reason = "the test is about surviving a panic")]
-                {
-                    panic!("boom inside the fetch");
-                }
+                panic!("boom inside the fetch");
             }
             Ok(TokenResponse {
                 access_token: Secret::new("after-panic"),

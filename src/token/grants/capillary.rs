@@ -4,9 +4,9 @@
 
 use crate::config::ClientSettings;
 use crate::secret::Secret;
-use crate::token::{FetchError, TokenResponse};
+use crate::token::model::{FetchError, TokenResponse};
 
-use super::{field, number, send};
+use super::endpoint::{field, number, send};
 
 pub async fn fetch(
     http: &reqwest::Client,

@@ -7,9 +7,9 @@ use base64::Engine;
 
 use crate::config::{ClientAuth, ClientSettings, JwtAlg};
 use crate::secret::Secret;
-use crate::token::FetchError;
+use crate::token::model::FetchError;
 
-use super::{field, pem_or_path};
+use super::endpoint::{field, pem_or_path};
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 

@@ -3,9 +3,9 @@
 
 use crate::config::{ClientSettings, ContentType, GrantSettings};
 use crate::secret::Secret;
-use crate::token::{FetchError, TokenResponse};
+use crate::token::model::{FetchError, TokenResponse};
 
-use super::{at_path, field, number, send};
+use super::endpoint::{at_path, field, number, send};
 
 pub async fn fetch(
     http: &reqwest::Client,

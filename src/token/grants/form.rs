@@ -3,10 +3,11 @@
 
 use crate::config::{ClientSettings, GrantSettings};
 use crate::secret::Secret;
-use crate::token::{FetchError, TokenResponse};
+use crate::token::model::{FetchError, TokenResponse};
 
+use super::client_auth;
+use super::endpoint::{field, parse_oauth, send};
 use super::refresh_state::RefreshState;
-use super::{client_auth, field, parse_oauth, send};
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 

@@ -5,15 +5,20 @@
 mod capillary;
 pub mod client_auth;
 mod custom;
+mod endpoint;
 pub mod form;
 pub mod refresh_state;
+
+pub(crate) use endpoint::field;
+pub use endpoint::MAX_TOKEN_RESPONSE;
 
 use std::time::Duration;
 
 use crate::config::{ClientSettings, GrantSettings};
 use crate::secret::Secret;
 
-use super::{FetchError, TokenResponse};
+use super::model::{FetchError, TokenResponse};
+use endpoint::pem_or_path;
 use refresh_state::RefreshState;
 
 /// Everything needed to ask one client's token endpoint for a token.
@@ -122,186 +127,4 @@ impl crate::token::cache::FetchToken for Fetcher {
 
 fn setup(e: impl std::fmt::Display) -> FetchError {
     FetchError::Setup(e.to_string())
-}
-
-/// Client fields hold either PEM text or a path to a PEM file. `what`
-/// names the field in errors: the value itself is never printed, since a
-/// key pasted without its PEM armour would otherwise end up in a log line.
-pub(crate) fn pem_or_path(v: &str, what: &str) -> Result<String, FetchError> {
-    if v.trim_start().starts_with("-----BEGIN") {
-        Ok(v.to_string())
-    } else {
-        std::fs::read_to_string(v).map_err(|e| {
-            FetchError::Setup(format!(
-                "{what} is neither PEM text (-----BEGIN ...) nor the path of a readable file ({})",
-                e.kind()
-            ))
-        })
-    }
-}
-
-/// Renders a client field; `what` names it in errors (never its value).
-pub(crate) fn field(
-    t: Option<&crate::template::Template>,
-    what: &str,
-) -> Result<Option<Secret>, FetchError> {
-    let Some(t) = t else { return Ok(None) };
-    let v = t
-        .render_value(&|_| None)
-        .map_err(|e| FetchError::Setup(format!("{what}: {e}")))?;
-    if v.is_empty() {
-        let hint = match t.defaulted_env() {
-            [] => "its value, file or environment variable is empty".to_string(),
-            vars => format!("set {}", vars.join(" and ")),
-        };
-        return Err(FetchError::Setup(format!("{what} is empty: {hint}")));
-    }
-    Ok(Some(v))
-}
-
-/// Token responses are a few KiB; anything past this is refused (SPEC), so
-/// a broken or hostile endpoint cannot balloon a 64 MiB sidecar.
-pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
-
-/// Sends a prepared request and maps transport failures. The body is read
-/// as it streams and refused once it passes `MAX_TOKEN_RESPONSE`.
-pub(crate) async fn send(req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), FetchError> {
-    let too_large = || {
-        FetchError::BadResponse(format!(
-            "the response is larger than {} KiB",
-            MAX_TOKEN_RESPONSE / 1024
-        ))
-    };
-    let mut resp = req.send().await.map_err(transport)?;
-    let status = resp.status().as_u16();
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_TOKEN_RESPONSE as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((status, body.freeze()))
-}
-
-fn transport(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
-        return FetchError::Transport("timed out".into());
-    }
-    // The chain says *why* (refused, DNS, TLS), which the top error omits.
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    FetchError::Transport(msg)
-}
-
-/// Parses a standard OAuth token response (RFC 6749 §5.1/§5.2).
-pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
-    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    if let Some(err) = json
-        .as_ref()
-        .and_then(|j| j.get("error"))
-        .and_then(|e| e.as_str())
-    {
-        let description = json
-            .as_ref()
-            .and_then(|j| j.get("error_description"))
-            .and_then(|d| d.as_str())
-            .map(|d| d.chars().take(200).collect());
-        return Err(FetchError::OAuth {
-            status,
-            error: err.chars().take(64).collect(),
-            description,
-        });
-    }
-    if !(200..300).contains(&status) {
-        return Err(FetchError::Status(status));
-    }
-    let json = json.ok_or_else(|| FetchError::BadResponse("body is not JSON".into()))?;
-    let access = json
-        .get("access_token")
-        .and_then(|v| v.as_str())
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| FetchError::BadResponse("no access_token".into()))?;
-    let str_of = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    Ok(TokenResponse {
-        access_token: Secret::new(access),
-        token_type: str_of("token_type"),
-        expires_in: json.get("expires_in").and_then(number),
-        refresh_token: str_of("refresh_token").map(Secret::new),
-        id_token: str_of("id_token").map(Secret::new),
-        scope: str_of("scope"),
-    })
-}
-
-/// A lifetime given as a JSON number or a numeric string.
-pub(crate) fn number(v: &serde_json::Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        .or_else(|| v.as_str()?.trim().parse().ok())
-}
-
-/// Follows a dotted path (`data.accessToken`) into JSON.
-pub(crate) fn at_path<'a>(
-    v: &'a serde_json::Value,
-    path: &[String],
-) -> Option<&'a serde_json::Value> {
-    path.iter().try_fold(v, |v, p| match v {
-        serde_json::Value::Array(a) => a.get(p.parse::<usize>().ok()?),
-        _ => v.get(p),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_success_and_errors() {
-        let ok = parse_oauth(
-            200,
-            br#"{"access_token":"a","expires_in":"60","token_type":"bearer"}"#,
-        )
-        .unwrap();
-        assert_eq!(ok.expires_in, Some(60));
-        let err = parse_oauth(
-            400,
-            br#"{"error":"invalid_client","error_description":"bad"}"#,
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "token endpoint answered HTTP 400: invalid_client (bad)"
-        );
-        assert!(matches!(
-            parse_oauth(502, b"<html>"),
-            Err(FetchError::Status(502))
-        ));
-        assert!(matches!(
-            parse_oauth(200, b"{}"),
-            Err(FetchError::BadResponse(_))
-        ));
-        assert!(matches!(
-            parse_oauth(200, b"nope"),
-            Err(FetchError::BadResponse(_))
-        ));
-    }
-
-    #[test]
-    fn paths_reach_nested_values() {
-        let v = serde_json::json!({"data": {"list": [{"t": "x"}]}});
-        let p: Vec<String> = "data.list.0.t".split('.').map(str::to_string).collect();
-        assert_eq!(at_path(&v, &p).unwrap(), "x");
-    }
 }
