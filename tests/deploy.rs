@@ -161,8 +161,12 @@ fn secrets_unreadable_without_fsgroup_fail_with_a_clear_error() {
         "check should fail on 0400 root:root files:\n{text}"
     );
     assert!(
-        text.contains("Permission denied") && text.contains("ca.crt"),
+        text.contains("Permission denied") && text.contains("secrets/org-a/secret"),
         "check should name the unreadable file:\n{text}"
+    );
+    assert!(
+        !text.contains("is not defined"),
+        "no follow-on errors for clients that failed on their own:\n{text}"
     );
 
     let run = pod.sidekey(&["run", "--config", &pod.config(), "--log-format", "json"]);

@@ -40,7 +40,11 @@ impl AtomicWriter {
         self.n += 1;
         let old = std::fs::read_link(self.mount.join("..data")).ok();
         // 1. A new timestamped folder with the payload.
-        let ts = format!("..2026_12_06_10_00_{:02}.{:09}", self.n, 123_456_789 + self.n);
+        let ts = format!(
+            "..2026_12_06_10_00_{:02}.{:09}",
+            self.n,
+            123_456_789 + self.n
+        );
         let dir = self.mount.join(&ts);
         std::fs::create_dir(&dir).unwrap();
         for (name, content) in files {
@@ -103,8 +107,13 @@ async fn configmap_and_secret_updates_apply_within_two_seconds_every_time() {
     };
     config_volume.write(&[("proxy.toml", &config(1, "127.0.0.1:0", "127.0.0.1:0"))]);
     let path = root.path().join("etc-sidekey/proxy.toml");
-    let server = sidekey::start(sidekey::config::load(&path).unwrap()).await.unwrap();
-    let (listen, admin) = (server.proxy_addr.to_string(), server.admin_addr.unwrap().to_string());
+    let server = sidekey::start(sidekey::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let (listen, admin) = (
+        server.proxy_addr.to_string(),
+        server.admin_addr.unwrap().to_string(),
+    );
     let app = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(format!("http://{listen}")).unwrap())
         .build()
@@ -127,9 +136,16 @@ async fn configmap_and_secret_updates_apply_within_two_seconds_every_time() {
             last("x-version") == want
         })
         .await;
-        assert!(took.is_some(), "ConfigMap update {version} not applied within 2 s");
+        assert!(
+            took.is_some(),
+            "ConfigMap update {version} not applied within 2 s"
+        );
     }
-    assert_eq!(ts.calls(), 1, "an unchanged client keeps its token across reloads");
+    assert_eq!(
+        ts.calls(),
+        1,
+        "an unchanged client keeps its token across reloads"
+    );
 
     // Secret rotations, several in a row: the next token is fetched with
     // the new secret (the IdP now accepts only that one) within 2 s.
@@ -143,7 +159,10 @@ async fn configmap_and_secret_updates_apply_within_two_seconds_every_time() {
             ok && ts.calls() > before && last("authorization") == format!("Bearer tok-{n}")
         })
         .await;
-        assert!(took.is_some(), "Secret rotation {n} not picked up within 2 s");
+        assert!(
+            took.is_some(),
+            "Secret rotation {n} not picked up within 2 s"
+        );
         let got = ts.requests().last().unwrap().auth.clone().unwrap();
         assert_eq!(got, ("orders".into(), secret));
     }

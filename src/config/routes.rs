@@ -15,6 +15,7 @@ use crate::template::{Context, Template};
 pub(super) fn route(
     raw: RawRoute,
     clients: &BTreeMap<String, Arc<ClientSettings>>,
+    declared: &[String],
     env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Errors,
 ) -> Option<RouteSettings> {
@@ -73,8 +74,12 @@ pub(super) fn route(
     let client = raw.client.as_ref().and_then(|c| {
         if clients.contains_key(c.get_ref()) {
             Some(c.get_ref().clone())
+        } else if declared.contains(c.get_ref()) {
+            // The client has errors of its own, reported there; saying it
+            // is "not defined" too would only mislead.
+            None
         } else {
-            let known: Vec<&str> = clients.keys().map(String::as_str).collect();
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
             errs.at(
                 c.span(),
                 ctx(&format!(

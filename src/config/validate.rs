@@ -25,6 +25,7 @@ pub(super) fn validate(
     super::env::expand_plain(&mut raw, env, &mut errs);
     let proxy = proxy(raw.proxy, env, &mut errs);
     let tls = raw.tls.map(|t| tls(t, base, &mut errs)).unwrap_or_default();
+    let declared: Vec<String> = raw.clients.keys().cloned().collect();
     let mut clients = BTreeMap::new();
     for (name, c) in raw.clients {
         if let Some(c) = super::client::client(&name, c, base, env, &mut errs) {
@@ -35,7 +36,9 @@ pub(super) fn validate(
     let mut names: BTreeMap<String, ()> = BTreeMap::new();
     for r in raw.routes {
         let span = r.span();
-        if let Some(route) = super::routes::route(r.into_inner(), &clients, env, &mut errs) {
+        if let Some(route) =
+            super::routes::route(r.into_inner(), &clients, &declared, env, &mut errs)
+        {
             if names.insert(route.name.to_string(), ()).is_some() {
                 errs.at(
                     span,
