@@ -39,7 +39,7 @@ fn table() -> RouteTable {
             .into_iter()
             .map(|settings| Route {
                 settings,
-                slot: None,
+                tokens: None,
             })
             .collect(),
     )
@@ -114,7 +114,8 @@ fn render(c: &mut Criterion) {
     c.bench_function("rewrite_request_bearer_plus_static", |b| {
         b.iter(|| {
             let uri =
-                rewrite::upstream_uri(Some(route), &target, &head.path_and_query).expect("uri");
+                rewrite::upstream_uri(Some(route), &target, &head.path_and_query, Some(&token))
+                    .expect("uri");
             black_box(
                 rewrite::upstream_request(
                     Some(route),

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use crate::body::{self, ProxyBody};
 use crate::runtime::Shared;
+use crate::token::TokenSource;
 
 pub async fn handle(
     shared: Arc<Shared>,
@@ -62,7 +63,14 @@ fn tokens(shared: &Shared) -> String {
     let mut clients = serde_json::Map::new();
     for (name, settings) in &rt.config.clients {
         let status = match shared.tokens.get(settings) {
-            Some(slot) => slot.status(),
+            Some(TokenSource::Client(slot)) => slot.status(),
+            // Per user: counts only, nothing that identifies a user.
+            Some(TokenSource::PerUser(users)) => serde_json::json!({
+                "grant": settings.grant.name(),
+                "state": "per_user",
+                "subjects": users.subjects(),
+                "max_subjects": users.max_subjects(),
+            }),
             None => serde_json::json!({ "grant": settings.grant.name(), "state": "unused" }),
         };
         clients.insert(name.clone(), status);

@@ -26,6 +26,10 @@ pub enum ProxyError {
     TokenUnavailable { client: String, source: FetchError },
     #[error("header {header:?}: {reason}")]
     TokenContent { header: String, reason: String },
+    #[error("{0}")]
+    SubjectMissing(String),
+    #[error("the token endpoint refused the user's token for client {client:?}: {source}")]
+    SubjectRejected { client: String, source: FetchError },
 
     // === upstream ===
     #[error("cannot reach {authority}: {reason}")]
@@ -41,6 +45,8 @@ impl ProxyError {
             Self::ProxyAuthRequired => "proxy_auth_required",
             Self::Denied(_) => "denied",
             Self::TokenUnavailable { .. } | Self::TokenContent { .. } => "token_unavailable",
+            Self::SubjectMissing(_) => "subject_missing",
+            Self::SubjectRejected { .. } => "subject_rejected",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -54,6 +60,7 @@ impl ProxyError {
             Self::TokenUnavailable { .. } | Self::TokenContent { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::SubjectMissing(_) | Self::SubjectRejected { .. } => StatusCode::UNAUTHORIZED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -80,6 +87,12 @@ impl ProxyError {
             h.insert(
                 http::header::PROXY_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"sidekey\""),
+            );
+        }
+        if matches!(self, Self::SubjectMissing(_) | Self::SubjectRejected { .. }) {
+            h.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sidekey\""),
             );
         }
         if matches!(self, Self::TokenUnavailable { .. }) {

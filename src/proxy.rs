@@ -13,7 +13,8 @@ use crate::inbound::{self, Target};
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
-use crate::token::{Slot, Token};
+use crate::token::per_user::SubjectError;
+use crate::token::{FetchError, Slot, Token, TokenSource};
 use crate::{config::Unmatched, tunnel};
 
 /// Route and client of a request, for its log line, metrics and errors.
@@ -75,28 +76,17 @@ pub async fn forward(
         }
         None => tracing::debug!(host = %target.host, "no route: passing through untouched"),
     }
-    let uri = rewrite::upstream_uri(route, &target, &pq)?;
     let upgrade = inbound::is_upgrade(req.method(), req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
-    let head = Head {
+    let mut head = Head {
         method: parts.method,
         path_and_query: pq,
         headers: parts.headers,
         upgrade,
     };
-    let slot = route.and_then(|r| r.slot.clone());
-    let token = match &slot {
-        Some(slot) => Some(
-            slot.get()
-                .await
-                .map_err(|source| ProxyError::TokenUnavailable {
-                    client: slot.name().to_string(),
-                    source,
-                })?,
-        ),
-        None => None,
-    };
+    let (slot, token) = token(route, &mut head).await?;
+    let uri = rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
     let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
     let (first, kept) = if retry && !upgrade {
         let (b, kept) = body::tee(incoming, rt.config.proxy.retry_body_limit);
@@ -117,7 +107,7 @@ pub async fn forward(
             rt,
             route,
             head: &head,
-            uri,
+            target: &target,
             upgrade,
         };
         if let Some(r) = retry_on_401(again, slot, token, kept).await? {
@@ -135,6 +125,59 @@ pub async fn forward(
     Ok(rewrite::downstream_response(resp.map(body::boxed)))
 }
 
+/// Token stage: the route client's token, from its cache slot, or for an
+/// on-behalf-of client from the slot of the user whose token the request
+/// carries. That header is taken out of the request here, so it never
+/// reaches the upstream unexchanged.
+async fn token(
+    route: Option<&Route>,
+    head: &mut Head,
+) -> Result<(Option<Arc<Slot>>, Option<Arc<Token>>), ProxyError> {
+    let Some((route, source)) = route.and_then(|r| Some((r, r.tokens.as_ref()?))) else {
+        return Ok((None, None));
+    };
+    let client = || route.settings.client.clone().unwrap_or_default();
+    let slot = match source {
+        TokenSource::Client(slot) => Arc::clone(slot),
+        TokenSource::PerUser(users) => {
+            let value = head.headers.get(users.header()).cloned();
+            while head.headers.remove(users.header()).is_some() {}
+            match users.slot(value.as_ref()) {
+                Ok(slot) => slot,
+                Err(e @ SubjectError::Missing(_)) => {
+                    return Err(ProxyError::SubjectMissing(e.to_string()))
+                }
+                Err(e @ SubjectError::Expired(_)) => {
+                    return Err(ProxyError::SubjectRejected {
+                        client: client(),
+                        source: FetchError::BadResponse(e.to_string()),
+                    })
+                }
+            }
+        }
+    };
+    let per_user = matches!(source, TokenSource::PerUser(_));
+    match slot.get().await {
+        Ok(token) => Ok((Some(slot), Some(token))),
+        // The IdP refused this user's token: the user's problem (401), not
+        // an outage (503); other users' slots are untouched.
+        Err(source) if per_user && subject_refused(&source) => Err(ProxyError::SubjectRejected {
+            client: client(),
+            source,
+        }),
+        Err(source) => Err(ProxyError::TokenUnavailable {
+            client: client(),
+            source,
+        }),
+    }
+}
+
+/// RFC 8693 answers `invalid_request` for an unacceptable subject token;
+/// most IdPs (Entra's on-behalf-of, oidc-provider) say `invalid_grant`.
+fn subject_refused(e: &FetchError) -> bool {
+    matches!(e, FetchError::OAuth { error, .. } if error == "invalid_grant" || error == "invalid_request")
+}
+
 /// How long a 401 waits for the rest of a small request body that the
 /// upstream answered before reading to the end.
 const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -144,7 +187,7 @@ struct Resend<'a> {
     rt: &'a Runtime,
     route: &'a Route,
     head: &'a Head,
-    uri: http::Uri,
+    target: &'a Target,
     upgrade: bool,
 }
 
@@ -189,7 +232,12 @@ async fn retry_on_401(
     let req = rewrite::upstream_request(
         Some(again.route),
         again.head,
-        again.uri,
+        rewrite::upstream_uri(
+            Some(again.route),
+            again.target,
+            &again.head.path_and_query,
+            Some(&fresh),
+        )?,
         Some(&fresh),
         body::full(kept),
     )?;

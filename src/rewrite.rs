@@ -10,7 +10,7 @@ use crate::config::{HeaderTemplate, UpstreamScheme};
 use crate::error::{ProxyError, ERROR_HEADER};
 use crate::inbound::{self, Scheme, Target};
 use crate::route::Route;
-use crate::template::TokenView;
+use crate::template::{Template, TokenView};
 use crate::token::Token;
 
 /// What is kept of the application's request to build (and rebuild, on a
@@ -23,8 +23,15 @@ pub struct Head {
     pub upgrade: bool,
 }
 
-/// The URI the upstream request goes to.
-pub fn upstream_uri(route: Option<&Route>, target: &Target, pq: &str) -> Result<Uri, ProxyError> {
+/// The URI the upstream request goes to: the target's authority (over TLS
+/// for `upstream = "https"`), the app's path and query, and the route's
+/// `set_query` parameters rendered with the token.
+pub fn upstream_uri(
+    route: Option<&Route>,
+    target: &Target,
+    pq: &str,
+    token: Option<&Token>,
+) -> Result<Uri, ProxyError> {
     let to_https = route.is_some_and(|r| r.settings.upstream == UpstreamScheme::Https);
     let (scheme, port) = match (target.scheme, to_https) {
         // Port 80 means "the default port", which over TLS is 443.
@@ -37,6 +44,12 @@ pub fn upstream_uri(route: Option<&Route>, target: &Target, pq: &str) -> Result<
     } else {
         target.host.clone()
     };
+    let set_query = route.map_or(&[][..], |r| &r.settings.set_query[..]);
+    let pq = if set_query.is_empty() {
+        std::borrow::Cow::Borrowed(pq)
+    } else {
+        std::borrow::Cow::Owned(with_query(pq, set_query, token)?)
+    };
     let uri = if port == scheme.default_port() {
         format!("{}://{host}{pq}", scheme.as_str())
     } else {
@@ -44,6 +57,44 @@ pub fn upstream_uri(route: Option<&Route>, target: &Target, pq: &str) -> Result<
     };
     uri.parse()
         .map_err(|_| ProxyError::BadRequest("request target is not a valid URI".into()))
+}
+
+/// Sets or replaces query parameters: every existing pair with one of the
+/// names goes, the others stay as the app wrote them, and the new values
+/// are percent-encoded (a token with `+`, `/` or `=` arrives intact).
+fn with_query(
+    pq: &str,
+    set: &[(String, Template)],
+    token: Option<&Token>,
+) -> Result<String, ProxyError> {
+    let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
+    let replaced = |pair: &str| {
+        url::form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(name, _)| set.iter().any(|(n, _)| *n == name))
+    };
+    let mut out = String::with_capacity(pq.len() + 64);
+    out.push_str(path);
+    let mut sep = '?';
+    for pair in query.split('&').filter(|p| !p.is_empty() && !replaced(p)) {
+        out.push(sep);
+        out.push_str(pair);
+        sep = '&';
+    }
+    for (name, template) in set {
+        let value = template
+            .render_header(token.map(|t| t as &dyn TokenView))
+            .map_err(|e| ProxyError::TokenContent {
+                header: format!("?{name}"),
+                reason: e.to_string(),
+            })?;
+        out.push(sep);
+        out.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+        out.push('=');
+        out.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+        sep = '&';
+    }
+    Ok(out)
 }
 
 pub fn upstream_request(

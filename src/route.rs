@@ -4,17 +4,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
 use crate::config::{HostPattern, RouteSettings};
-use crate::token::Slot;
+use crate::token::TokenSource;
 
-/// A route and the token slot of its client.
+/// A route and where its client's tokens come from.
 pub struct Route {
     pub settings: RouteSettings,
-    pub slot: Option<Arc<Slot>>,
+    pub tokens: Option<TokenSource>,
 }
 
 impl Route {

@@ -26,14 +26,14 @@ impl Runtime {
         let extra = &config.tls.extra_roots;
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
-            let slot = match &settings.client {
+            let tokens = match &settings.client {
                 Some(name) => {
                     let client = config.clients.get(name).ok_or_else(|| {
                         anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name)
                     })?;
                     Some(
                         tokens
-                            .slot(client, extra)
+                            .source(client, extra)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
                     )
                 }
@@ -41,7 +41,7 @@ impl Runtime {
             };
             routes.push(Route {
                 settings: settings.clone(),
-                slot,
+                tokens,
             });
         }
         let upstream = Upstream::new(

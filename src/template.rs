@@ -28,6 +28,21 @@ pub enum Segment {
     File(PathBuf),
     /// `client.FIELD` in a custom body.
     Client(String),
+    /// An `<<env.*>>` value in a body: known at load, but escaped for the
+    /// body's format like any other value.
+    Value(String),
+    /// `request.header.NAME` (lower-case): the app's own header, for an
+    /// on-behalf-of `subject_token`.
+    RequestHeader(String),
+}
+
+/// How values are escaped in a request body (SPEC "Templates").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// Inside a JSON string: escaped; standing as a bare value: a string.
+    Json,
+    /// `application/x-www-form-urlencoded`: percent-encoded.
+    Form,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -45,7 +60,7 @@ impl std::fmt::Debug for Template {
         let mut l = f.debug_list();
         for seg in &self.segments {
             match seg {
-                Segment::Lit(_) => l.entry(&format_args!("[redacted]")),
+                Segment::Lit(_) | Segment::Value(_) => l.entry(&format_args!("[redacted]")),
                 other => l.entry(other),
             };
         }
@@ -83,6 +98,8 @@ pub enum RenderError {
     NoToken,
 }
 
+/// Every `<<client.FIELD>>` there is; which of them a body may use depends
+/// on the client and the body (checked in `config`).
 pub const CLIENT_FIELDS: &[&str] = &[
     "client_id",
     "client_secret",
@@ -91,6 +108,9 @@ pub const CLIENT_FIELDS: &[&str] = &[
     "password",
     "audience",
     "scope",
+    "auth_code",
+    "redirect_uri",
+    "code_verifier",
 ];
 
 impl Template {
@@ -110,6 +130,13 @@ impl Template {
             let end = after.find(">>").ok_or(TemplateError::Unterminated)?;
             let name = after[..end].trim();
             match placeholder(name, ctx, env, &mut defaulted)? {
+                // In a body, an env value is escaped like any value.
+                Segment::Lit(s) if ctx == Context::Body && name.starts_with("env.") => {
+                    if !lit.is_empty() {
+                        segments.push(Segment::Lit(std::mem::take(&mut lit)));
+                    }
+                    segments.push(Segment::Value(s));
+                }
                 Segment::Lit(s) => lit.push_str(&s),
                 seg => {
                     if !lit.is_empty() {
@@ -167,6 +194,28 @@ impl Template {
         })
     }
 
+    /// The `<<client.FIELD>>` names used.
+    pub fn client_fields(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Client(f) => Some(f.as_str()),
+            _ => None,
+        })
+    }
+
+    /// `Some(name)` if this template is exactly `<<request.header.NAME>>`;
+    /// `Err` if it mixes that placeholder with anything else.
+    pub fn request_header(&self) -> Result<Option<&str>, &'static str> {
+        let uses = self
+            .segments
+            .iter()
+            .any(|s| matches!(s, Segment::RequestHeader(_)));
+        match self.segments.as_slice() {
+            [Segment::RequestHeader(h)] => Ok(Some(h)),
+            _ if uses => Err("<<request.header.NAME>> must stand alone"),
+            _ => Ok(None),
+        }
+    }
+
     pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
         self.segments.iter().filter_map(|s| match s {
             Segment::File(p) => Some(p),
@@ -194,7 +243,10 @@ impl Template {
                         .claim(path)
                         .ok_or_else(|| RenderError::ClaimMissing(path.join(".")))?,
                 ),
-                Segment::File(_) | Segment::Client(_) => return Err(RenderError::NoToken),
+                Segment::File(_)
+                | Segment::Client(_)
+                | Segment::Value(_)
+                | Segment::RequestHeader(_) => return Err(RenderError::NoToken),
             }
         }
         Ok(out)
@@ -206,20 +258,82 @@ impl Template {
         &self,
         field: &dyn Fn(&str) -> Option<Secret>,
     ) -> Result<Secret, std::io::Error> {
+        self.render(field, None)
+    }
+
+    /// Renders a request body, each value escaped for `format`: a secret
+    /// with `"`, `\` or a newline still gives valid JSON, and `&` or `=`
+    /// cannot split a form field.
+    pub fn render_body(
+        &self,
+        field: &dyn Fn(&str) -> Option<Secret>,
+        format: BodyFormat,
+    ) -> Result<Secret, std::io::Error> {
+        self.render(field, Some(format))
+    }
+
+    fn render(
+        &self,
+        field: &dyn Fn(&str) -> Option<Secret>,
+        format: Option<BodyFormat>,
+    ) -> Result<Secret, std::io::Error> {
         let mut out = String::new();
+        let mut json = JsonState::default();
         for seg in &self.segments {
-            match seg {
-                Segment::Lit(s) => out.push_str(s),
-                Segment::File(path) => out.push_str(&read_secret_file(path)?),
-                Segment::Client(name) => {
-                    if let Some(v) = field(name) {
-                        out.push_str(v.expose());
+            let value = match seg {
+                Segment::Lit(s) => {
+                    json.scan(s);
+                    out.push_str(s);
+                    continue;
+                }
+                Segment::Value(v) => v.clone(),
+                Segment::File(path) => read_secret_file(path)?,
+                Segment::Client(name) => field(name)
+                    .map(|v| v.expose().to_string())
+                    .unwrap_or_default(),
+                Segment::Token
+                | Segment::TokenType
+                | Segment::IdToken
+                | Segment::Claim(_)
+                | Segment::RequestHeader(_) => continue,
+            };
+            match format {
+                None => out.push_str(&value),
+                Some(BodyFormat::Form) => {
+                    out.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+                }
+                Some(BodyFormat::Json) => {
+                    let quoted = serde_json::Value::String(value).to_string();
+                    if json.in_string {
+                        out.push_str(&quoted[1..quoted.len() - 1]);
+                    } else {
+                        out.push_str(&quoted);
                     }
                 }
-                Segment::Token | Segment::TokenType | Segment::IdToken | Segment::Claim(_) => {}
             }
         }
         Ok(Secret::new(out))
+    }
+}
+
+/// Whether the literal text so far leaves us inside a JSON string.
+#[derive(Default)]
+struct JsonState {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonState {
+    fn scan(&mut self, text: &str) {
+        for c in text.chars() {
+            match (self.in_string, self.escaped, c) {
+                (true, true, _) => self.escaped = false,
+                (true, false, '\\') => self.escaped = true,
+                (true, false, '"') => self.in_string = false,
+                (false, _, '"') => self.in_string = true,
+                _ => {}
+            }
+        }
     }
 }
 
@@ -273,6 +387,15 @@ fn placeholder(
         }
         return Ok(Segment::File(PathBuf::from(path)));
     }
+    if let Some(header) = name.strip_prefix("request.header.") {
+        if ctx != Context::ClientField {
+            return not_allowed("the app's request headers are for an on-behalf-of subject_token");
+        }
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            return Err(TemplateError::Unknown(name.to_string()));
+        }
+        return Ok(Segment::RequestHeader(header.to_ascii_lowercase()));
+    }
     if let Some(field) = name.strip_prefix("client.") {
         if ctx != Context::Body {
             return not_allowed("client fields are for a custom grant's body");
@@ -290,6 +413,8 @@ fn placeholder(
             "token" => Ok(Segment::Token),
             "tokenType" => Ok(Segment::TokenType),
             "idToken" => Ok(Segment::IdToken),
+            // The whole claims object, as compact JSON.
+            "tokenDecoded" => Ok(Segment::Claim(Vec::new())),
             _ => match what.strip_prefix("tokenDecoded.") {
                 Some(path) if !path.is_empty() && path.split('.').all(|p| !p.is_empty()) => Ok(
                     Segment::Claim(path.split('.').map(str::to_string).collect()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config;
 use crate::metrics::Metrics;
-use crate::token::TokenStore;
+use crate::token::{TokenSource, TokenStore};
 
 /// Prints `ok` or every error; returns the exit code (0 / 1).
 pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
@@ -53,9 +53,15 @@ pub async fn token(
         )
     })?;
     let store = TokenStore::new(Arc::new(Metrics::new()));
-    let slot = store
-        .slot(settings, &cfg.tls.extra_roots)
-        .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?;
+    let slot = match store
+        .source(settings, &cfg.tls.extra_roots)
+        .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?
+    {
+        TokenSource::Client(slot) => slot,
+        TokenSource::PerUser(_) => anyhow::bail!(
+            "client {client:?} exchanges each user's own token (on-behalf-of): there is no token to fetch without a user"
+        ),
+    };
     let token = slot
         .get()
         .await

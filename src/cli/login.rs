@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::body::{self, ProxyBody};
 use crate::config::{self, GrantSettings};
-use crate::token::grants::{form, refresh_state, Fetcher};
+use crate::secret::Secret;
+use crate::token::grants::{custom, form, refresh_state, Fetcher};
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -33,17 +34,29 @@ pub async fn login(
         .clients
         .get(client)
         .ok_or_else(|| anyhow::anyhow!("client {client:?} is not defined"))?;
-    let GrantSettings::RefreshToken {
-        authorize_url,
-        redirect_uri,
-        state_file,
-        ..
-    } = &s.grant
-    else {
-        anyhow::bail!(
-            "client {client:?} has grant {:?}; login is for grant \"refresh_token\"",
-            s.grant.name()
-        );
+    let (authorize_url, redirect_uri, state_file) = match &s.grant {
+        GrantSettings::RefreshToken {
+            authorize_url,
+            redirect_uri,
+            state_file,
+            ..
+        } => (authorize_url, redirect_uri, state_file),
+        GrantSettings::Custom {
+            authorize_url,
+            redirect_uri,
+            state_file,
+            code_body,
+            ..
+        } => {
+            if code_body.is_none() {
+                anyhow::bail!("client {client:?}: set code_body, the body that exchanges the authorization code (<<client.auth_code>>, <<client.redirect_uri>>, <<client.code_verifier>>)");
+            }
+            (authorize_url, redirect_uri, state_file)
+        }
+        other => anyhow::bail!(
+            "client {client:?} has grant {:?}; login is for grants \"refresh_token\" and \"custom\"",
+            other.name()
+        ),
     };
     let authorize_url = authorize_url
         .as_ref()
@@ -87,6 +100,10 @@ pub async fn login(
         if !s.scopes.is_empty() {
             q.append_pair("scope", &s.scopes.join(" "));
         }
+        // `audience`, `prompt`, … as the IdP wants them.
+        for (k, v) in &s.authorize_params {
+            q.append_pair(k, v);
+        }
     }
     writeln!(out, "Open this URL in a browser and sign in:\n\n  {url}\n")?;
     writeln!(out, "Waiting for the redirect to {redirect_uri} ...")?;
@@ -105,7 +122,7 @@ pub async fn login(
     )
     .await
     .map_err(|_| anyhow::anyhow!("no redirect within {WAIT:?}"))??;
-    let resp = form::exchange_code(fetcher.http(), s, &code, &verifier, redirect_uri.as_str())
+    let resp = exchange(&fetcher, s, &code, &verifier, redirect_uri.as_str())
         .await
         .map_err(|e| anyhow::anyhow!("client {client:?}: code exchange failed: {e}"))?;
     let rt = resp
@@ -119,6 +136,44 @@ pub async fn login(
         state_file.display()
     )?;
     Ok(())
+}
+
+/// The code exchange: the standard form (RFC 6749 §4.1.3 with the PKCE
+/// verifier), or a custom client's `code_body` at its token URL.
+async fn exchange(
+    fetcher: &Fetcher,
+    s: &crate::config::ClientSettings,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> Result<crate::token::TokenResponse, crate::token::FetchError> {
+    let GrantSettings::Custom {
+        code_body: Some(code_body),
+        content_type,
+        token_path,
+        expires_in_path,
+        refresh_token_path,
+        ..
+    } = &s.grant
+    else {
+        return form::exchange_code(fetcher.http(), s, code, verifier, redirect_uri).await;
+    };
+    let extra = |name: &str| match name {
+        "auth_code" => Some(Secret::new(code)),
+        "redirect_uri" => Some(Secret::new(redirect_uri)),
+        "code_verifier" => Some(Secret::new(verifier)),
+        _ => None,
+    };
+    let body = custom::render(s, code_body, "code_body", *content_type, &extra)?;
+    let (status, bytes) =
+        custom::post(fetcher.http(), s.token_url.clone(), *content_type, body).await?;
+    custom::parse(
+        status,
+        &bytes,
+        token_path,
+        expires_in_path.as_ref(),
+        refresh_token_path.as_ref(),
+    )
 }
 
 /// Serves the loopback redirect until one carries our `state` and a code.

@@ -62,6 +62,27 @@ pub(super) fn client(
     );
     let tls_key = field(&raw.tls_client_key, "tls_client_key", Context::ClientField);
     let body = field(&raw.body, "body", Context::Body);
+    let refresh_body = field(&raw.refresh_body, "refresh_body", Context::Body);
+    let code_body = field(&raw.code_body, "code_body", Context::Body);
+    // What a custom client can put in a body: its own fields, and in the
+    // login's code exchange the code, redirect URI and PKCE verifier.
+    let mut bad_fields = Vec::new();
+    for (key, t, extra) in [
+        ("body", &body, false),
+        ("refresh_body", &refresh_body, false),
+        ("code_body", &code_body, true),
+    ] {
+        let Some(t) = t else { continue };
+        for f in t.client_fields() {
+            let ok = matches!(
+                f,
+                "client_id" | "client_secret" | "refresh_token" | "scope" | "audience"
+            ) || (extra && matches!(f, "auth_code" | "redirect_uri" | "code_verifier"));
+            if !ok {
+                bad_fields.push((key, f.to_string()));
+            }
+        }
+    }
     let mut params = Vec::new();
     for (k, v) in &raw.params {
         if let Some(t) = field(
@@ -89,6 +110,41 @@ pub(super) fn client(
         }
     };
     let plain = |f: &Option<Spanned<String>>| f.as_ref().map(|s| s.get_ref().clone());
+    for (key, f) in bad_fields {
+        let span = match key {
+            "body" => raw.body.as_ref(),
+            "refresh_body" => raw.refresh_body.as_ref(),
+            _ => raw.code_body.as_ref(),
+        }
+        .map_or(span.clone(), Spanned::span);
+        errs.at(
+            span,
+            ctx(&format!(
+                "{key}: <<client.{f}>> cannot be rendered for a custom client (it has client_id, client_secret, refresh_token, scope, audience{})",
+                if key == "code_body" { ", and here auth_code, redirect_uri, code_verifier" } else { "" }
+            )),
+        );
+    }
+    // The app's request headers are the subject of an on-behalf-of
+    // exchange, and nothing else.
+    for (key, t) in [
+        ("client_id", &client_id),
+        ("client_secret", &client_secret),
+        ("audience", &audience),
+        ("username", &username),
+        ("password", &password),
+        ("refresh_token", &refresh_token),
+        ("actor_token", &actor_token),
+    ] {
+        if t.as_ref().is_some_and(|t| t.request_header() != Ok(None)) {
+            errs.at(
+                span.clone(),
+                ctx(&format!(
+                    "{key}: <<request.header.*>> is only for subject_token"
+                )),
+            );
+        }
+    }
     let fields = GrantFields {
         username,
         password,
@@ -96,6 +152,8 @@ pub(super) fn client(
         subject_token,
         actor_token,
         body,
+        refresh_body,
+        code_body,
     };
     let grant = super::grant::grant(name, &raw, fields, base, errs);
 
@@ -104,6 +162,11 @@ pub(super) fn client(
         .as_ref()
         .map(|a| (a.get_ref().as_str(), a.span()))
     {
+        // A password-grant client without a secret is a public client
+        // (cmem, Superblocks: the secret is optional there).
+        None if raw.grant.get_ref() == "password" && raw.client_secret.is_none() => {
+            Some(ClientAuth::None)
+        }
         None | Some(("basic", _)) => Some(ClientAuth::Basic),
         Some(("post", _)) => Some(ClientAuth::Post),
         Some(("none", _)) => Some(ClientAuth::None),
@@ -189,5 +252,6 @@ pub(super) fn client(
         default_ttl,
         timeout: raw.timeout.unwrap_or(Duration::from_secs(10)),
         tls_identity,
+        authorize_params: raw.authorize_params.into_iter().collect(),
     })
 }

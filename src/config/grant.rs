@@ -22,6 +22,8 @@ pub(super) struct GrantFields {
     pub subject_token: Option<Template>,
     pub actor_token: Option<Template>,
     pub body: Option<Template>,
+    pub refresh_body: Option<Template>,
+    pub code_body: Option<Template>,
 }
 
 pub(super) fn grant(
@@ -39,6 +41,8 @@ pub(super) fn grant(
         subject_token,
         actor_token,
         body,
+        refresh_body,
+        code_body,
     } = f;
     let plain = |f: &Option<Spanned<String>>| f.as_ref().map(|s| s.get_ref().clone());
     let mut require = |present: bool, key: &str, span: Range<usize>| {
@@ -53,6 +57,16 @@ pub(super) fn grant(
         }
     };
     let gspan = raw.grant.span();
+    let mut url_errs = Vec::new();
+    let mut url_of = |u: &Option<Spanned<String>>, key: &str| {
+        u.as_ref().and_then(|u| match url::Url::parse(u.get_ref()) {
+            Ok(v) if matches!(v.scheme(), "http" | "https") => Some(v),
+            _ => {
+                url_errs.push((u.span(), format!("{key} must be an http(s) URL")));
+                None
+            }
+        })
+    };
     let grant = match raw.grant.get_ref().as_str() {
         "client_credentials" => Some(GrantSettings::ClientCredentials),
         "capillary" => {
@@ -77,28 +91,8 @@ pub(super) fn grant(
                 "refresh_token or state_file",
                 gspan.clone(),
             );
-            let authorize_url =
-                raw.authorize_url
-                    .as_ref()
-                    .and_then(|u| match url::Url::parse(u.get_ref()) {
-                        Ok(u) => Some(u),
-                        Err(e) => {
-                            errs.at(u.span(), ctx(&format!("authorize_url: {e}")));
-                            None
-                        }
-                    });
-            let redirect = raw
-                .redirect_uri
-                .as_ref()
-                .map(|s| (s.get_ref().as_str(), s.span()))
-                .unwrap_or(("http://127.0.0.1:8976/callback", gspan.clone()));
-            let redirect_uri = match url::Url::parse(redirect.0) {
-                Ok(u) => Some(u),
-                Err(e) => {
-                    errs.at(redirect.1, ctx(&format!("redirect_uri: {e}")));
-                    None
-                }
-            };
+            let authorize_url = url_of(&raw.authorize_url, "authorize_url");
+            let redirect_uri = redirect_uri(raw, gspan.clone(), errs, &ctx);
             redirect_uri.map(|redirect_uri| GrantSettings::RefreshToken {
                 refresh_token: refresh_token.clone(),
                 state_file: raw
@@ -111,23 +105,31 @@ pub(super) fn grant(
         }
         "token_exchange" => {
             require(raw.subject_token.is_some(), "subject_token", gspan.clone());
-            require(
-                raw.subject_token_type.is_some(),
-                "subject_token_type",
-                gspan.clone(),
-            );
-            match (subject_token, plain(&raw.subject_token_type)) {
-                (Some(subject_token), Some(subject_token_type)) => {
-                    Some(GrantSettings::TokenExchange {
-                        subject_token,
-                        subject_token_type,
-                        requested_token_type: plain(&raw.requested_token_type),
-                        actor_token,
-                        actor_token_type: plain(&raw.actor_token_type),
-                    })
+            let subject_header = match subject_token.as_ref().map(Template::request_header) {
+                Some(Ok(Some(h))) => http::HeaderName::from_bytes(h.as_bytes()).ok(),
+                Some(Err(e)) => {
+                    if let Some(st) = &raw.subject_token {
+                        errs.at(st.span(), ctx(&format!("subject_token: {e}")));
+                    }
+                    None
                 }
                 _ => None,
+            };
+            let max_subjects = raw.max_subjects.as_ref().map_or(10_000, |m| *m.get_ref());
+            if max_subjects == 0 {
+                errs.at(gspan.clone(), ctx("max_subjects must be at least 1"));
             }
+            subject_token.map(|subject_token| GrantSettings::TokenExchange {
+                subject_token,
+                subject_header,
+                max_subjects,
+                // RFC 8693 §3; the on-behalf-of docs' default.
+                subject_token_type: plain(&raw.subject_token_type)
+                    .unwrap_or_else(|| "urn:ietf:params:oauth:token-type:access_token".into()),
+                requested_token_type: plain(&raw.requested_token_type),
+                actor_token,
+                actor_token_type: plain(&raw.actor_token_type),
+            })
         }
         "custom" => {
             require(raw.body.is_some(), "body", gspan.clone());
@@ -147,19 +149,29 @@ pub(super) fn grant(
             let path = |p: &Option<Spanned<String>>| {
                 plain(p).map(|s| s.split('.').map(str::to_string).collect::<Vec<_>>())
             };
-            match (body, content_type, path(&raw.token_path)) {
-                (Some(body), Some(content_type), Some(token_path)) => Some(GrantSettings::Custom {
-                    body,
-                    content_type,
-                    token_path,
-                    expires_in_path: path(&raw.expires_in_path),
-                    refresh_token_path: path(&raw.refresh_token_path),
-                    refresh_token: refresh_token.clone(),
-                    state_file: raw
-                        .state_file
-                        .as_ref()
-                        .map(|p| resolve_path(base, p.get_ref())),
-                }),
+            let refresh_url = url_of(&raw.refresh_url, "refresh_url");
+            let authorize_url = url_of(&raw.authorize_url, "authorize_url");
+            let redirect_uri = redirect_uri(raw, gspan.clone(), errs, &ctx);
+            match (body, content_type, path(&raw.token_path), redirect_uri) {
+                (Some(body), Some(content_type), Some(token_path), Some(redirect_uri)) => {
+                    Some(GrantSettings::Custom {
+                        body,
+                        content_type,
+                        token_path,
+                        expires_in_path: path(&raw.expires_in_path),
+                        refresh_token_path: path(&raw.refresh_token_path),
+                        refresh_token: refresh_token.clone(),
+                        state_file: raw
+                            .state_file
+                            .as_ref()
+                            .map(|p| resolve_path(base, p.get_ref())),
+                        refresh_url,
+                        refresh_body,
+                        code_body,
+                        authorize_url,
+                        redirect_uri,
+                    })
+                }
                 _ => None,
             }
         }
@@ -171,6 +183,9 @@ pub(super) fn grant(
             None
         }
     };
+    for (span, msg) in url_errs {
+        errs.at(span, ctx(&msg));
+    }
     let grant_name = raw.grant.get_ref().as_str();
     // Keys of one grant set on another are mistakes worth a clear error.
     for (key, set, allowed) in [
@@ -189,7 +204,28 @@ pub(super) fn grant(
         (
             "authorize_url",
             raw.authorize_url.is_some(),
-            grant_name == "refresh_token",
+            matches!(grant_name, "refresh_token" | "custom"),
+        ),
+        (
+            "authorize_params",
+            !raw.authorize_params.is_empty(),
+            matches!(grant_name, "refresh_token" | "custom"),
+        ),
+        (
+            "refresh_url",
+            raw.refresh_url.is_some(),
+            grant_name == "custom",
+        ),
+        (
+            "refresh_body",
+            raw.refresh_body.is_some(),
+            grant_name == "custom",
+        ),
+        ("code_body", raw.code_body.is_some(), grant_name == "custom"),
+        (
+            "max_subjects",
+            raw.max_subjects.is_some(),
+            grant_name == "token_exchange",
         ),
         (
             "subject_token",
@@ -217,4 +253,26 @@ pub(super) fn grant(
     }
 
     grant
+}
+
+/// `redirect_uri` of a login, default `http://127.0.0.1:8976/callback`.
+fn redirect_uri(
+    raw: &RawClient,
+    gspan: Range<usize>,
+    errs: &mut Errors,
+    ctx: &dyn Fn(&str) -> String,
+) -> Option<url::Url> {
+    let (text, span) = raw
+        .redirect_uri
+        .as_ref()
+        .map_or(("http://127.0.0.1:8976/callback", gspan), |s| {
+            (s.get_ref().as_str(), s.span())
+        });
+    match url::Url::parse(text) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            errs.at(span, ctx(&format!("redirect_uri: {e}")));
+            None
+        }
+    }
 }

@@ -92,6 +92,8 @@ pub struct RouteSettings {
     pub upstream: UpstreamScheme,
     pub set_headers: Vec<(HeaderName, HeaderTemplate)>,
     pub remove_headers: Vec<HeaderName>,
+    /// Query parameters set or replaced (name, value template).
+    pub set_query: Vec<(String, Template)>,
     pub retry_on_401: bool,
 }
 
@@ -124,6 +126,10 @@ pub enum ContentType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per client, built once at load: size does not matter here"
+)]
 pub enum GrantSettings {
     ClientCredentials,
     Password {
@@ -138,6 +144,10 @@ pub enum GrantSettings {
     },
     TokenExchange {
         subject_token: Template,
+        /// On-behalf-of: the app's request header holding the user's token
+        /// (`<<request.header.NAME>>`); one cached token per user.
+        subject_header: Option<HeaderName>,
+        max_subjects: usize,
         subject_token_type: String,
         requested_token_type: Option<String>,
         actor_token: Option<Template>,
@@ -152,6 +162,13 @@ pub enum GrantSettings {
         refresh_token_path: Option<Vec<String>>,
         refresh_token: Option<Template>,
         state_file: Option<PathBuf>,
+        /// Once a refresh token is held: POST `refresh_body` here.
+        refresh_url: Option<url::Url>,
+        refresh_body: Option<Template>,
+        /// `sidekey login`: the code exchange body, and where to log in.
+        code_body: Option<Template>,
+        authorize_url: Option<url::Url>,
+        redirect_uri: url::Url,
     },
 }
 
@@ -186,6 +203,8 @@ pub struct ClientSettings {
     pub timeout: Duration,
     /// mTLS to the token endpoint (RFC 8705): certificate and key PEM.
     pub tls_identity: Option<(Template, Template)>,
+    /// `sidekey login`: extra query parameters of the authorize URL.
+    pub authorize_params: Vec<(String, String)>,
 }
 
 impl ClientSettings {
@@ -220,10 +239,12 @@ impl ClientSettings {
             GrantSettings::Custom {
                 body,
                 refresh_token,
+                refresh_body,
+                code_body,
                 ..
             } => {
                 t.push(body);
-                t.extend(refresh_token);
+                t.extend(refresh_token.iter().chain(refresh_body).chain(code_body));
             }
             GrantSettings::ClientCredentials | GrantSettings::Capillary => {}
         }
@@ -241,6 +262,13 @@ impl ClientSettings {
     /// The identity a cached token belongs to (SPEC: token_url, client_id,
     /// grant, scopes, audience, subject), plus every other setting that
     /// changes what the endpoint returns. Never printed: it may hash secrets.
+    /// Same settings under any name: such clients share one token.
+    pub fn same_client(&self, other: &Self) -> bool {
+        let mut a = self.clone();
+        a.name.clone_from(&other.name);
+        a == *other
+    }
+
     pub fn cache_key(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();

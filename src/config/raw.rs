@@ -222,6 +222,16 @@ pub struct RawClient {
     pub token_path: Option<Spanned<String>>,
     pub expires_in_path: Option<Spanned<String>>,
     pub refresh_token_path: Option<Spanned<String>>,
+    /// custom: where and what to POST once a refresh token is held.
+    pub refresh_url: Option<Spanned<String>>,
+    pub refresh_body: Option<Spanned<String>>,
+    /// custom: the authorization-code exchange of `sidekey login`.
+    pub code_body: Option<Spanned<String>>,
+    /// `sidekey login`: extra authorize parameters (`audience`, `prompt`, …).
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    /// on-behalf-of: cached tokens, one per user. Default is `10000`.
+    pub max_subjects: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +250,9 @@ pub struct RawRoute {
     pub set_headers: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     pub remove_headers: Vec<Spanned<String>>,
+    /// Query parameters set or replaced, e.g. `{ access_token = "<<oauth.token>>" }`.
+    #[serde(default)]
+    pub set_query: BTreeMap<String, Spanned<String>>,
     #[serde(default = "default_true")]
     pub retry_on_401: bool,
 }

@@ -148,6 +148,26 @@ pub(super) fn route(
             },
         }
     }
+    let mut set_query = Vec::new();
+    for (k, v) in &raw.set_query {
+        if k.is_empty() {
+            errs.at(
+                v.span(),
+                ctx("set_query: a parameter name must not be empty"),
+            );
+            continue;
+        }
+        match Template::parse(v.get_ref(), Context::Header, env) {
+            Err(e) => errs.at(v.span(), ctx(&format!("set_query {k:?}: {e}"))),
+            Ok(t) if t.uses_oauth() && raw.client.is_none() => errs.at(
+                v.span(),
+                ctx(&format!(
+                    "set_query {k:?}: uses <<oauth.*>> but the route has no client"
+                )),
+            ),
+            Ok(t) => set_query.push((k.clone(), t)),
+        }
+    }
     let mut remove_headers = Vec::new();
     for h in &raw.remove_headers {
         match HeaderName::from_bytes(h.get_ref().as_bytes()) {
@@ -174,6 +194,7 @@ pub(super) fn route(
         upstream,
         set_headers,
         remove_headers,
+        set_query,
         retry_on_401: raw.retry_on_401,
     })
 }

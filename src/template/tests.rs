@@ -21,7 +21,11 @@ impl TokenView for Tok {
         None
     }
     fn claim(&self, path: &[String]) -> Option<String> {
-        (path.join(".") == "org.id").then(|| "42".into())
+        match path.join(".").as_str() {
+            "org.id" => Some("42".into()),
+            "" => Some(r#"{"org":{"id":42}}"#.into()),
+            _ => None,
+        }
     }
 }
 
@@ -115,4 +119,51 @@ fn debug_never_shows_literal_values() {
         "{shown}"
     );
     assert!(shown.contains("Token"), "{shown}");
+}
+
+#[test]
+fn body_values_are_escaped_for_their_format() {
+    let secret = "q\"uo\\te&amp=x\nnl";
+    let field = |n: &str| (n == "client_secret").then(|| Secret::new(secret));
+    let t = Template::parse(
+        r#"{"in": "s=<<client.client_secret>>", "bare": <<client.client_secret>>, "env": "<<env.SET>>"}"#,
+        Context::Body,
+        &|n| (n == "SET").then(|| "v\"1".to_string()),
+    )
+    .unwrap();
+    let json = t.render_body(&field, BodyFormat::Json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json.expose()).expect("valid JSON");
+    assert_eq!(v["in"], format!("s={secret}"));
+    assert_eq!(v["bare"], secret, "a bare placeholder is a JSON string");
+    assert_eq!(v["env"], "v\"1", "env values are escaped too");
+    let t = Template::parse("a=<<client.client_secret>>&b=1", Context::Body, &env).unwrap();
+    let form = t.render_body(&field, BodyFormat::Form).unwrap();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(form.expose().as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(
+        pairs,
+        [("a".into(), secret.into()), ("b".into(), "1".into())]
+    );
+}
+
+#[test]
+fn token_decoded_alone_is_the_whole_claims_object() {
+    let t = Template::parse("<<oauth.tokenDecoded>>", Context::Header, &env).unwrap();
+    assert!(t.uses_oauth());
+    assert_eq!(t.render_header(Some(&Tok)).unwrap(), r#"{"org":{"id":42}}"#);
+}
+
+#[test]
+fn request_headers_are_for_subject_tokens_only() {
+    let t = Template::parse(
+        "<<request.header.Authorization>>",
+        Context::ClientField,
+        &env,
+    )
+    .unwrap();
+    assert_eq!(t.request_header(), Ok(Some("authorization")));
+    let t = Template::parse("x<<request.header.A>>", Context::ClientField, &env).unwrap();
+    assert!(t.request_header().is_err(), "must stand alone");
+    assert!(Template::parse("<<request.header.A>>", Context::Header, &env).is_err());
 }

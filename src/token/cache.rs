@@ -34,6 +34,9 @@ pub struct Slot {
     state: Mutex<State>,
     /// Digest of the `<<file:…>>` contents the cached token was made from.
     files: Mutex<u64>,
+    /// Refresh in the background ahead of expiry. Off for per-user slots:
+    /// thousands of idle users must not keep the IdP busy.
+    refresh_ahead: bool,
 }
 
 #[derive(Default)]
@@ -97,6 +100,25 @@ impl Slot {
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        Self::build(settings, fetcher, metrics, true)
+    }
+
+    /// A slot that fetches only when a request needs a token (no refresh
+    /// ahead of expiry): one user's slot of an on-behalf-of client.
+    pub fn on_demand(
+        settings: Arc<ClientSettings>,
+        fetcher: Box<dyn FetchToken>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Self::build(settings, fetcher, metrics, false)
+    }
+
+    fn build(
+        settings: Arc<ClientSettings>,
+        fetcher: Box<dyn FetchToken>,
+        metrics: Arc<Metrics>,
+        refresh_ahead: bool,
+    ) -> Arc<Self> {
         let files = Mutex::new(files_digest(&settings));
         Arc::new(Self {
             settings,
@@ -104,6 +126,7 @@ impl Slot {
             metrics,
             state: Mutex::new(State::default()),
             files,
+            refresh_ahead,
         })
     }
 
@@ -258,7 +281,9 @@ impl Slot {
                 st.last_error = None;
                 let at = refresh_at(token, self.settings.refresh_before);
                 tracing::info!(client = %self.settings.name, expires_in = ?token.lifetime(), refresh_in = ?at.saturating_duration_since(Instant::now()), "token fetched");
-                self.schedule(&mut st, at);
+                if self.refresh_ahead {
+                    self.schedule(&mut st, at);
+                }
             }
             Err(e) => {
                 st.failures = st.failures.saturating_add(1);
@@ -289,7 +314,8 @@ impl Slot {
     fn background_fetch(self: &Arc<Self>) {
         let mut st = self.lock();
         st.timer = None;
-        let wanted = st.demand || st.current.as_ref().is_some_and(|t| t.is_valid());
+        let wanted =
+            st.demand || (self.refresh_ahead && st.current.as_ref().is_some_and(|t| t.is_valid()));
         if st.inflight.is_none() && wanted {
             drop(self.start_fetch(&mut st));
         }

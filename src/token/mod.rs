@@ -6,8 +6,10 @@ pub mod cache;
 pub mod grants;
 mod jwt;
 mod model;
+pub mod per_user;
 pub mod store;
 
 pub use cache::Slot;
 pub use model::{FetchError, Token, TokenResponse, MAX_LIFETIME};
-pub use store::TokenStore;
+pub use per_user::PerUser;
+pub use store::{TokenSource, TokenStore};

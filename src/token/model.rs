@@ -18,6 +18,8 @@ pub struct TokenResponse {
     pub refresh_token: Option<Secret>,
     pub id_token: Option<Secret>,
     pub scope: Option<String>,
+    /// The token must not outlive this (an on-behalf-of subject's `exp`).
+    pub not_after: Option<Duration>,
 }
 
 /// Longest lifetime believed from a token response: a larger `expires_in`
@@ -52,7 +54,8 @@ impl Token {
                 .and_then(jwt::remaining)
                 .unwrap_or(default_ttl),
         }
-        .min(MAX_LIFETIME);
+        .min(MAX_LIFETIME)
+        .min(resp.not_after.unwrap_or(MAX_LIFETIME));
         if lifetime.is_zero() {
             return Err(FetchError::BadResponse(
                 "the token is already expired on arrival (expires_in 0 or a past JWT exp)".into(),

@@ -9,11 +9,29 @@ use dashmap::DashMap;
 use super::cache::Slot;
 use super::grants::Fetcher;
 use super::model::FetchError;
-use crate::config::ClientSettings;
+use super::per_user::PerUser;
+use crate::config::{ClientSettings, GrantSettings};
 use crate::metrics::Metrics;
 
+/// Where a route's tokens come from: one cache slot for the client, or one
+/// per user for an on-behalf-of client.
+#[derive(Clone)]
+pub enum TokenSource {
+    Client(Arc<Slot>),
+    PerUser(Arc<PerUser>),
+}
+
+impl TokenSource {
+    fn settings(&self) -> &Arc<ClientSettings> {
+        match self {
+            Self::Client(s) => &s.settings,
+            Self::PerUser(p) => &p.settings,
+        }
+    }
+}
+
 pub struct TokenStore {
-    slots: DashMap<u64, Arc<Slot>>,
+    slots: DashMap<u64, TokenSource>,
     metrics: Arc<Metrics>,
 }
 
@@ -25,34 +43,56 @@ impl TokenStore {
         }
     }
 
-    /// The slot for `settings`: the existing one if an identical client had
-    /// one (same key and same settings), else a new, empty one.
-    pub fn slot(
+    /// The token source for `settings`: the existing one if a client with
+    /// the same settings (under any name) had one, so identical clients
+    /// share one token and one fetch, and a reload keeps it; else a new,
+    /// empty one.
+    pub fn source(
         &self,
         settings: &Arc<ClientSettings>,
         extra_roots: &[PathBuf],
-    ) -> Result<Arc<Slot>, FetchError> {
+    ) -> Result<TokenSource, FetchError> {
         let key = settings.cache_key();
-        // Clone the Arc out: no dashmap guard lives past this statement.
-        let existing = self.slots.get(&key).map(|r| Arc::clone(r.value()));
-        if let Some(slot) = existing.filter(|s| *s.settings == **settings) {
-            return Ok(slot);
+        // Clone out: no dashmap guard lives past this statement.
+        let existing = self.slots.get(&key).map(|r| r.value().clone());
+        if let Some(source) = existing.filter(|s| s.settings().same_client(settings)) {
+            return Ok(source);
         }
         let fetcher = Fetcher::new(settings, extra_roots)?;
-        let slot = Slot::new(
-            Arc::clone(settings),
-            Box::new(fetcher),
-            Arc::clone(&self.metrics),
-        );
-        self.slots.insert(key, Arc::clone(&slot));
-        Ok(slot)
+        let metrics = Arc::clone(&self.metrics);
+        let source = match &settings.grant {
+            GrantSettings::TokenExchange {
+                subject_header: Some(header),
+                max_subjects,
+                ..
+            } => TokenSource::PerUser(PerUser::new(
+                Arc::clone(settings),
+                header.clone(),
+                *max_subjects,
+                fetcher,
+                metrics,
+            )),
+            _ => TokenSource::Client(Slot::new(Arc::clone(settings), Box::new(fetcher), metrics)),
+        };
+        self.slots.insert(key, source.clone());
+        Ok(source)
     }
 
-    /// The slot of a client, if it has one (never creates it).
-    pub fn get(&self, settings: &ClientSettings) -> Option<Arc<Slot>> {
+    /// The source of a client, if it has one (never creates it).
+    pub fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
         self.slots
             .get(&settings.cache_key())
-            .map(|r| Arc::clone(r.value()))
+            .map(|r| r.value().clone())
+    }
+
+    fn client_slots(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .iter()
+            .filter_map(|r| match r.value() {
+                TokenSource::Client(s) => Some(Arc::clone(s)),
+                TokenSource::PerUser(_) => None,
+            })
+            .collect()
     }
 
     /// Drops slots no client of the current config uses.
@@ -62,15 +102,13 @@ impl TokenStore {
 
     /// Lets every client notice changed secret files.
     pub fn check_files(&self) {
-        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|r| Arc::clone(r.value())).collect();
-        for s in slots {
+        for s in self.client_slots() {
             s.check_files();
         }
     }
 
     pub fn update_gauges(&self) {
-        let slots: Vec<Arc<Slot>> = self.slots.iter().map(|r| Arc::clone(r.value())).collect();
-        for s in slots {
+        for s in self.client_slots() {
             s.update_gauge();
         }
     }

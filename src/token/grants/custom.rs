@@ -3,6 +3,7 @@
 
 use crate::config::{ClientSettings, ContentType, GrantSettings};
 use crate::secret::Secret;
+use crate::template::BodyFormat;
 use crate::token::model::{FetchError, TokenResponse};
 
 use super::endpoint::{at_path, field, number, send};
@@ -18,40 +19,96 @@ pub async fn fetch(
         token_path,
         expires_in_path,
         refresh_token_path,
+        refresh_url,
+        refresh_body,
         ..
     } = &s.grant
     else {
         return Err(FetchError::Setup("not a custom grant".into()));
     };
+    // Once a refresh token is held, the refresh URL and body (Capacity's
+    // "Refresh token url" / "Refresh token body"); the first body otherwise.
+    let held = refresh_token.is_some();
+    let (url, template, what) = match (held, refresh_url, refresh_body) {
+        (true, url, Some(b)) => (url.as_ref().unwrap_or(&s.token_url), b, "refresh_body"),
+        (true, Some(url), None) => (url, body, "body"),
+        _ => (&s.token_url, body, "body"),
+    };
+    let rendered = render(s, template, what, *content_type, &|name| match name {
+        "refresh_token" => refresh_token.clone(),
+        _ => None,
+    })?;
+    let (status, body) = post(http, url.clone(), *content_type, rendered).await?;
+    parse(
+        status,
+        &body,
+        token_path,
+        expires_in_path.as_ref(),
+        refresh_token_path.as_ref(),
+    )
+}
+
+/// Renders a custom body, each value escaped for its content type. `extra`
+/// supplies what only some bodies have (the refresh token, the login's
+/// code); the client's own fields are looked up here.
+pub fn render(
+    s: &ClientSettings,
+    template: &crate::template::Template,
+    what: &str,
+    content_type: ContentType,
+    extra: &dyn Fn(&str) -> Option<Secret>,
+) -> Result<Secret, FetchError> {
     let id = field(s.client_id.as_ref(), "client_id")?;
     let secret = field(s.client_secret.as_ref(), "client_secret")?;
     let lookup = |name: &str| -> Option<Secret> {
         match name {
             "client_id" => id.clone(),
             "client_secret" => secret.clone(),
-            "refresh_token" => refresh_token.clone(),
             "scope" => Some(Secret::new(s.scopes.join(" "))),
             "audience" => s
                 .audience
                 .as_ref()
                 .and_then(|a| a.render_value(&|_| None).ok()),
-            _ => None,
+            other => extra(other),
         }
     };
-    let rendered = body
-        .render_value(&lookup)
-        .map_err(|e| FetchError::Setup(format!("body: {e}")))?;
+    let format = match content_type {
+        ContentType::Json => BodyFormat::Json,
+        ContentType::Form => BodyFormat::Form,
+    };
+    template
+        .render_body(&lookup, format)
+        .map_err(|e| FetchError::Setup(format!("{what}: {e}")))
+}
+
+/// POSTs a rendered body with its content type.
+pub async fn post(
+    http: &reqwest::Client,
+    url: url::Url,
+    content_type: ContentType,
+    body: Secret,
+) -> Result<(u16, bytes::Bytes), FetchError> {
     let mime = match content_type {
         ContentType::Json => "application/json",
         ContentType::Form => "application/x-www-form-urlencoded",
     };
     let req = http
-        .post(s.token_url.clone())
+        .post(url)
         .header("accept", "application/json")
         .header("content-type", mime)
-        .body(rendered.expose().to_string());
-    let (status, body) = send(req).await?;
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        .body(body.expose().to_string());
+    send(req).await
+}
+
+/// Reads a custom endpoint's JSON answer through the configured paths.
+pub fn parse(
+    status: u16,
+    body: &[u8],
+    token_path: &[String],
+    expires_in_path: Option<&Vec<String>>,
+    refresh_token_path: Option<&Vec<String>>,
+) -> Result<TokenResponse, FetchError> {
+    let json: serde_json::Value = match serde_json::from_slice(body) {
         Ok(j) => j,
         Err(_) if !(200..300).contains(&status) => return Err(FetchError::Status(status)),
         Err(_) => return Err(FetchError::BadResponse("body is not JSON".into())),
@@ -75,9 +132,8 @@ pub async fn fetch(
         .ok_or_else(|| {
             FetchError::BadResponse(format!("nothing at token_path {:?}", token_path.join(".")))
         })?;
-    let str_at = |p: &Option<Vec<String>>| {
-        p.as_ref()
-            .and_then(|p| at_path(&json, p))
+    let str_at = |p: Option<&Vec<String>>| {
+        p.and_then(|p| at_path(&json, p))
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
@@ -88,11 +144,11 @@ pub async fn fetch(
             .and_then(|t| t.as_str())
             .map(str::to_string),
         expires_in: expires_in_path
-            .as_ref()
             .and_then(|p| at_path(&json, p))
             .and_then(number),
         refresh_token: str_at(refresh_token_path).map(Secret::new),
         id_token: None,
         scope: None,
+        not_after: None,
     })
 }

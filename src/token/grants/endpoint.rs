@@ -123,6 +123,7 @@ pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, Fet
         refresh_token: str_of("refresh_token").map(Secret::new),
         id_token: str_of("id_token").map(Secret::new),
         scope: str_of("scope"),
+        not_after: None,
     })
 }
 

@@ -15,6 +15,7 @@ pub async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh: Option<&RefreshState>,
+    subject: Option<&Secret>,
 ) -> Result<TokenResponse, FetchError> {
     let mut form: Vec<(String, Secret)> = Vec::new();
     let mut put = |k: &str, v: Secret| form.push((k.to_string(), v));
@@ -47,12 +48,14 @@ pub async fn fetch(
             requested_token_type,
             actor_token,
             actor_token_type,
+            ..
         } => {
             put("grant_type", Secret::new(TOKEN_EXCHANGE));
-            put(
-                "subject_token",
-                field(Some(subject_token), "subject_token")?.unwrap_or_default(),
-            );
+            let subject = match subject {
+                Some(s) => s.clone(),
+                None => field(Some(subject_token), "subject_token")?.unwrap_or_default(),
+            };
+            put("subject_token", subject);
             put(
                 "subject_token_type",
                 Secret::new(subject_token_type.as_str()),
@@ -72,17 +75,38 @@ pub async fn fetch(
             return Err(FetchError::Setup("not a form grant".into()))
         }
     }
+    common(s, &mut form)?;
+    post(http, s, form).await
+}
+
+/// A refresh (RFC 6749 §6) for a grant that is not `refresh_token` itself
+/// (the password grant's refresh token).
+pub async fn refresh(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    refresh_token: Secret,
+) -> Result<TokenResponse, FetchError> {
+    let mut form = vec![
+        ("grant_type".to_string(), Secret::new("refresh_token")),
+        ("refresh_token".to_string(), refresh_token),
+    ];
+    common(s, &mut form)?;
+    post(http, s, form).await
+}
+
+/// Scopes, audience and extra params, as every form grant sends them.
+fn common(s: &ClientSettings, form: &mut Vec<(String, Secret)>) -> Result<(), FetchError> {
     if !s.scopes.is_empty() {
-        put("scope", Secret::new(s.scopes.join(" ")));
+        form.push(("scope".into(), Secret::new(s.scopes.join(" "))));
     }
     if let Some(aud) = field(s.audience.as_ref(), "audience")? {
-        put("audience", aud);
+        form.push(("audience".into(), aud));
     }
     for (k, t) in &s.params {
         let v = field(Some(t), &format!("params.{k}"))?.unwrap_or_default();
-        put(k, v);
+        form.push((k.clone(), v));
     }
-    post(http, s, form).await
+    Ok(())
 }
 
 /// Exchanges an authorization code (with its PKCE verifier) for tokens:

@@ -4,7 +4,7 @@
 
 mod capillary;
 pub mod client_auth;
-mod custom;
+pub mod custom;
 mod endpoint;
 pub mod form;
 pub mod refresh_state;
@@ -86,6 +86,9 @@ impl Fetcher {
             } => Some(
                 RefreshState::load(refresh_token.as_ref(), state_file.as_deref()).map_err(setup)?,
             ),
+            // A password client refreshes with the refresh token of its
+            // last response, held in memory only.
+            GrantSettings::Password { .. } => Some(RefreshState::load(None, None).map_err(setup)?),
             _ => None,
         };
         Ok(Self { http, refresh })
@@ -93,17 +96,44 @@ impl Fetcher {
 
     /// One request to the token endpoint.
     pub async fn request(&self, s: &ClientSettings) -> Result<TokenResponse, FetchError> {
+        self.request_for(s, None).await
+    }
+
+    /// One request; `subject` is the user's token of an on-behalf-of
+    /// exchange (`<<request.header.*>>`), never logged.
+    pub async fn request_for(
+        &self,
+        s: &ClientSettings,
+        subject: Option<&Secret>,
+    ) -> Result<TokenResponse, FetchError> {
         let resp = match &s.grant {
             GrantSettings::Capillary => capillary::fetch(&self.http, s).await?,
             GrantSettings::Custom { .. } => {
                 custom::fetch(&self.http, s, self.refresh_token()).await?
             }
-            _ => form::fetch(&self.http, s, self.refresh.as_ref()).await?,
+            GrantSettings::Password { .. } => self.password(s).await?,
+            _ => form::fetch(&self.http, s, self.refresh.as_ref(), subject).await?,
         };
         if let (Some(state), Some(rt)) = (&self.refresh, &resp.refresh_token) {
             state.rotate(rt.clone()).map_err(setup)?;
         }
         Ok(resp)
+    }
+
+    /// The password grant as its users document it: once a response has
+    /// carried a refresh token, refresh with it; only when that is refused
+    /// sign in with the password again.
+    async fn password(&self, s: &ClientSettings) -> Result<TokenResponse, FetchError> {
+        if let (Some(state), Some(rt)) = (&self.refresh, self.refresh_token()) {
+            match form::refresh(&self.http, s, rt).await {
+                Err(FetchError::OAuth { error, .. }) => {
+                    tracing::info!(client = %s.name, error, "refresh token refused: signing in with the password");
+                    state.clear();
+                }
+                other => return other,
+            }
+        }
+        form::fetch(&self.http, s, None, None).await
     }
 
     /// The HTTP client for this token endpoint (timeouts, roots, mTLS).

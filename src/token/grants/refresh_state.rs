@@ -61,6 +61,13 @@ impl RefreshState {
         self.current.lock().ok().and_then(|g| g.clone())
     }
 
+    /// Forgets a refresh token the server refused.
+    pub fn clear(&self) {
+        if let Ok(mut g) = self.current.lock() {
+            *g = None;
+        }
+    }
+
     /// Records a refresh token the server issued; saved before it is used.
     pub fn rotate(&self, new: Secret) -> Result<(), String> {
         if self.current().as_ref() == Some(&new) {
