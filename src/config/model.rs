@@ -22,6 +22,29 @@ pub struct ValidConfig {
     pub tls: TlsSettings,
     pub clients: BTreeMap<String, Arc<ClientSettings>>,
     pub routes: Vec<RouteSettings>,
+    pub store: StoreSettings,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    pub key_prefix: String,
+    /// Template (env or file) of the base64 key; `None`: plaintext.
+    pub encryption_key: Option<Template>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreBackend {
+    #[default]
+    Memory,
+    File(PathBuf),
+    Redis {
+        url: String,
+        username: Option<Template>,
+        password: Option<Template>,
+    },
 }
 
 #[derive(Debug, Clone)]

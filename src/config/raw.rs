@@ -19,6 +19,34 @@ pub struct RawConfig {
     pub clients: BTreeMap<String, Spanned<RawClient>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub store: Option<Spanned<RawStore>>,
+}
+
+/// `[store]`: where tokens are kept besides memory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `memory`, `file` or `redis`. Default is `memory`.
+    #[serde(default)]
+    pub backend: Option<Spanned<String>>,
+    /// file: the JSON file (mode 0600, atomic writes).
+    pub path: Option<Spanned<String>>,
+    /// redis: `redis://` or `rediss://` URL.
+    pub url: Option<Spanned<String>>,
+    pub username: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    /// Default is `sidekey:`.
+    pub key_prefix: Option<Spanned<String>>,
+    /// 32 bytes, base64: seals every stored token (ChaCha20-Poly1305).
+    pub encryption_key: Option<Spanned<String>>,
+    /// A redis store without `encryption_key` is refused unless this is
+    /// `true`. Default is `false`.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Per store operation; past it sidekey fetches on its own. Default is `50ms`.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

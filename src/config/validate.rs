@@ -25,6 +25,7 @@ pub(super) fn validate(
     super::env::expand_plain(&mut raw, env, &mut errs);
     let proxy = proxy(raw.proxy, env, &mut errs);
     let tls = raw.tls.map(|t| tls(t, base, &mut errs)).unwrap_or_default();
+    let store = super::store::store(raw.store, base, env, &mut errs);
     let declared: Vec<String> = raw.clients.keys().cloned().collect();
     let mut clients = BTreeMap::new();
     for (name, c) in raw.clients {
@@ -56,6 +57,7 @@ pub(super) fn validate(
                 tls,
                 clients,
                 routes,
+                store,
             });
         }
     }

@@ -10,8 +10,10 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::model::{FetchError, Token, TokenResponse};
+use super::shared::Store;
 use crate::config::ClientSettings;
 use crate::metrics::{ClientLabel, FetchLabels, Metrics};
+use crate::secret::Secret;
 
 type Inflight = Shared<BoxFuture<'static, Result<Arc<Token>, FetchError>>>;
 
@@ -21,6 +23,14 @@ pub trait FetchToken: Send + Sync + 'static {
         &'a self,
         s: &'a ClientSettings,
     ) -> BoxFuture<'a, Result<TokenResponse, FetchError>>;
+
+    /// The refresh token the next fetch would present, if the grant has one.
+    fn refresh_token(&self) -> Option<Secret> {
+        None
+    }
+
+    /// Takes a newer refresh token (rotated by another replica).
+    fn adopt_refresh_token(&self, _token: Secret) {}
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -37,6 +47,8 @@ pub struct Slot {
     /// Refresh in the background ahead of expiry. Off for per-user slots:
     /// thousands of idle users must not keep the IdP busy.
     refresh_ahead: bool,
+    /// `[store]`: consulted when this slot has to fetch.
+    store: Option<Arc<Store>>,
 }
 
 #[derive(Default)]
@@ -100,7 +112,17 @@ impl Slot {
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Self::build(settings, fetcher, metrics, true)
+        Self::build(settings, fetcher, metrics, true, None)
+    }
+
+    /// A client's slot that shares its token through `store`.
+    pub fn shared(
+        settings: Arc<ClientSettings>,
+        fetcher: Box<dyn FetchToken>,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<Store>>,
+    ) -> Arc<Self> {
+        Self::build(settings, fetcher, metrics, true, store)
     }
 
     /// A slot that fetches only when a request needs a token (no refresh
@@ -110,7 +132,7 @@ impl Slot {
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Self::build(settings, fetcher, metrics, false)
+        Self::build(settings, fetcher, metrics, false, None)
     }
 
     fn build(
@@ -118,6 +140,7 @@ impl Slot {
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
         refresh_ahead: bool,
+        store: Option<Arc<Store>>,
     ) -> Arc<Self> {
         let files = Mutex::new(files_digest(&settings));
         Arc::new(Self {
@@ -127,6 +150,7 @@ impl Slot {
             state: Mutex::new(State::default()),
             files,
             refresh_ahead,
+            store,
         })
     }
 
@@ -245,8 +269,17 @@ impl Slot {
         fut
     }
 
-    /// One request to the endpoint, bounded by the client's timeout.
+    /// A new token: from the store when one is configured (see `stored`),
+    /// else one request to the endpoint.
     async fn fetch(&self) -> Result<Arc<Token>, FetchError> {
+        match &self.store {
+            Some(store) => self.fetch_shared(store).await,
+            None => self.fetch_here().await,
+        }
+    }
+
+    /// One request to the endpoint, bounded by the client's timeout.
+    async fn fetch_here(&self) -> Result<Arc<Token>, FetchError> {
         let timeout = self.settings.timeout;
         let resp = match tokio::time::timeout(timeout, self.fetcher.fetch(&self.settings)).await {
             Ok(r) => r?,
@@ -338,7 +371,7 @@ impl Slot {
             "state": state,
             "expires_in_seconds": valid.map(|t| t.expires_in().as_secs()),
             "scopes": valid.map(|t| t.scopes.clone()),
-            "source": valid.map(|_| "fetch"),
+            "source": valid.map(|t| t.origin),
             "last_error": st.last_error.as_ref().map(ToString::to_string),
             "retry_in_seconds": st.retry_at.filter(|at| *at > now).map(|at| (at - now).as_secs_f64()),
             "fetches": { "ok": st.fetched_ok, "error": st.fetched_err },
@@ -393,5 +426,6 @@ pub fn backoff(failures: u32) -> Duration {
     base.mul_f64(jitter).min(BACKOFF_MAX)
 }
 
+mod stored;
 #[cfg(test)]
 mod tests;

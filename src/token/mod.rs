@@ -7,6 +7,7 @@ pub mod grants;
 mod jwt;
 mod model;
 pub mod per_user;
+pub mod shared;
 pub mod store;
 
 pub use cache::Slot;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::jwt;
+use super::shared::{unix_ms, Stored};
 use crate::secret::Secret;
 use crate::template::TokenView;
 
@@ -38,6 +39,8 @@ pub struct Token {
     pub scopes: Vec<String>,
     pub issued_at: Instant,
     pub expires_at: Instant,
+    /// Where it came from, for `/tokens`: `fetch`, `store` or `file`.
+    pub origin: &'static str,
 }
 
 impl Token {
@@ -92,7 +95,47 @@ impl Token {
                 .unwrap_or_default(),
             issued_at: now,
             expires_at,
+            origin: "fetch",
         })
+    }
+
+    /// A token another replica (or an earlier run) stored; `None` once it
+    /// has expired. Issue and expiry times carry over, so every replica
+    /// refreshes at the same point of its life.
+    pub fn from_stored(s: Stored, origin: &'static str) -> Option<Self> {
+        let now_ms = unix_ms();
+        let left = Duration::from_millis(s.expires_unix_ms.checked_sub(now_ms).filter(|l| *l > 0)?);
+        let age = Duration::from_millis(now_ms.saturating_sub(s.issued_unix_ms));
+        let now = Instant::now();
+        let claims = s
+            .id_token
+            .as_deref()
+            .and_then(jwt::claims)
+            .or_else(|| jwt::claims(&s.access_token));
+        Some(Self {
+            access: Secret::new(s.access_token),
+            token_type: s.token_type,
+            id_token: s.id_token.map(Secret::new),
+            claims,
+            scopes: s.scopes,
+            issued_at: now.checked_sub(age).unwrap_or(now),
+            expires_at: now.checked_add(left.min(MAX_LIFETIME))?,
+            origin,
+        })
+    }
+
+    /// What the store keeps of this token.
+    pub fn to_stored(&self) -> Stored {
+        let now_ms = unix_ms();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Stored {
+            access_token: self.access.expose().to_string(),
+            token_type: self.token_type.clone(),
+            id_token: self.id_token.as_ref().map(|t| t.expose().to_string()),
+            scopes: self.scopes.clone(),
+            issued_unix_ms: now_ms.saturating_sub(ms(self.issued_at.elapsed())),
+            expires_unix_ms: now_ms.saturating_add(ms(self.expires_in())),
+        }
     }
 
     pub fn lifetime(&self) -> Duration {

@@ -10,6 +10,7 @@ use super::cache::Slot;
 use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
+use super::shared::Store;
 use crate::config::{ClientSettings, GrantSettings};
 use crate::metrics::Metrics;
 
@@ -33,13 +34,20 @@ impl TokenSource {
 pub struct TokenStore {
     slots: DashMap<u64, TokenSource>,
     metrics: Arc<Metrics>,
+    /// `[store]`, shared by every client's slot (not per-user ones).
+    shared: Option<Arc<Store>>,
 }
 
 impl TokenStore {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_store(metrics, None)
+    }
+
+    pub fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
         Self {
             slots: DashMap::new(),
             metrics,
+            shared,
         }
     }
 
@@ -72,7 +80,12 @@ impl TokenStore {
                 fetcher,
                 metrics,
             )),
-            _ => TokenSource::Client(Slot::new(Arc::clone(settings), Box::new(fetcher), metrics)),
+            _ => TokenSource::Client(Slot::shared(
+                Arc::clone(settings),
+                Box::new(fetcher),
+                metrics,
+                self.shared.clone(),
+            )),
         };
         self.slots.insert(key, source.clone());
         Ok(source)

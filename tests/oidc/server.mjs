@@ -27,7 +27,6 @@ const { default: Provider } = await import('oidc-provider');
 const SCOPES = ['openid', 'offline_access', 'api:read', 'api:write'];
 const RESOURCE_SCOPE = 'api:read api:write';
 const ACCOUNT_ID = 'test-user';
-const TTL = 3600;
 
 function log(...args) {
   console.error('[oidc]', ...args);
@@ -70,6 +69,9 @@ function clientMetadata(c) {
 }
 
 const cfg = loadConfig(process.argv[2]);
+// Token lifetime in seconds: the config's `ttl` (tests of refresh and
+// sharing want short ones), else an hour.
+const TTL = Number.isInteger(cfg.ttl) ? cfg.ttl : 3600;
 const clients = cfg.clients.map(clientMetadata);
 
 // ID Token signing key (ID Tokens come back from refresh_token grants whose

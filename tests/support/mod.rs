@@ -8,6 +8,7 @@
 
 pub mod oidc;
 pub mod pki;
+pub mod redis;
 pub mod sidekey;
 pub mod token_server;
 pub mod upstream;

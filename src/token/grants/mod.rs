@@ -153,6 +153,18 @@ impl crate::token::cache::FetchToken for Fetcher {
     ) -> futures_util::future::BoxFuture<'a, Result<TokenResponse, FetchError>> {
         Box::pin(self.request(s))
     }
+
+    fn refresh_token(&self) -> Option<Secret> {
+        Fetcher::refresh_token(self)
+    }
+
+    fn adopt_refresh_token(&self, token: Secret) {
+        if let Some(state) = &self.refresh {
+            if let Err(e) = state.rotate(token) {
+                tracing::warn!(error = %e, "cannot save the shared refresh token locally");
+            }
+        }
+    }
 }
 
 fn setup(e: impl std::fmt::Display) -> FetchError {
