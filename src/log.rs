@@ -12,16 +12,23 @@ pub enum Format {
     Text,
 }
 
-pub fn init(format: Option<Format>) {
+/// Installs the subscriber. Lines go to stderr through a background
+/// writer, so the access line never makes a request wait on stderr's lock
+/// or a slow pipe; keep the returned guard alive until exit (dropping it
+/// flushes what is queued). If the queue is ever full, lines are dropped
+/// rather than requests delayed.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(format: Option<Format>) -> tracing_appender::non_blocking::WorkerGuard {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         Format::Text
     } else {
         Format::Json
     });
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         Format::Json => builder
             .json()
@@ -30,4 +37,5 @@ pub fn init(format: Option<Format>) {
             .try_init(),
         Format::Text => builder.try_init(),
     };
+    guard
 }

@@ -9,7 +9,7 @@ use sidekey::cli::{self, CaCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    sidekey::log::init(cli.log_format);
+    let _log = sidekey::log::init(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

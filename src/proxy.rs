@@ -94,19 +94,28 @@ pub async fn forward(
     } else {
         (body::boxed(incoming), None)
     };
-    let req = rewrite::upstream_request(route, &head, uri.clone(), token.as_deref(), first)?;
+    // The head is kept only when a 401 may need the request again; else
+    // its headers move into the upstream request, uncopied.
+    let (req, kept_head) = if retry {
+        let req = rewrite::upstream_request(route, &head, uri, token.as_deref(), first)?;
+        (req, Some(head))
+    } else {
+        let req = rewrite::into_upstream_request(route, head, uri, token.as_deref(), first)?;
+        (req, None)
+    };
     let mut resp = rt.upstream.send(req, upgrade).await?;
 
-    if let (true, Some(route), Some(slot), Some(token)) = (
-        resp.status() == StatusCode::UNAUTHORIZED && retry,
+    if let (true, Some(route), Some(slot), Some(token), Some(head)) = (
+        resp.status() == StatusCode::UNAUTHORIZED,
         route,
         &slot,
         &token,
+        &kept_head,
     ) {
         let again = Resend {
             rt,
             route,
-            head: &head,
+            head,
             target: &target,
             upgrade,
         };

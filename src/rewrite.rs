@@ -97,6 +97,8 @@ fn with_query(
     Ok(out)
 }
 
+/// The upstream request, keeping `head` for a possible resend (the headers
+/// are copied). Without a resend, use `into_upstream_request`.
 pub fn upstream_request(
     route: Option<&Route>,
     head: &Head,
@@ -104,8 +106,46 @@ pub fn upstream_request(
     token: Option<&Token>,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, ProxyError> {
-    let mut headers = head.headers.clone();
-    inbound::strip_hop_by_hop(&mut headers, head.upgrade);
+    build(
+        route,
+        head.method.clone(),
+        head.headers.clone(),
+        head.upgrade,
+        uri,
+        token,
+        body,
+    )
+}
+
+/// The upstream request, moving the app's headers (no copy per request).
+pub fn into_upstream_request(
+    route: Option<&Route>,
+    head: Head,
+    uri: Uri,
+    token: Option<&Token>,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    build(
+        route,
+        head.method,
+        head.headers,
+        head.upgrade,
+        uri,
+        token,
+        body,
+    )
+}
+
+fn build(
+    route: Option<&Route>,
+    method: Method,
+    mut headers: HeaderMap,
+    upgrade: bool,
+    uri: Uri,
+    token: Option<&Token>,
+    body: ProxyBody,
+) -> Result<Request<ProxyBody>, ProxyError> {
+    inbound::strip_hop_by_hop(&mut headers, upgrade);
     headers.remove(ERROR_HEADER);
     // The app's Host (however many) never goes on: shared front ends pick
     // the tenant by it, so a Host other than the target would carry the
@@ -139,7 +179,7 @@ pub fn upstream_request(
         }
     }
     let mut req = Request::new(body);
-    *req.method_mut() = head.method.clone();
+    *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
