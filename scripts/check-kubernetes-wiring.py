@@ -6,8 +6,11 @@ ConfigMap key, every file proxy.toml names is mounted, probes hit the admin
 port, every app container gets the proxy and CA-trust env, Secrets are
 readable by the non-root user, and ca.key never reaches an app container.
 
-    check-kubernetes-wiring.py [--placeholders SECRETS.yaml] native|classic RENDERED.yaml ...
-    check-kubernetes-wiring.py --self-test [--placeholders SECRETS.yaml] RENDERED_NATIVE.yaml
+    check-kubernetes-wiring.py [--placeholders SECRETS.yaml ...] native|classic RENDERED.yaml ...
+    check-kubernetes-wiring.py [--placeholders SECRETS.yaml ...] --self-test RENDERED_NATIVE.yaml
+
+--placeholders (repeatable) names files of placeholder Secrets: with them the
+checker also knows which keys each Secret holds.
 
 Run by scripts/check-kubernetes.sh with the .venv-k8s python (PyYAML).
 """
@@ -285,9 +288,9 @@ def self_test(docs, secrets):
 
 def main(argv):
     secrets = {}
-    if "--placeholders" in argv:
+    while "--placeholders" in argv:
         i = argv.index("--placeholders")
-        secrets = load_secrets(argv[i + 1])
+        secrets.update(load_secrets(argv[i + 1]))
         del argv[i : i + 2]
     if argv[:1] == ["--self-test"]:
         errors = self_test([d for d in yaml.safe_load_all(open(argv[1])) if d], secrets)

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 venv=.venv-k8s
 k8s_version=1.29.0
 deploy=deploy/kubernetes
-placeholders=$deploy/example/secrets.placeholder.yaml
+placeholders=($deploy/example/secrets.placeholder.yaml $deploy/shared-store/secrets.placeholder.yaml)
 
 fail() {
     echo "check-kubernetes: FAIL $*" >&2
@@ -31,7 +31,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 args=()
-for overlay in example:native classic:classic; do
+for overlay in example:native classic:classic shared-store:native; do
     dir=${overlay%%:*}
     mode=${overlay##*:}
     "$kubectl" kustomize "$deploy/$dir" >"$out/$dir.yaml" || fail "kubectl kustomize $deploy/$dir"
@@ -39,11 +39,14 @@ for overlay in example:native classic:classic; do
         fail "$deploy/$dir does not validate against Kubernetes $k8s_version (rendered: kubectl kustomize $deploy/$dir)"
     args+=("$mode" "$out/$dir.yaml")
 done
-"$venv/bin/kubernetes-validate" --kubernetes-version "$k8s_version" --strict --quiet "$placeholders" ||
-    fail "$placeholders does not validate"
+for p in "${placeholders[@]}"; do
+    "$venv/bin/kubernetes-validate" --kubernetes-version "$k8s_version" --strict --quiet "$p" ||
+        fail "$p does not validate"
+done
 
-wiring=(scripts/check-kubernetes-wiring.py --placeholders "$placeholders")
+wiring=(scripts/check-kubernetes-wiring.py)
+for p in "${placeholders[@]}"; do wiring+=(--placeholders "$p"); done
 "$venv/bin/python" "${wiring[@]}" --self-test "$out/example.yaml" || fail "the wiring checker's self-test"
 "$venv/bin/python" "${wiring[@]}" "${args[@]}" || fail "sidekey wiring (see above)"
 
-echo "check-kubernetes: ok: $deploy/example and $deploy/classic render, validate against Kubernetes $k8s_version (strict) and wire sidekey correctly ($("$kubectl" version --client | grep Kustomize), kubernetes-validate $("$venv/bin/kubernetes-validate" --version))"
+echo "check-kubernetes: ok: $deploy/example, $deploy/classic and $deploy/shared-store render, validate against Kubernetes $k8s_version (strict) and wire sidekey correctly ($("$kubectl" version --client | grep Kustomize), kubernetes-validate $("$venv/bin/kubernetes-validate" --version))"

@@ -17,6 +17,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The image's user and group (distroless nonroot), and the pod's fsGroup.
 const UID: u32 = 65532;
@@ -205,14 +207,69 @@ fn classic_config_passes_check() {
     );
 }
 
+/// The shared-store overlay's config ([store] on Redis/Valkey; its password
+/// and encryption key from the Secret sidekey-store, laid out like the other
+/// Secrets) is valid too. `check` does not open the store's files; `run` does
+/// when it builds the store: as the pod's uid it reads them at 0440
+/// root:65532 and turns ready while Redis is unreachable (sidekey then fetches
+/// on its own), and without them it refuses to start and names the file.
+#[test]
+fn shared_store_config_passes_check() {
+    let token = TokenEndpoint::start();
+    let gid = if running_as_root() {
+        UID
+    } else {
+        fs::metadata("/proc/self").unwrap().gid()
+    };
+    let pod = Pod::new("shared-store/proxy.toml", 0o440, gid, &token);
+    let out = Command::new(&pod.bin)
+        .args(["check", "--config", &pod.config()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out).trim(),
+        "ok",
+        "deploy/kubernetes/shared-store/proxy.toml:\n{}",
+        all(&out)
+    );
+
+    if !running_as_root() {
+        eprintln!("skipped the run part: needs root to run sidekey as uid {UID} (CI runs as root)");
+        return;
+    }
+    // No Redis here: a loopback port nobody listens on.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let text = fs::read_to_string(pod.config()).unwrap();
+    let text = rewrite(&text, &[("valkey.data.svc.cluster.local:6379", &closed)]);
+    fs::write(pod.config(), text).unwrap();
+    let mut run = Running::start(&pod);
+    run.wait_ready();
+    run.stop();
+
+    // The pod without the sidekey-store volume: sidekey never gets ready.
+    fs::remove_dir_all(pod.dir.path().join("secrets/store")).unwrap();
+    let run = pod.sidekey(&["run", "--config", &pod.config(), "--log-format", "json"]);
+    let out = wait_output(run, Duration::from_secs(20));
+    assert!(
+        !out.status.success() && all(&out).contains("secrets/store/password"),
+        "run should refuse to start without the store's files and name them:\n{}",
+        all(&out)
+    );
+}
+
 fn running_as_root() -> bool {
     // /proc/self belongs to the process's effective uid.
     fs::metadata("/proc/self").unwrap().uid() == 0
 }
 
 /// One pod's worth of files under a temp dir: sidekey's config ConfigMap and
-/// its Secret volumes (client keys, CA from `sidekey ca generate`), the
-/// config's paths, ports and token URL rewritten to point into it.
+/// its Secret volumes (client keys, store password and key, CA from `sidekey
+/// ca generate`), the config's paths, ports and token URL rewritten to point
+/// into it.
 struct Pod {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -267,6 +324,17 @@ impl Pod {
                 secret_gid,
             );
         }
+
+        // Secret sidekey-store (the shared-store overlay's [store]): the
+        // Redis password and the store's encryption key, 32 random bytes in
+        // base64 as `openssl rand -base64 32` writes them.
+        let store_key =
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let store = [
+            ("password", b"store-password\n".to_vec()),
+            ("encryption-key", format!("{store_key}\n").into_bytes()),
+        ];
+        kubelet_volume(&root.join("secrets/store"), &store, secret_mode, secret_gid);
 
         let [proxy_port, admin_port] = free_ports();
         let admin = format!("127.0.0.1:{admin_port}");

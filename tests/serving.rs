@@ -16,6 +16,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use support::intercept::{tls_section, Interception};
 use support::pki::{new_ca, TestCa};
 use support::sidekey::{Binary, Proxy};
 use support::token_server::TokenServer;
@@ -116,62 +117,14 @@ async fn idle_keep_alive_connections_close_but_slow_requests_do_not() {
     );
 }
 
-async fn intercepting(extra: &str) -> (Proxy, Upstream, TestCa) {
-    support::init_crypto();
-    let upstream_ca = new_ca("upstream CA");
-    let sidekey_ca = new_ca("sidekey CA");
-    let up =
-        Upstream::start_tls(upstream_ca.server_config(&["localhost"], &[b"h2", b"http/1.1"])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = sidekey_ca.write_to(dir.path());
-    let roots = dir.path().join("upstream.pem");
-    std::fs::write(&roots, &upstream_ca.cert_pem).unwrap();
-    let cfg = format!(
-        "[tls]\nca_cert = \"{}\"\nca_key = \"{}\"\nextra_roots = [\"{}\"]\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nset_headers = {{ \"X-Injected\" = \"yes\" }}\n",
-        cert.display(),
-        key.display(),
-        roots.display(),
-    );
-    let proxy = Proxy::start(
-        &format!("connect_ports = [{}]\n{extra}", up.addr.port()),
-        &cfg,
-    )
-    .await;
-    std::mem::forget(dir);
-    (proxy, up, sidekey_ca)
-}
-
-/// App: CONNECT localhost:port, then TLS trusting sidekey's CA.
-async fn tls_through(
-    proxy: std::net::SocketAddr,
-    port: u16,
-    ca: &TestCa,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut tcp = TcpStream::connect(proxy).await.unwrap();
-    tcp.write_all(
-        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"));
-    tokio_rustls::TlsConnector::from(ca.client_config(alpn))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap()
-}
+const INJECT: &str = "[[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nset_headers = { \"X-Injected\" = \"yes\" }\n";
 
 #[tokio::test]
 async fn inside_an_intercepted_connection_the_same_timeouts_hold() {
-    let (proxy, up, ca) = intercepting(SHORT).await;
-    let port = up.addr.port();
+    let s = Interception::start(SHORT, INJECT).await;
+    let up = &s.up;
     // TLS done, then nothing: the first-byte timeout closes it.
-    let mut tls = tls_through(proxy.addr, port, &ca, &[b"http/1.1"]).await;
+    let mut tls = s.tls(&[b"http/1.1"]).await;
     assert!(
         closed_within(&mut tls, Duration::from_secs(5))
             .await
@@ -179,7 +132,7 @@ async fn inside_an_intercepted_connection_the_same_timeouts_hold() {
         "silent intercepted connection kept open"
     );
     // Half a request head.
-    let mut tls = tls_through(proxy.addr, port, &ca, &[b"http/1.1"]).await;
+    let mut tls = s.tls(&[b"http/1.1"]).await;
     tls.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
@@ -190,7 +143,7 @@ async fn inside_an_intercepted_connection_the_same_timeouts_hold() {
         "half head kept open"
     );
     // HTTP/2: one request, then idle: the connection goes away.
-    let tls = tls_through(proxy.addr, port, &ca, &[b"h2"]).await;
+    let tls = s.tls(&[b"h2"]).await;
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
@@ -198,7 +151,7 @@ async fn inside_an_intercepted_connection_the_same_timeouts_hold() {
     .await
     .unwrap();
     let conn = tokio::spawn(conn);
-    let req = http::Request::get(format!("https://localhost:{port}/h2"))
+    let req = http::Request::get(format!("https://localhost:{}/h2", up.addr.port()))
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     assert_eq!(send.send_request(req).await.unwrap().status(), 200);
@@ -250,19 +203,10 @@ async fn max_connections_caps_concurrent_clients() {
 async fn binary_with_ca(up: &Upstream, upstream_ca: &TestCa, extra: &str) -> (Binary, TestCa) {
     let sidekey_ca = new_ca("sidekey CA");
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = sidekey_ca.write_to(dir.path());
-    let roots = dir.path().join("upstream.pem");
-    std::fs::write(&roots, &upstream_ca.cert_pem).unwrap();
-    let cfg = format!(
-        "[tls]\nca_cert = \"{}\"\nca_key = \"{}\"\nextra_roots = [\"{}\"]\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nset_headers = {{ \"X-Injected\" = \"yes\" }}\n",
-        cert.display(),
-        key.display(),
-        roots.display(),
-    );
+    let tls = tls_section(&dir, &sidekey_ca, upstream_ca);
     let bin = Binary::start(
         &format!("connect_ports = [{}]\n{extra}", up.addr.port()),
-        &cfg,
+        &format!("{tls}{INJECT}"),
         &[],
     )
     .await;

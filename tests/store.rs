@@ -284,15 +284,27 @@ async fn a_tampered_stored_token_is_never_used() {
 #[test]
 fn a_redis_store_without_a_key_needs_allow_plaintext() {
     let dir = tempfile::tempdir().unwrap();
+    let key_file = |name: &str| {
+        format!(
+            "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nencryption_key = \"<<file:{}>>\"\n",
+            dir.path().join(name).display()
+        )
+    };
     let path = dir.path().join("p.toml");
     for (store, ok) in [
-        ("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n", false),
-        ("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nallow_plaintext = true\n", true),
-        ("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nencryption_key = \"c2hvcnQ=\"\n", false),
-        ("[store]\nbackend = \"redis\"\nurl = \"http://x\"\nallow_plaintext = true\n", false),
-        ("[store]\nbackend = \"file\"\n", false),
+        ("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n".to_string(), false),
+        ("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nallow_plaintext = true\n".into(), true),
+        ("[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\nencryption_key = \"c2hvcnQ=\"\n".into(), false),
+        ("[store]\nbackend = \"redis\"\nurl = \"http://x\"\nallow_plaintext = true\n".into(), false),
+        ("[store]\nbackend = \"file\"\n".into(), false),
+        // Store secrets in files are read by `check` too.
+        (key_file("short.key"), false),
+        (key_file("good.key"), true),
+        (key_file("missing.key"), false),
     ] {
-        std::fs::write(&path, store).unwrap();
+        std::fs::write(dir.path().join("short.key"), "c2hvcnQ=\n").unwrap();
+        std::fs::write(dir.path().join("good.key"), format!("{KEY}\n")).unwrap();
+        std::fs::write(&path, &store).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
             .args(["check", "--config"])
             .arg(&path)

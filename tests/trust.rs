@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::intercept::{connect_tls, Interception};
 use support::pki::new_ca;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::TokenServer;
@@ -75,80 +76,24 @@ async fn the_apps_host_header_never_reaches_the_upstream() {
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
 }
 
-/// App: a TLS connection through CONNECT to `localhost:port`, trusting
-/// sidekey's CA, with `sni` in the ClientHello.
-async fn intercepted_tls(
-    proxy: std::net::SocketAddr,
-    port: u16,
-    ca: &support::pki::TestCa,
-    sni: &str,
-    alpn: &[&[u8]],
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut tcp = TcpStream::connect(proxy).await?;
-    tcp.write_all(
-        format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    // The CONNECT answer's head, byte by byte so no TLS byte is consumed.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(tcp.read_u8().await?);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    let tls = tokio_rustls::TlsConnector::from(ca.client_config(alpn));
-    tls.connect(sni.to_string().try_into().unwrap(), tcp).await
-}
-
-struct Intercepting {
-    proxy: Proxy,
-    up: Upstream,
-    _ts: TokenServer,
-    sidekey_ca: support::pki::TestCa,
-}
-
-async fn intercepting() -> Intercepting {
-    support::init_crypto();
-    let upstream_ca = new_ca("upstream CA");
-    let sidekey_ca = new_ca("sidekey CA");
-    let up =
-        Upstream::start_tls(upstream_ca.server_config(&["localhost"], &[b"h2", b"http/1.1"])).await;
-    let ts = TokenServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = sidekey_ca.write_to(dir.path());
-    let roots = dir.path().join("upstream.pem");
-    std::fs::write(&roots, &upstream_ca.cert_pem).unwrap();
-    let cfg = format!(
-        "[tls]\nca_cert = \"{}\"\nca_key = \"{}\"\nextra_roots = [\"{}\"]\n\n\
-         [clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
+fn intercepted_bearer(ts: &TokenServer) -> String {
+    format!(
+        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
          [[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nclient = \"c\"\n\
          set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        cert.display(),
-        key.display(),
-        roots.display(),
         ts.url("/token"),
-    );
-    let proxy = Proxy::start(&format!("connect_ports = [{}]", up.addr.port()), &cfg).await;
-    std::mem::forget(dir);
-    Intercepting {
-        proxy,
-        up,
-        _ts: ts,
-        sidekey_ca,
-    }
+    )
 }
 
 #[tokio::test]
 async fn inside_an_intercepted_connection_host_and_authority_follow_the_connect_target() {
-    let s = intercepting().await;
+    let ts = TokenServer::start().await;
+    let s = Interception::start("", &intercepted_bearer(&ts)).await;
     let port = s.up.addr.port();
     let want = format!("localhost:{port}");
 
     // HTTP/1.1: a Host header naming another tenant.
-    let tls = intercepted_tls(
+    let tls = connect_tls(
         s.proxy.addr,
         port,
         &s.sidekey_ca,
@@ -194,7 +139,7 @@ async fn inside_an_intercepted_connection_host_and_authority_follow_the_connect_
     );
 
     // HTTP/2: an :authority naming another host.
-    let tls = intercepted_tls(s.proxy.addr, port, &s.sidekey_ca, "localhost", &[b"h2"])
+    let tls = connect_tls(s.proxy.addr, port, &s.sidekey_ca, "localhost", &[b"h2"])
         .await
         .unwrap();
     let (mut send, conn) = hyper::client::conn::http2::handshake(
@@ -229,10 +174,11 @@ async fn inside_an_intercepted_connection_host_and_authority_follow_the_connect_
 
 #[tokio::test]
 async fn a_client_hello_naming_another_host_gets_no_certificate() {
-    let s = intercepting().await;
+    let ts = TokenServer::start().await;
+    let s = Interception::start("", &intercepted_bearer(&ts)).await;
     let port = s.up.addr.port();
     // The CONNECT names localhost; the ClientHello names another host.
-    let err = intercepted_tls(
+    let err = connect_tls(
         s.proxy.addr,
         port,
         &s.sidekey_ca,
@@ -242,7 +188,7 @@ async fn a_client_hello_naming_another_host_gets_no_certificate() {
     .await;
     assert!(err.is_err(), "a mismatching SNI must not get a certificate");
     // The matching name still works.
-    intercepted_tls(
+    connect_tls(
         s.proxy.addr,
         port,
         &s.sidekey_ca,

@@ -18,7 +18,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::pki::new_ca;
+use support::intercept::Interception;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::{TokenRequest, TokenServer};
 use support::upstream::Upstream;
@@ -318,33 +318,9 @@ async fn set_query_sets_or_replaces_a_parameter_percent_encoded() {
 
 #[tokio::test]
 async fn set_query_works_inside_an_intercepted_https_request() {
-    support::init_crypto();
     let ts = TokenServer::start().await;
-    let upstream_ca = new_ca("upstream CA");
-    let sidekey_ca = new_ca("sidekey CA");
-    let up = Upstream::start_tls(upstream_ca.server_config(&["localhost"], &[b"http/1.1"])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = sidekey_ca.write_to(dir.path());
-    let roots = dir.path().join("up.pem");
-    std::fs::write(&roots, &upstream_ca.cert_pem).unwrap();
-    let tls = format!(
-        "[tls]\nca_cert = \"{}\"\nca_key = \"{}\"\nextra_roots = [\"{}\"]\n",
-        cert.display(),
-        key.display(),
-        roots.display()
-    );
-    let proxy = Proxy::start(
-        &format!("connect_ports = [{}]", up.addr.port()),
-        &query_config(&ts, "localhost", &tls),
-    )
-    .await;
-    let app = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(sidekey_ca.cert_pem.as_bytes()).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let s = Interception::start("", &query_config(&ts, "localhost", "")).await;
+    let (app, up) = (s.client(), &s.up);
     let r = app
         .get(format!("https://localhost:{}/items?page=2", up.addr.port()))
         .send()
@@ -352,7 +328,7 @@ async fn set_query_works_inside_an_intercepted_https_request() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
-        query_of(&up),
+        query_of(up),
         [
             ("page".into(), "2".into()),
             ("access_token".into(), "tok-1".into()),

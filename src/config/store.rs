@@ -30,7 +30,19 @@ pub(super) fn store(
     let mut template = |f: &Option<Spanned<String>>, key: &str| -> Option<Template> {
         let f = f.as_ref()?;
         match Template::parse(f.get_ref(), Context::ClientField, env) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                // Opened now, as client secrets are: a store secret the
+                // sidekey user cannot read fails `check`, not the pod.
+                for p in t.files() {
+                    if let Err(e) = std::fs::File::open(p) {
+                        errs.at(
+                            f.span(),
+                            format!("store.{key}: cannot read {}: {e}", p.display()),
+                        );
+                    }
+                }
+                Some(t)
+            }
             Err(e) => {
                 errs.at(f.span(), format!("store.{key}: {e}"));
                 None
@@ -104,10 +116,16 @@ pub(super) fn store(
             StoreBackend::Memory
         }
     };
-    // A literal (or env) key is checked now; a file key when sidekey starts.
-    if let Some(k) = encryption_key.as_ref().and_then(Template::as_literal) {
-        if crate::token::shared::Seal::new(k).is_err() {
-            errs.at(span, "store.encryption_key must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)");
+    // The key is checked now, whether written in or read from a file.
+    if let Some(k) = encryption_key
+        .as_ref()
+        .and_then(|t| t.render_value(&|_| None).ok())
+    {
+        if let Err(e) = crate::token::shared::Seal::new(k.expose()) {
+            errs.at(
+                span,
+                format!("{e} (make one with `openssl rand -base64 32`)"),
+            );
         }
     }
     StoreSettings {

@@ -6,6 +6,7 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod intercept;
 pub mod oidc;
 pub mod pki;
 pub mod redis;
