@@ -24,7 +24,10 @@ pub fn init(format: Option<Format>) -> tracing_appender::non_blocking::WorkerGua
     } else {
         Format::Json
     });
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    // The writer thread drains whatever lines are queued, then flushes: a
+    // buffer turns a burst of lines into one write instead of one each.
+    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
+    let (writer, guard) = tracing_appender::non_blocking(stderr);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
