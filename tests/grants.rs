@@ -208,26 +208,8 @@ async fn login_runs_authorization_code_with_pkce_and_stores_the_refresh_token() 
         }
         Ok(())
     });
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
-        .args(["login", "u", "--no-browser", "--config"])
-        .arg(&cfg_path)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(u) = l.trim().strip_prefix("http") {
-            url = Some(format!("http{u}"));
-        }
-        if l.starts_with("Waiting") {
-            break;
-        }
-    }
-    let url = reqwest::Url::parse(&url.expect("login printed a URL")).unwrap();
-    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let login = support::login::Login::start(&cfg_path, "u").await;
+    let q = login.query();
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["client_id"], "cli");
@@ -235,14 +217,7 @@ async fn login_runs_authorization_code_with_pkce_and_stores_the_refresh_token() 
     assert!(q["state"].len() >= 16);
     *challenge.lock().unwrap() = Some(q["code_challenge"].clone());
     // Browser: follows the IdP's redirect back to sidekey's loopback listener.
-    let browser = reqwest::Client::builder().no_proxy().build().unwrap();
-    let page = browser.get(url).send().await.unwrap();
-    assert_eq!(page.status(), 200, "{:?}", page.text().await);
-    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    login.follow().await;
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(saved["refresh_token"], "rt-1");

@@ -429,35 +429,11 @@ async fn login_works_for_custom_clients_with_a_json_code_body_and_extra_authoriz
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
-        .args(["login", "capacity", "--no-browser", "--config"])
-        .arg(&cfg_path)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
-    while let Some(l) = lines.next_line().await.unwrap() {
-        if let Some(u) = l.trim().strip_prefix("http") {
-            url = Some(format!("http{u}"));
-        }
-        if l.starts_with("Waiting") {
-            break;
-        }
-    }
-    let url = reqwest::Url::parse(&url.expect("login printed a URL")).unwrap();
-    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let login = support::login::Login::start(&cfg_path, "capacity").await;
+    let q = login.query();
     assert_eq!(q["audience"], "https://api.capacity.com");
     assert_eq!(q["prompt"], "consent");
-    let browser = reqwest::Client::builder().no_proxy().build().unwrap();
-    assert_eq!(browser.get(url).send().await.unwrap().status(), 200);
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    login.follow().await;
     let exchange: &TokenRequest = &ts.requests()[1];
     let json = exchange.json.clone().expect("the code body is JSON");
     assert_eq!(json["code"], "code-123");

@@ -7,6 +7,7 @@
 )]
 
 pub mod intercept;
+pub mod login;
 pub mod oidc;
 pub mod pki;
 pub mod redis;
