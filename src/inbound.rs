@@ -132,12 +132,29 @@ pub fn log_authority(uri: &Uri) -> &str {
     a.rsplit_once('@').map_or(a, |(_, host)| host)
 }
 
+/// A host as routes and the upstream see it: a bracketed IPv6 literal
+/// (brackets off), or a name or IPv4 address of letters, digits, `-`, `.`
+/// and `_`. Anything else (`http` lets stray brackets and `%`, `&` into a
+/// reg-name) is a malformed target, refused rather than "corrected".
 fn host_of(h: &str) -> Result<String, ProxyError> {
-    let h = h.trim_start_matches('[').trim_end_matches(']');
+    let bad = |why: &str| Err(ProxyError::BadRequest(format!("request target {why}")));
+    if let Some(inner) = h.strip_prefix('[') {
+        return match inner
+            .strip_suffix(']')
+            .map(str::parse::<std::net::Ipv6Addr>)
+        {
+            Some(Ok(ip)) => Ok(ip.to_string()),
+            _ => bad("has a bracketed host that is not an IPv6 address"),
+        };
+    }
     if h.is_empty() {
-        return Err(ProxyError::BadRequest(
-            "request target has an empty host".into(),
-        ));
+        return bad("has an empty host");
+    }
+    if !h
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return bad("has a host with characters a host name cannot have");
     }
     Ok(h.to_ascii_lowercase())
 }

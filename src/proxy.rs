@@ -88,22 +88,39 @@ pub async fn forward(
     let (slot, token) = token(route, &mut head).await?;
     let uri = rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
     let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
+    // An idempotent request without a body can go again if a pooled
+    // connection closes under it (RFC 9110 §9.2.2).
+    let resendable =
+        !upgrade && http_body::Body::is_end_stream(&incoming) && head.method.is_idempotent();
     let (first, kept) = if retry && !upgrade {
         let (b, kept) = body::tee(incoming, rt.config.proxy.retry_body_limit);
         (b, Some(kept))
     } else {
         (body::boxed(incoming), None)
     };
-    // The head is kept only when a 401 may need the request again; else
+    // The head is kept only when the request may have to go again; else
     // its headers move into the upstream request, uncopied.
-    let (req, kept_head) = if retry {
+    let (req, kept_head) = if retry || resendable {
         let req = rewrite::upstream_request(route, &head, uri, token.as_deref(), first)?;
         (req, Some(head))
     } else {
         let req = rewrite::into_upstream_request(route, head, uri, token.as_deref(), first)?;
         (req, None)
     };
-    let mut resp = rt.upstream.send(req, upgrade).await?;
+    let mut resp = match rt.upstream.send(req, upgrade).await {
+        Ok(resp) => resp,
+        Err(failed) => match (&kept_head, failed.stale && resendable) {
+            (Some(head), true) => {
+                tracing::debug!(host = %target.host, "pooled upstream connection closed under the request: sending it again");
+                let uri =
+                    rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
+                let again =
+                    rewrite::upstream_request(route, head, uri, token.as_deref(), body::empty())?;
+                rt.upstream.send(again, upgrade).await?
+            }
+            _ => return Err(failed.into()),
+        },
+    };
 
     if let (true, Some(route), Some(slot), Some(token), Some(head)) = (
         resp.status() == StatusCode::UNAUTHORIZED,

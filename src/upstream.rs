@@ -93,7 +93,7 @@ impl Upstream {
         &self,
         req: Request<ProxyBody>,
         upgrade: bool,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, Failed> {
         let authority = req
             .uri()
             .authority()
@@ -105,14 +105,62 @@ impl Upstream {
             &self.client
         };
         match tokio::time::timeout(self.timeout, client.request(req)).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                authority,
-                after: self.timeout,
+            Err(_) => Err(Failed {
+                error: ProxyError::UpstreamTimeout {
+                    authority,
+                    after: self.timeout,
+                },
+                stale: false,
             }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e, authority)),
+            Ok(Err(e)) => Err(Failed {
+                stale: stale_connection(&e),
+                error: classify(&e, authority),
+            }),
         }
     }
+}
+
+/// An upstream request that failed.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: ProxyError,
+    /// A pooled connection closed under the request before any response
+    /// (the keep-alive race): an idempotent request without a body can go
+    /// again on a new connection.
+    pub stale: bool,
+}
+
+impl From<Failed> for ProxyError {
+    fn from(f: Failed) -> Self {
+        f.error
+    }
+}
+
+/// The connection closed before a response began, with nothing to say
+/// the server acted on the request.
+fn stale_connection(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// A denied destination is a policy refusal (403), anything else a 502.

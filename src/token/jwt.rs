@@ -21,10 +21,15 @@ pub fn claims(token: &str) -> Option<serde_json::Value> {
 }
 
 /// Time left until the `exp` claim.
+/// Time left until the `exp` claim. A NumericDate may have a fraction
+/// (RFC 7519 §2) or be in the past (even negative): then nothing is left.
 pub fn remaining(claims: &serde_json::Value) -> Option<Duration> {
-    let exp = claims.get("exp")?.as_u64()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(exp.saturating_sub(now)))
+    let exp = claims.get("exp")?.as_f64().filter(|e| e.is_finite())?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    Some(Duration::try_from_secs_f64((exp - now).max(0.0)).unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]

@@ -128,10 +128,18 @@ pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, Fet
 }
 
 /// A lifetime given as a JSON number or a numeric string.
+/// A lifetime at or below zero is 0 (expired on arrival, so a failed
+/// fetch), never "no lifetime given"; a fraction is rounded down.
 pub(crate) fn number(v: &serde_json::Value) -> Option<u64> {
-    v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        .or_else(|| v.as_str()?.trim().parse().ok())
+    if let Some(n) = v.as_u64() {
+        return Some(n);
+    }
+    let f = v
+        .as_f64()
+        .or_else(|| v.as_str()?.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite())?;
+    // `as` saturates: a lifetime past u64 is clamped later anyway.
+    Some(if f <= 0.0 { 0 } else { f as u64 })
 }
 
 /// Follows a dotted path (`data.accessToken`) into JSON.
