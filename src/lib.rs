@@ -9,6 +9,7 @@ pub mod config;
 pub(crate) mod connect;
 pub(crate) mod drain;
 pub(crate) mod error;
+pub mod fuzzing;
 pub mod inbound;
 mod io;
 pub mod log;
