@@ -39,6 +39,11 @@ fn redis_store(r: &Redis, extra: &str) -> String {
     )
 }
 
+/// App: a GET through `p`; its status.
+async fn get(p: &Proxy, url: String) -> u16 {
+    p.client().get(url).send().await.unwrap().status().as_u16()
+}
+
 async fn tokens(admin: std::net::SocketAddr) -> serde_json::Value {
     reqwest::get(format!("http://{admin}/tokens"))
         .await
@@ -59,13 +64,7 @@ async fn a_restart_with_a_file_store_makes_no_token_request() {
         &format!("[store]\nbackend = \"file\"\npath = \"{}\"", file.display()),
     );
     let first = Proxy::start("", &cfg).await;
-    let r = first
-        .client()
-        .get(format!("http://{}/a", up.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get(&first, format!("http://{}/a", up.addr)).await, 200);
     first.shutdown().await;
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -75,13 +74,7 @@ async fn a_restart_with_a_file_store_makes_no_token_request() {
 
     // Restart: the stored token is still valid, so no token request.
     let second = Proxy::start("", &cfg).await;
-    let r = second
-        .client()
-        .get(format!("http://{}/b", up.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get(&second, format!("http://{}/b", up.addr)).await, 200);
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
     assert_eq!(
         ts.calls(),
@@ -111,13 +104,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
             break;
         }
         for p in &replicas {
-            let r = p
-                .client()
-                .get(format!("http://{}/x", up.addr))
-                .send()
-                .await
-                .unwrap();
-            failed += usize::from(r.status() != 200);
+            failed += usize::from(get(p, format!("http://{}/x", up.addr)).await != 200);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -148,13 +135,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     // A restarted replica takes the stored token: no request.
     let before = ts.calls();
     let fresh = Proxy::start("", &cfg).await;
-    let r = fresh
-        .client()
-        .get(format!("http://{}/y", up.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get(&fresh, format!("http://{}/y", up.addr)).await, 200);
     assert_eq!(ts.calls(), before);
 }
 
@@ -166,26 +147,12 @@ async fn redis_down_means_fetching_alone_and_sharing_resumes_when_it_is_back() {
     let up = Upstream::start().await;
     let cfg = client_config(&ts.url("/token"), &redis_store(&redis, ""));
     let a = Proxy::start("", &cfg).await;
-    assert_eq!(
-        a.client()
-            .get(format!("http://{}/1", up.addr))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&a, format!("http://{}/1", up.addr)).await, 200);
     redis.kill();
     // Redis is gone: a new replica still serves, fetching on its own.
     let b = Proxy::start("", &cfg).await;
     let t0 = Instant::now();
-    let r = b
-        .client()
-        .get(format!("http://{}/2", up.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get(&b, format!("http://{}/2", up.addr)).await, 200);
     assert!(
         t0.elapsed() < Duration::from_secs(3),
         "the dead store held the request up"
@@ -201,25 +168,9 @@ async fn redis_down_means_fetching_alone_and_sharing_resumes_when_it_is_back() {
     // takes it from there.
     let _redis = Redis::start_on(addr).await;
     let c = Proxy::start("", &cfg).await;
-    assert_eq!(
-        c.client()
-            .get(format!("http://{}/3", up.addr))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&c, format!("http://{}/3", up.addr)).await, 200);
     let d = Proxy::start("", &cfg).await;
-    assert_eq!(
-        d.client()
-            .get(format!("http://{}/4", up.addr))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&d, format!("http://{}/4", up.addr)).await, 200);
     assert_eq!(
         ts.calls(),
         3,
@@ -235,15 +186,7 @@ async fn a_tampered_stored_token_is_never_used() {
     let up = Upstream::start().await;
     let cfg = client_config(&ts.url("/token"), &redis_store(&redis, ""));
     let a = Proxy::start("", &cfg).await;
-    assert_eq!(
-        a.client()
-            .get(format!("http://{}/1", up.addr))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get(&a, format!("http://{}/1", up.addr)).await, 200);
     let keys = redis.keys("sidekey:token:*").await;
     assert_eq!(keys.len(), 1);
     // Flip a byte of the sealed value, and try a plaintext downgrade.
@@ -261,13 +204,7 @@ async fn a_tampered_stored_token_is_never_used() {
             .unwrap();
         let b = Proxy::start("", &cfg).await;
         let before = ts.calls();
-        let r = b
-            .client()
-            .get(format!("http://{}/2", up.addr))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(get(&b, format!("http://{}/2", up.addr)).await, 200);
         assert_eq!(
             ts.calls(),
             before + 1,
