@@ -65,6 +65,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Free the sniffed bytes' buffer, not just its view: an idle
+                // keep-alive connection should hold as little as it can.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
