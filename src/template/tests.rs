@@ -1,5 +1,6 @@
 //! Template parsing and rendering.
 use super::*;
+use crate::secret::Secret;
 
 fn env(name: &str) -> Option<String> {
     match name {

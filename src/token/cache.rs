@@ -142,7 +142,7 @@ impl Slot {
         refresh_ahead: bool,
         store: Option<Arc<Store>>,
     ) -> Arc<Self> {
-        let files = Mutex::new(files_digest(&settings));
+        let files = Mutex::new(inspect::files_digest(&settings));
         Arc::new(Self {
             settings,
             fetcher,
@@ -152,30 +152,6 @@ impl Slot {
             refresh_ahead,
             store,
         })
-    }
-
-    /// A secret file of this client changed (a rotated Kubernetes Secret,
-    /// a new projected token): the cached token was made from the old one,
-    /// so it is dropped and the next request fetches with the new.
-    /// Returns whether anything changed.
-    pub fn check_files(&self) -> bool {
-        if self.settings.files().is_empty() {
-            return false;
-        }
-        let now = files_digest(&self.settings);
-        let mut seen = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        if *seen == now {
-            return false;
-        }
-        *seen = now;
-        drop(seen);
-        let mut st = self.lock();
-        st.current = None;
-        st.retry_at = None;
-        st.failures = 0;
-        drop(st);
-        tracing::info!(client = %self.settings.name, "a secret file of this client changed: the next request fetches a new token");
-        true
     }
 
     pub fn name(&self) -> &str {
@@ -354,30 +330,6 @@ impl Slot {
         }
     }
 
-    /// What `/tokens` shows of this client: never the token itself.
-    pub fn status(&self) -> serde_json::Value {
-        let st = self.lock();
-        let valid = st.current.as_ref().filter(|t| t.is_valid());
-        let now = Instant::now();
-        let state = match (valid, &st.inflight, st.retry_at) {
-            (Some(_), _, _) => "valid",
-            (None, Some(_), _) => "fetching",
-            (None, None, Some(at)) if at > now => "failing",
-            (None, None, _) if st.current.is_some() => "expired",
-            _ => "empty",
-        };
-        serde_json::json!({
-            "grant": self.settings.grant.name(),
-            "state": state,
-            "expires_in_seconds": valid.map(|t| t.expires_in().as_secs()),
-            "scopes": valid.map(|t| t.scopes.clone()),
-            "source": valid.map(|t| t.origin),
-            "last_error": st.last_error.as_ref().map(ToString::to_string),
-            "retry_in_seconds": st.retry_at.filter(|at| *at > now).map(|at| (at - now).as_secs_f64()),
-            "fetches": { "ok": st.fetched_ok, "error": st.fetched_err },
-        })
-    }
-
     /// Publishes seconds-to-expiry for `/metrics`.
     pub fn update_gauge(&self) {
         let left = self.peek().map_or(0.0, |t| t.expires_in().as_secs_f64());
@@ -388,20 +340,6 @@ impl Slot {
             })
             .set(left);
     }
-}
-
-/// Digest of the contents of a client's files (an unreadable file hashes
-/// as such, so its coming back counts as a change).
-fn files_digest(settings: &ClientSettings) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for path in settings.files() {
-        match std::fs::read(&path) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => e.kind().hash(&mut h),
-        }
-    }
-    h.finish()
 }
 
 /// `expiry - refresh_before`, but never before half of the token's
@@ -426,6 +364,7 @@ pub fn backoff(failures: u32) -> Duration {
     base.mul_f64(jitter).min(BACKOFF_MAX)
 }
 
+mod inspect;
 mod stored;
 #[cfg(test)]
 mod tests;
