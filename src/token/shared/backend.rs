@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -206,7 +206,7 @@ impl FileStore {
     }
 
     fn get(&self, key: &str) -> Option<String> {
-        let now = super::unix_ms();
+        let now = unix_ms();
         self.lock()
             .get(key)
             .filter(|(_, exp)| exp.is_none_or(|e| e > now))
@@ -214,9 +214,8 @@ impl FileStore {
     }
 
     fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), String> {
-        let exp = ttl.map(|t| {
-            super::unix_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-        });
+        let exp =
+            ttl.map(|t| unix_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
         let mut entries = self.lock();
         entries.insert(key.to_string(), (value.to_string(), exp));
         self.persist(&entries)
@@ -232,7 +231,7 @@ impl FileStore {
     }
 
     fn persist(&self, entries: &HashMap<String, (String, Option<u64>)>) -> Result<(), String> {
-        let now = super::unix_ms();
+        let now = unix_ms();
         let live: HashMap<&String, &(String, Option<u64>)> = entries
             .iter()
             .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now))
@@ -258,4 +257,11 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Now, in milliseconds since the Unix epoch (stored expiry times).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -11,7 +11,7 @@ mod seal;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::Digest;
 
@@ -20,6 +20,7 @@ pub use seal::Seal;
 use crate::config::{ClientSettings, StoreBackend, StoreSettings};
 use crate::metrics::{Metrics, StoreLabels};
 use crate::secret::Secret;
+pub use backend::unix_ms;
 use backend::Backend;
 
 /// A token as stored: enough to serve it, and when it was issued, so every
@@ -266,10 +267,4 @@ impl Store {
             .get_or_create(&StoreLabels { op, outcome })
             .inc();
     }
-}
-
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
