@@ -123,15 +123,7 @@ impl TokenView for FuzzToken {
         self.id.as_deref()
     }
     fn claim(&self, path: &[String]) -> Option<String> {
-        let mut v = &self.claims;
-        for p in path {
-            v = v.get(p)?;
-        }
-        match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Null => None,
-            other => Some(other.to_string()),
-        }
+        crate::template::claim_at(&self.claims, path)
     }
 }
 

@@ -59,12 +59,11 @@ async fn intercepted_request(
     let mut ctx = Ctx::new("unmatched");
     // An absolute-form target (HTTP/1.1) inside the tunnel is the app
     // naming a host outright: one that is not the CONNECT host is refused.
+    // (`inbound::target` refuses userinfo and bad ports as well.)
     let conflict = req.version() < http::Version::HTTP_2
-        && req.uri().authority().is_some_and(|a| {
-            inbound::target(req.uri())
-                .map_or(true, |t| t.host != target.host || t.port != target.port)
-                || a.as_str().contains('@')
-        });
+        && req.uri().authority().is_some()
+        && !inbound::target(req.uri())
+            .is_ok_and(|t| t.host == target.host && t.port == target.port);
     let result = if conflict {
         Err(ProxyError::BadRequest(format!(
             "the request target names another host than the CONNECT target {authority}"

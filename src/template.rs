@@ -86,6 +86,17 @@ pub trait TokenView {
     fn claim(&self, path: &[String]) -> Option<String>;
 }
 
+/// `<<oauth.tokenDecoded.a.b>>`: the claim at a dotted path, a string as
+/// is and anything else as compact JSON; the empty path is the whole object.
+pub fn claim_at(claims: &serde_json::Value, path: &[String]) -> Option<String> {
+    let v = path.iter().try_fold(claims, |v, p| v.get(p))?;
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
     #[error("the token has no id_token")]

@@ -302,17 +302,8 @@ fn check_never_prints_secrets() {
         format!("[clients.c]\ngrant = \"password\"\ntoken_url = \"not a url\"\nclient_id = \"i\"\nclient_secret = \"{SECRET}\"\nusername = \"u\"\npassword = \"{PASSWORD}\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1));
+    let (code, text) = support::sidekey::check(&path);
+    assert_eq!(code, Some(1));
     assert!(text.contains("token_url"), "{text}");
     assert!(!text.contains(SECRET) && !text.contains(PASSWORD), "{text}");
 }

@@ -458,13 +458,8 @@ fn check_rejects_a_placeholder_the_client_cannot_render() {
          body = '{\"user\": <<client.username>>}'\ntoken_path = \"t\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sidekey"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = support::sidekey::check(&path);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("<<client.username>> cannot be rendered"),
         "{text}"

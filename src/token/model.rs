@@ -166,15 +166,7 @@ impl TokenView for Token {
         self.id_token.as_ref().map(Secret::expose)
     }
     fn claim(&self, path: &[String]) -> Option<String> {
-        let mut v = self.claims.as_ref()?;
-        for p in path {
-            v = v.get(p)?;
-        }
-        match v {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Null => None,
-            other => Some(other.to_string()),
-        }
+        crate::template::claim_at(self.claims.as_ref()?, path)
     }
 }
 
