@@ -41,7 +41,7 @@ before=$(ticks)
 TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d"${DURATION}s" -s bench/wrk.lua "http://127.0.0.1:$PROXY" > "$tmp/wrk.out" &
 WRK=$!
 sleep 1
-perf record -F 999 -g -p "$SK" -o "$tmp/perf.data" -- sleep $((DURATION - 2)) > /dev/null 2>&1 || true
+perf record -F 999 --call-graph "${CALLGRAPH:-fp}" -p "$SK" -o "$tmp/perf.data" -- sleep "${RECORD:-$((DURATION - 2))}" > /dev/null 2>&1 || true
 wait $WRK
 after=$(ticks)
 reqs=$(grep -o 'rps=[0-9]*' "$tmp/wrk.out" | cut -d= -f2)
@@ -52,5 +52,6 @@ import sys
 b, a, hz, rps, d = map(float, sys.argv[1:])
 print(f"sidekey CPU: {(a - b) / hz * 1e6 / (rps * d):.1f} µs/request")
 PY
+cp "$tmp/perf.data" /tmp/perf.data 2>/dev/null || true
 perf report -i "$tmp/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
     | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- *$//' | cut -c1-160 | head -"${TOP:-30}"

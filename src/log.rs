@@ -2,9 +2,14 @@
 //! object per line otherwise. Nothing logged carries a header value: the
 //! access line names method, host, route, client, status and duration.
 
+pub mod access;
+mod batch;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+
+pub use batch::Guard;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -12,22 +17,22 @@ pub enum Format {
     Text,
 }
 
-/// Installs the subscriber. Lines go to stderr through a background
-/// writer, so the access line never makes a request wait on stderr's lock
-/// or a slow pipe; keep the returned guard alive until exit (dropping it
-/// flushes what is queued). If the queue is ever full, lines are dropped
-/// rather than requests delayed.
+/// Installs the subscriber. Lines go to stderr through `batch`: a request
+/// only appends its line to a buffer, and a writer thread writes what has
+/// gathered every few milliseconds, so logging costs neither a syscall nor
+/// a thread wake-up per request, and a slow stderr never delays one. Keep
+/// the returned guard alive until exit: dropping it writes what is left.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init(format: Option<Format>) -> tracing_appender::non_blocking::WorkerGuard {
+pub fn init(format: Option<Format>) -> Guard {
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         Format::Text
     } else {
         Format::Json
     });
-    // The writer thread drains whatever lines are queued, then flushes: a
-    // buffer turns a burst of lines into one write instead of one each.
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking(stderr);
+    let (writer, guard) = batch::stderr();
+    if format == Format::Json {
+        access::write_json_to(writer.clone());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

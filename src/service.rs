@@ -15,7 +15,8 @@ use crate::body::{self, ProxyBody};
 use crate::connect::{self, Action};
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
-use crate::metrics::{RequestLabels, RouteLabel};
+use crate::log::access::Access;
+use crate::metrics::{RequestLabels, RouteLabel, RouteName};
 use crate::proxy::{self, Ctx};
 use crate::runtime::{Runtime, Shared};
 use crate::server::{self, ConnInfo};
@@ -133,11 +134,11 @@ fn finish(
     result: Result<Response<ProxyBody>, ProxyError>,
     method: &Method,
     authority: &str,
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     started: Instant,
 ) -> Response<ProxyBody> {
-    let route = ctx.route.as_deref();
-    let client = ctx.client.as_deref();
+    let route = ctx.route_name();
+    let client = ctx.client();
     let resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -147,7 +148,11 @@ fn finish(
     };
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    let label = route.unwrap_or(ctx.label).to_string();
+    // Labels are shared names (a reference count each), not new strings.
+    let label = match ctx.route {
+        Some(r) => RouteName(Arc::clone(&r.settings.name)),
+        None => shared.metrics.fixed_label(ctx.label),
+    };
     shared
         .metrics
         .requests
@@ -161,6 +166,13 @@ fn finish(
         .duration
         .get_or_create(&RouteLabel { route: label })
         .observe(elapsed.as_secs_f64());
-    tracing::info!(target: "sidekey::access", %method, host = authority, route, client, status, duration_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    crate::log::access::request(&Access {
+        method,
+        host: authority,
+        route,
+        client,
+        status,
+        elapsed,
+    });
     resp
 }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# A/B: two sidekey binaries, same config and upstream, interleaved rounds
+# (A B A B ...) so machine noise falls on both alike. Per binary, the median
+# over rounds of: req/s, p50, p99, CPU µs/request (utime+stime of the
+# process), and context switches per request (voluntary + involuntary,
+# summed over its threads). Loopback only, bounded: ROUNDS x 2 x DURATION s.
+#   bench/ab.sh target/release/sidekey /tmp/sidekey-before
+#   C=1 ROUNDS=5 DURATION=4 bench/ab.sh A B
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=$1 B=$2
+C=${C:-50}
+ROUNDS=${ROUNDS:-4}
+DURATION=${DURATION:-5}
+command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --example bench_server 2>&1 | tail -1
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); UP_TLS=$(free_port)
+target/release/examples/bench_server --port "$UP" --tls-port "$UP_TLS" --ca-out "$tmp" > "$tmp/up.log" &
+pids+=($!)
+for _ in $(seq 50); do grep -q ready "$tmp/up.log" && break; sleep 0.1; done
+
+# CPU ticks and context switches of process $1, over all its threads.
+sample() {
+    local ticks ctx
+    ticks=$(awk '{print $14+$15}' "/proc/$1/stat")
+    ctx=$(cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s+=$2} END {print s}')
+    echo "$ticks $ctx"
+}
+
+one() { # $1 label, $2 binary -> appends a line to $tmp/$1
+    local port sk before after
+    port=$(free_port)
+    mkdir -p "$tmp/conf"
+    cat > "$tmp/conf/proxy.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:$port"
+admin = ""
+[[routes]]
+name = "bench"
+hosts = ["127.0.0.1"]
+set_headers = { Authorization = "Bearer bench-token", "X-Team" = "platform" }
+TOML
+    # Default log level, JSON to a file: the access line is part of the cost.
+    "$2" run --config "$tmp/conf/proxy.toml" --log-format json 2> "$tmp/$1.log" &
+    sk=$!
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d1s -s bench/wrk.lua "http://127.0.0.1:$port" > /dev/null # warm-up
+    before=$(sample $sk)
+    TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d"${DURATION}s" -s bench/wrk.lua "http://127.0.0.1:$port" > "$tmp/wrk.out"
+    after=$(sample $sk)
+    kill $sk; wait $sk 2>/dev/null || true
+    python3 - "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" "$(grep RESULT "$tmp/wrk.out")" >> "$tmp/$1" <<'PY'
+import sys
+b, a, hz, d, res = sys.argv[1:]
+(bt, bc), (at, ac) = map(float, b.split()), map(float, a.split())
+kv = dict(x.split("=") for x in res.split()[1:])
+n = float(kv["rps"]) * float(d)
+print(kv["rps"], int(kv["p50_us"]), int(kv["p99_us"]), (at - bt) / float(hz) * 1e6 / n, (ac - bc) / n, kv["errors"])
+PY
+}
+
+for r in $(seq "$ROUNDS"); do
+    one A "$A"; one B "$B"
+    echo "round $r: A $(tail -1 "$tmp/A")  |  B $(tail -1 "$tmp/B")" >&2
+done
+python3 - "$tmp/A" "$tmp/B" "$A" "$B" "$C" <<'PY'
+import statistics as st, sys
+print(f"c={sys.argv[5]}, medians over rounds (req/s, p50 µs, p99 µs, CPU µs/req, ctx switches/req, errors max)")
+for path, name in ((sys.argv[1], "A " + sys.argv[3]), (sys.argv[2], "B " + sys.argv[4])):
+    rows = [list(map(float, l.split())) for l in open(path)]
+    m = [st.median(col) for col in zip(*rows)]
+    print(f"{name:40} {m[0]:8.0f} {m[1]:6.0f} {m[2]:7.0f} {m[3]:7.1f} {m[4]:6.2f} {max(r[5] for r in rows):4.0f}")
+PY
