@@ -2,23 +2,35 @@
 //! by the listener, the proxy pipeline and the token cache.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// A route's name as a label value: the route's own `Arc<str>`, so
+/// counting a request clones a reference, not a string.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct RouteName(pub Arc<str>);
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&&*self.0, encoder)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    pub route: RouteName,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
+    pub route: RouteName,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +65,9 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_cut: Counter,
     pub store_operations: Family<StoreLabels, Counter>,
+    /// Route labels of requests no route handled, made once.
+    unmatched: Arc<str>,
+    connect: Arc<str>,
 }
 
 impl Default for Metrics {
@@ -62,6 +77,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The shared label for a request no route handled (`unmatched`,
+    /// `connect`); another name costs one allocation.
+    pub fn fixed_label(&self, name: &'static str) -> RouteName {
+        RouteName(match name {
+            "unmatched" => Arc::clone(&self.unmatched),
+            "connect" => Arc::clone(&self.connect),
+            other => Arc::from(other),
+        })
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
@@ -125,6 +150,8 @@ impl Metrics {
             token_expires_in,
             reloads,
             connections_open,
+            unmatched: Arc::from("unmatched"),
+            connect: Arc::from("connect"),
             connections_cut,
             store_operations,
         }

@@ -17,32 +17,36 @@ use crate::token::per_user::SubjectError;
 use crate::token::{FetchError, Slot, Token, TokenSource};
 use crate::{config::Unmatched, tunnel};
 
-/// Route and client of a request, for its log line, metrics and errors.
-#[derive(Default)]
-pub struct Ctx {
-    pub route: Option<Arc<str>>,
-    pub client: Option<String>,
+/// The route of a request (borrowed from the runtime that routed it), for
+/// its log line, metrics and errors.
+pub struct Ctx<'r> {
+    pub route: Option<&'r Route>,
     /// Metric label when no route applies: `unmatched` or `connect`.
     pub label: &'static str,
 }
 
-impl Ctx {
+impl<'r> Ctx<'r> {
     pub fn new(label: &'static str) -> Self {
-        Self {
-            label,
-            ..Self::default()
-        }
+        Self { route: None, label }
+    }
+
+    pub fn route_name(&self) -> Option<&'r str> {
+        self.route.map(Route::name)
+    }
+
+    pub fn client(&self) -> Option<&'r str> {
+        self.route.and_then(|r| r.settings.client.as_deref())
     }
 }
 
 /// route -> token -> rewrite -> upstream, for a request whose target is
 /// known (absolute-form, or the CONNECT authority of an intercepted tunnel).
-pub async fn forward(
+pub async fn forward<'r>(
     shared: &Shared,
-    rt: &Runtime,
+    rt: &'r Runtime,
     target: Target,
     mut req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'r>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
         return Err(ProxyError::Denied(format!(
@@ -65,8 +69,7 @@ pub async fn forward(
     match &decision {
         Some(d) => {
             tracing::debug!(decision = %d, "routed");
-            ctx.route = Some(Arc::clone(&d.route.settings.name));
-            ctx.client = d.route.settings.client.clone();
+            ctx.route = Some(d.route);
         }
         None if rt.config.proxy.unmatched == Unmatched::Deny => {
             return Err(ProxyError::Denied(format!(
