@@ -3,7 +3,8 @@
 starts target/release/sidekey with a static-header route to a tiny local
 upstream, opens 1,000 client connections that each make one request and
 stay open, and compares sidekey's RSS before and after. Loopback only.
-Run `cargo build --release` first; `ulimit -n 8192` may be needed."""
+Run `cargo build --release` first (or set SIDEKEY to a binary);
+`ulimit -n 8192` may be needed."""
 import socket, subprocess, time, os, sys, tempfile
 up = socket.socket(); up.bind(("127.0.0.1", 0)); up.listen(2048)
 upport = up.getsockname()[1]
@@ -25,7 +26,8 @@ threading.Thread(target=serve, daemon=True).start()
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 d = tempfile.mkdtemp()
 open(f"{d}/p.toml", "w").write(f'[proxy]\nlisten = "127.0.0.1:{port}"\nadmin = ""\n[[routes]]\nname = "r"\nhosts = ["127.0.0.1"]\nset_headers = {{ "X-A" = "1" }}\n')
-p = subprocess.Popen([os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "sidekey"), "run", "--config", f"{d}/p.toml", "--log-format", "json"], stderr=subprocess.DEVNULL)
+binary = os.environ.get("SIDEKEY") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "sidekey")
+p = subprocess.Popen([binary, "run", "--config", f"{d}/p.toml", "--log-format", "json"], stderr=subprocess.DEVNULL)
 time.sleep(1)
 def rss():
     for l in open(f"/proc/{p.pid}/status"):

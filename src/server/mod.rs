@@ -1,12 +1,13 @@
 //! The serving layer: one set-up for every connection, whether a TCP
 //! stream from the accept loop or the decrypted stream of an intercepted
-//! CONNECT. Same hyper builder (HTTP/1.1 with upgrades, HTTP/2 by
+//! CONNECT. Same hyper set-up (HTTP/1.1 with upgrades, HTTP/2 by
 //! preface), same timeouts (first byte, request head, idle, HTTP/2
 //! keep-alive), same drain. It knows nothing of what the requests mean.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -100,52 +101,111 @@ pub async fn serve_connection<IO, H, F>(
     let Some(prefix) = sniff(&mut io, limits.header_read_timeout).await else {
         return;
     };
+    let h2 = prefix.starts_with(H2_PREFACE);
     let clock = Clock::new();
-    let io = Tracked::new(io, prefix, Arc::clone(&clock));
+    let io = TokioIo::new(Tracked::new(io, prefix, Arc::clone(&clock)));
     let inflight = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&inflight);
     let svc = service_fn(move |req| {
         let busy = Busy::enter(&counted);
-        let fut = handler(req);
+        // hyper keeps the slot for a request's future for the life of the
+        // connection; the pipeline's future is ~3 KiB. Boxed, the slot is a
+        // pointer and an idle keep-alive connection does not hold the rest.
+        let fut = Box::pin(handler(req));
         async move {
             let resp = fut.await;
             drop(busy);
             Ok::<_, Infallible>(resp)
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(H2_KEEPALIVE))
-        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let mut closing = false;
-    loop {
-        let idle_at = clock.last() + limits.idle_timeout;
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "connection ended with an error");
+    let watch = Watch {
+        limits,
+        drain,
+        clock,
+        inflight,
+    };
+    // The sniff already knows the protocol, so each gets its own hyper
+    // connection rather than hyper-util's `auto` (which would sniff again
+    // and size every connection for HTTP/2's state). HTTP/2 is boxed: an
+    // HTTP/1.1 connection's task carries only HTTP/1.1's state.
+    if h2 {
+        let conn = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_KEEPALIVE))
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+            .serve_connection(io, svc);
+        Box::pin(watch.drive(conn)).await;
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout))
+            .serve_connection(io, svc)
+            .with_upgrades();
+        watch.drive(conn).await;
+    }
+}
+
+/// A hyper server connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Future: Send + 'static,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// What ends a served connection besides the client: the drain, and the
+/// idle watchdog (no request in flight and no byte moved).
+struct Watch {
+    limits: ConnLimits,
+    drain: Arc<Drain>,
+    clock: Arc<Clock>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Watch {
+    async fn drive<C: Graceful>(self, conn: C) {
+        tokio::pin!(conn);
+        let idle_timeout = self.limits.idle_timeout;
+        let mut closing = false;
+        loop {
+            let idle_at = self.clock.last() + idle_timeout;
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
                 }
-                return;
-            }
-            () = drain.stopping(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = tokio::time::sleep_until(idle_at), if !closing => {
-                let idle = inflight.load(Ordering::Relaxed) == 0
-                    && clock.last() + limits.idle_timeout <= Instant::now();
-                if idle {
-                    tracing::debug!("idle connection closed");
+                () = self.drain.stopping(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                }
+                () = tokio::time::sleep_until(idle_at), if !closing => {
+                    let idle = self.inflight.load(Ordering::Relaxed) == 0
+                        && self.clock.last() + idle_timeout <= Instant::now();
+                    if idle {
+                        tracing::debug!("idle connection closed");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
             }
         }
