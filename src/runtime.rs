@@ -48,6 +48,7 @@ impl Runtime {
             config.proxy.deny_destinations.clone(),
             extra,
             config.proxy.upstream_timeout,
+            config.proxy.limits.max_connections,
         )?;
         let intercept = match &config.tls.ca {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),

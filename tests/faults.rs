@@ -851,6 +851,46 @@ async fn an_upstream_closing_keep_alive_after_each_response_is_invisible_to_the_
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_when_more_than_64_requests_run_at_once() {
+    // Keep-alive upstream that holds each request 100 ms, so N requests at
+    // once need N upstream connections; it counts the connections it accepts.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&accepted);
+    let (up, _up_task) = raw_server(move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        async move {
+            while read_request(&mut s).await.is_some() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if s.write_all(http_response("200 OK", "", "ok").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let bin = Binary::start("", "", &[]).await;
+    let app = bin.client();
+    const N: usize = 100;
+    for round in 0..3 {
+        let all = (0..N).map(|i| app.get(format!("http://{up}/r{round}/{i}")).send());
+        for r in futures_util::future::join_all(all).await {
+            assert_eq!(r.unwrap().status(), 200);
+        }
+    }
+    // Each round needs N connections; the next round finds them pooled. A
+    // pool capped below N (it was 64) closed the rest after each round and
+    // opened them again: 100 + 2 x 36.
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n <= N + 10,
+        "{n} upstream connections for 3 rounds of {N} at once"
+    );
+}
+
+#[tokio::test]
 async fn a_pooled_connection_closed_as_the_next_request_arrives_is_retried_for_get() {
     // Upstream: answers the first request of a connection; the next one
     // on it is read and the connection closed without an answer: the
