@@ -31,7 +31,8 @@ pub async fn proxy_request(
     let mut ctx = Ctx::new("unmatched");
     let started = Instant::now();
     let method = req.method().clone();
-    let authority = inbound::log_authority(req.uri()).to_string();
+    // The URI is moved into the pipeline: keep its (shared) parts for the log.
+    let uri = req.uri().clone();
     let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
         Err(e) => Err(e),
         Ok(()) if method == Method::CONNECT => {
@@ -43,7 +44,14 @@ pub async fn proxy_request(
             Err(e) => Err(e),
         },
     };
-    finish(&shared, result, &method, &authority, &ctx, started)
+    finish(
+        &shared,
+        result,
+        &method,
+        inbound::log_authority(&uri),
+        &ctx,
+        started,
+    )
 }
 
 /// A request inside an intercepted tunnel: its target is the CONNECT
@@ -51,12 +59,12 @@ pub async fn proxy_request(
 async fn intercepted_request(
     shared: Arc<Shared>,
     target: Target,
+    authority: Arc<str>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let rt = shared.runtime();
     let started = Instant::now();
     let method = req.method().clone();
-    let authority = target.authority();
     let mut ctx = Ctx::new("unmatched");
     // An absolute-form target (HTTP/1.1) inside the tunnel is the app
     // naming a host outright: one that is not the CONNECT host is refused.
@@ -105,8 +113,10 @@ async fn connect(
                 };
                 let limits = shared.runtime().config.proxy.limits;
                 let drain = Arc::clone(&shared.drain);
+                let authority: Arc<str> = target.authority().into();
                 server::serve_connection(tls, limits, drain, move |req| {
-                    intercepted_request(Arc::clone(&shared), target.clone(), req)
+                    let authority = Arc::clone(&authority);
+                    intercepted_request(Arc::clone(&shared), target.clone(), authority, req)
                 })
                 .await;
             });

@@ -100,11 +100,9 @@ impl Upstream {
         req: Request<ProxyBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, Failed> {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        // A reference-counted copy: the text is only made for an error.
+        let authority = req.uri().authority().cloned();
+        let authority = move || authority.map(|a| a.to_string()).unwrap_or_default();
         let client = if upgrade {
             &self.client_h1
         } else {
@@ -113,7 +111,7 @@ impl Upstream {
         match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => Err(Failed {
                 error: ProxyError::UpstreamTimeout {
-                    authority,
+                    authority: authority(),
                     after: self.timeout,
                 },
                 stale: false,
@@ -121,7 +119,7 @@ impl Upstream {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(Failed {
                 stale: stale_connection(&e),
-                error: classify(&e, authority),
+                error: classify(&e, authority()),
             }),
         }
     }
