@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# A/B: two sidekey binaries, same config and upstream, interleaved rounds
-# (A B A B ...) so machine noise falls on both alike. Per binary, the median
-# over rounds of: req/s, p50, p99, CPU µs/request (utime+stime of the
-# process), and context switches per request (voluntary + involuntary,
-# summed over its threads). Loopback only, bounded: ROUNDS x 2 x DURATION s.
-#   bench/ab.sh target/release/sidekey /tmp/sidekey-before
-#   C=1 ROUNDS=5 DURATION=4 bench/ab.sh A B
+# A/B (or A/B/C...): sidekey binaries, same config and upstream, in
+# interleaved rounds (A B A B ...) so machine noise falls on all alike. Per
+# binary, the median over rounds of: req/s, p50, p99, CPU µs/request
+# (utime+stime of the process), and context switches per request
+# (voluntary + involuntary, summed over its threads). Loopback only,
+# bounded: ROUNDS x binaries x (DURATION + 1) s.
+#   bench/ab.sh /tmp/sidekey-before target/release/sidekey
+#   C=1 ROUNDS=5 DURATION=4 bench/ab.sh A B C
 set -euo pipefail
 cd "$(dirname "$0")/.."
-A=$1 B=$2
+[ $# -ge 2 ] || { echo "usage: bench/ab.sh BINARY BINARY [BINARY...]" >&2; exit 2; }
 C=${C:-50}
 ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-5}
@@ -32,7 +33,7 @@ sample() {
     echo "$ticks $ctx"
 }
 
-one() { # $1 label, $2 binary -> appends a line to $tmp/$1
+one() { # $1 label, $2 binary -> appends a line to $tmp/r.$1
     local port sk before after
     port=$(free_port)
     mkdir -p "$tmp/conf"
@@ -46,7 +47,7 @@ hosts = ["127.0.0.1"]
 set_headers = { Authorization = "Bearer bench-token", "X-Team" = "platform" }
 TOML
     # Default log level, JSON to a file: the access line is part of the cost.
-    "$2" run --config "$tmp/conf/proxy.toml" --log-format json 2> "$tmp/$1.log" &
+    "$2" run --config "$tmp/conf/proxy.toml" --log-format json 2> "$tmp/log.$1" &
     sk=$!
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
     TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d1s -s bench/wrk.lua "http://127.0.0.1:$port" > /dev/null # warm-up
@@ -54,7 +55,7 @@ TOML
     TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d"${DURATION}s" -s bench/wrk.lua "http://127.0.0.1:$port" > "$tmp/wrk.out"
     after=$(sample $sk)
     kill $sk; wait $sk 2>/dev/null || true
-    python3 - "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" "$(grep RESULT "$tmp/wrk.out")" >> "$tmp/$1" <<'PY'
+    python3 - "$before" "$after" "$(getconf CLK_TCK)" "$DURATION" "$(grep RESULT "$tmp/wrk.out")" >> "$tmp/r.$1" <<'PY'
 import sys
 b, a, hz, d, res = sys.argv[1:]
 (bt, bc), (at, ac) = map(float, b.split()), map(float, a.split())
@@ -65,14 +66,18 @@ PY
 }
 
 for r in $(seq "$ROUNDS"); do
-    one A "$A"; one B "$B"
-    echo "round $r: A $(tail -1 "$tmp/A")  |  B $(tail -1 "$tmp/B")" >&2
+    i=0
+    for bin in "$@"; do
+        i=$((i + 1)); one "$i" "$bin"
+        echo "round $r: $bin $(tail -1 "$tmp/r.$i")" >&2
+    done
 done
-python3 - "$tmp/A" "$tmp/B" "$A" "$B" "$C" <<'PY'
+python3 - "$tmp" "$C" "$@" <<'PY'
 import statistics as st, sys
-print(f"c={sys.argv[5]}, medians over rounds (req/s, p50 µs, p99 µs, CPU µs/req, ctx switches/req, errors max)")
-for path, name in ((sys.argv[1], "A " + sys.argv[3]), (sys.argv[2], "B " + sys.argv[4])):
-    rows = [list(map(float, l.split())) for l in open(path)]
+tmp, c, bins = sys.argv[1], sys.argv[2], sys.argv[3:]
+print(f"c={c}, medians over rounds (req/s, p50 µs, p99 µs, CPU µs/req, ctx switches/req, errors max)")
+for i, name in enumerate(bins, 1):
+    rows = [list(map(float, l.split())) for l in open(f"{tmp}/r.{i}")]
     m = [st.median(col) for col in zip(*rows)]
     print(f"{name:40} {m[0]:8.0f} {m[1]:6.0f} {m[2]:7.0f} {m[3]:7.1f} {m[4]:6.2f} {max(r[5] for r in rows):4.0f}")
 PY
