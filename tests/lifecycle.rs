@@ -66,6 +66,34 @@ async fn tokens_secrets_and_passwords_never_reach_the_logs() {
         logs.contains("\"route\":\"orders\""),
         "access log line missing:\n{logs}"
     );
+    // The access line is written by hand (log::access): it must stay one
+    // JSON object per line with tracing's shape and the request's fields.
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.contains("sidekey::access"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let orders = access
+        .iter()
+        .find(|v| v["route"] == "orders")
+        .unwrap_or_else(|| panic!("no access line for route orders:\n{logs}"));
+    assert_eq!(orders["target"], "sidekey::access", "{orders}");
+    assert_eq!(orders["level"], "INFO", "{orders}");
+    assert_eq!(orders["message"], "request", "{orders}");
+    assert_eq!(orders["method"], "GET", "{orders}");
+    assert_eq!(orders["host"], format!("localhost:{port}"), "{orders}");
+    assert_eq!(orders["client"], "orders", "{orders}");
+    assert_eq!(orders["status"], 200, "{orders}");
+    assert!(
+        orders["duration_ms"].as_f64().is_some_and(|d| d >= 0.0),
+        "{orders}"
+    );
+    assert!(
+        orders["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{orders}"
+    );
     for leaked in [
         SECRET,
         PASSWORD,
