@@ -22,7 +22,14 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn build(config: ValidConfig, tokens: &TokenStore) -> anyhow::Result<Self> {
+    /// `previous`: the runtime being replaced on reload, whose upstream
+    /// client (and its pooled connections) is kept if its settings did not
+    /// change.
+    pub fn build(
+        config: ValidConfig,
+        tokens: &TokenStore,
+        previous: Option<&Runtime>,
+    ) -> anyhow::Result<Self> {
         let extra = &config.tls.extra_roots;
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
@@ -44,12 +51,16 @@ impl Runtime {
                 tokens,
             });
         }
-        let upstream = Upstream::new(
-            config.proxy.deny_destinations.clone(),
-            extra,
+        let (deny, timeout) = (
+            &config.proxy.deny_destinations,
             config.proxy.upstream_timeout,
-            config.proxy.limits.max_connections,
-        )?;
+        );
+        let max_idle = config.proxy.limits.max_connections;
+        let key = Upstream::key(deny, extra, timeout, max_idle);
+        let upstream = match previous.and_then(|p| p.upstream.reusable_for(key)) {
+            Some(same) => same,
+            None => Upstream::new(deny.clone(), extra, timeout, max_idle)?,
+        };
         let intercept = match &config.tls.ca {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
             None => None,
@@ -93,7 +104,7 @@ impl Shared {
         // The store lives as long as the process: changing it needs a restart.
         let store = crate::token::shared::Store::build(&config.store, Arc::clone(&metrics))?;
         let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
-        let runtime = Runtime::build(config, &tokens)?;
+        let runtime = Runtime::build(config, &tokens, None)?;
         Ok(Arc::new(Self {
             runtime: RwLock::new(Arc::new(runtime)),
             metrics,
@@ -150,7 +161,7 @@ impl Shared {
                 if cfg.store != current.config.store {
                     tracing::warn!("[store] changes take effect only after a restart");
                 }
-                Runtime::build(cfg, &self.tokens).map_err(|e| format!("{e:#}"))
+                Runtime::build(cfg, &self.tokens, Some(&current)).map_err(|e| format!("{e:#}"))
             });
         let outcome = match result {
             Ok(rt) => {

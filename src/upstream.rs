@@ -32,6 +32,8 @@ pub struct Upstream {
     client_h1: Client<Connector, ProxyBody>,
     deny: Arc<Vec<IpNet>>,
     timeout: Duration,
+    /// Of the settings it was built from (see `Upstream::key`).
+    key: u64,
 }
 
 /// Raised by the resolver when every address of a name is denied.
@@ -51,6 +53,7 @@ impl Upstream {
         timeout: Duration,
         max_idle_per_host: usize,
     ) -> anyhow::Result<Self> {
+        let key = Self::key(&deny, extra_roots, timeout, max_idle_per_host);
         let deny = Arc::new(deny);
         let tls = client_tls(extra_roots)?;
         let mut http = HttpConnector::new_with_resolver(DenyResolver {
@@ -83,7 +86,31 @@ impl Upstream {
             client_h1: pool(https_h1),
             deny,
             timeout,
+            key,
         })
+    }
+
+    /// What an upstream client is built from, contents of the extra root
+    /// files included. A reload that leaves it unchanged keeps the client,
+    /// and with it the pooled connections and TLS sessions.
+    pub fn key(
+        deny: &[IpNet],
+        extra_roots: &[PathBuf],
+        timeout: Duration,
+        max_idle_per_host: usize,
+    ) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (deny, extra_roots, timeout, max_idle_per_host).hash(&mut h);
+        for path in extra_roots {
+            std::fs::read(path).ok().hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// This client, if it was built from the settings `key` names.
+    pub fn reusable_for(&self, key: u64) -> Option<Self> {
+        (self.key == key).then(|| self.clone())
     }
 
     pub fn is_denied(&self, ip: IpAddr) -> bool {

@@ -891,6 +891,63 @@ async fn upstream_connections_are_reused_when_more_than_64_requests_run_at_once(
 }
 
 #[tokio::test]
+async fn a_reload_keeps_pooled_upstream_connections_unless_upstream_settings_change() {
+    // Keep-alive upstream that counts connections and echoes X-Version.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&accepted);
+    let (up, _up_task) = raw_server(move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        async move {
+            while let Some(head) = read_request(&mut s).await {
+                let v = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("x-version: "))
+                    .unwrap_or("none")
+                    .to_string();
+                if s.write_all(http_response("200 OK", "", &v).as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    let routes = |v: &str| {
+        format!("[[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nset_headers = {{ \"X-Version\" = \"{v}\" }}\n")
+    };
+    let bin = Binary::start("", &routes("one"), &[]).await;
+    let app = bin.client();
+    let url = format!("http://{up}/");
+    let get = || async { app.get(&url).send().await.unwrap().text().await.unwrap() };
+    assert_eq!(get().await, "one");
+    // Poll until the new config answers (each poll is one request).
+    let until = |want: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get().await != want {
+            assert!(
+                Instant::now() < deadline,
+                "config with {want} never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    // A new header: routes change, the upstream client and its pool stay.
+    bin.write_config("", &routes("two"));
+    until("two").await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "a reload reopened upstream connections"
+    );
+    // A new upstream timeout: a new client, so one new connection.
+    bin.write_config("upstream_timeout = \"9s\"", &routes("three"));
+    until("three").await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn a_pooled_connection_closed_as_the_next_request_arrives_is_retried_for_get() {
     // Upstream: answers the first request of a connection; the next one
     // on it is read and the connection closed without an answer: the

@@ -26,7 +26,7 @@ fn runtime(extra_proxy: &str, with_ca: bool) -> Runtime {
          [[routes]]\nname = \"only-8443\"\nhosts = [\"pinned.example:8443\"]\nset_headers = {{ \"X-A\" = \"1\" }}\n"
     );
     let cfg = crate::config::load_str(std::path::Path::new("t.toml"), &src, &|_| None).unwrap();
-    Runtime::build(cfg, &TokenStore::new(Arc::new(Metrics::new()))).unwrap()
+    Runtime::build(cfg, &TokenStore::new(Arc::new(Metrics::new())), None).unwrap()
 }
 
 fn target(host: &str, port: u16) -> Target {

@@ -68,12 +68,7 @@ impl Proxy {
 
     /// Rewrites the config file (the watcher picks it up).
     pub fn write_config(&self, proxy_extra: &str, rest: &str) {
-        // Keep the bound ports: a reload cannot move listeners.
-        let listen = format!("listen = \"{}\"\nadmin = \"{}\"\n", self.addr, self.admin);
-        let text = format!("[proxy]\n{listen}{proxy_extra}\n{rest}");
-        let tmp = self.dir.path().join("proxy.toml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.config_path).unwrap();
+        rewrite_config(&self.config_path, self.addr, self.admin, proxy_extra, rest);
     }
 
     pub async fn shutdown(mut self) {
@@ -161,6 +156,12 @@ impl Binary {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Rewrites the config file (the watcher picks it up).
+    pub fn write_config(&self, proxy_extra: &str, rest: &str) {
+        let path = self.dir.path().join("proxy.toml");
+        rewrite_config(&path, self.addr, self.admin, proxy_extra, rest);
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().unwrap()
     }
@@ -188,6 +189,21 @@ impl Binary {
 
 /// A port that was free a moment ago (for the subprocess, which must know
 /// its address up front).
+/// Replaces a running proxy's config at once (write, then rename), keeping
+/// its bound ports: a reload cannot move listeners.
+fn rewrite_config(
+    path: &std::path::Path,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    proxy_extra: &str,
+    rest: &str,
+) {
+    let text = format!("[proxy]\nlisten = \"{addr}\"\nadmin = \"{admin}\"\n{proxy_extra}\n{rest}");
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
