@@ -3,7 +3,9 @@
 //! `Shared` is what outlives reloads (metrics, token store, readiness).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::config::{self, ValidConfig};
 use crate::drain::Drain;
@@ -78,7 +80,8 @@ impl Runtime {
 }
 
 pub struct Shared {
-    runtime: RwLock<Arc<Runtime>>,
+    /// Read by every request: a lock-free load, not a lock and unlock.
+    runtime: ArcSwap<Runtime>,
     pub metrics: Arc<Metrics>,
     pub tokens: TokenStore,
     /// Set at SIGTERM: `/readyz` answers 503 from then on.
@@ -106,7 +109,7 @@ impl Shared {
         let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens, None)?;
         Ok(Arc::new(Self {
-            runtime: RwLock::new(Arc::new(runtime)),
+            runtime: ArcSwap::from_pointee(runtime),
             metrics,
             tokens,
             draining: AtomicBool::new(false),
@@ -117,10 +120,7 @@ impl Shared {
 
     /// The current runtime; a request keeps the one it started with.
     pub fn runtime(&self) -> Arc<Runtime> {
-        match self.runtime.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(p) => Arc::clone(&p.into_inner()),
-        }
+        self.runtime.load_full()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -166,10 +166,7 @@ impl Shared {
         let outcome = match result {
             Ok(rt) => {
                 let routes = rt.routes.routes().len();
-                match self.runtime.write() {
-                    Ok(mut g) => *g = Arc::new(rt),
-                    Err(p) => *p.into_inner() = Arc::new(rt),
-                }
+                self.runtime.store(Arc::new(rt));
                 tracing::info!(config = %path.display(), routes, "config reloaded");
                 "ok"
             }
