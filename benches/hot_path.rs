@@ -101,7 +101,7 @@ fn render(c: &mut Criterion) {
     }
     let head = Head {
         method: Method::GET,
-        path_and_query: "/orders?page=2".into(),
+        path_and_query: http::uri::PathAndQuery::from_static("/orders?page=2"),
         headers,
         upgrade: false,
     };

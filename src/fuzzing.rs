@@ -763,7 +763,12 @@ pub fn route_match(text: &str) -> Result<(), Finding> {
         );
     }
     let route = table.decide(&info).map(|d| d.route);
-    match crate::rewrite::upstream_uri(route, &target, pq, None) {
+    // The pipeline's path: as hyper parsed it, `/` if there is none.
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    match crate::rewrite::upstream_uri(route, &target, &pq, None) {
         Ok(up) => {
             let up_host = up
                 .host()

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -53,16 +54,17 @@ pub async fn forward<'r>(
             "{ip} is in proxy.deny_destinations"
         )));
     }
+    // A shared handle on the request's own bytes, not a copy.
     let pq = req
         .uri()
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let decision = rt.routes.decide(&RequestInfo {
         host: &target.host,
         port: target.port,
         method: req.method(),
-        path: &pq,
+        path: pq.as_str(),
         headers: req.headers(),
     });
     let route = decision.as_ref().map(|d: &Decision<'_>| d.route);

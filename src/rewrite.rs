@@ -3,6 +3,7 @@
 //! rendered with the route's token, and the URI gets the upstream scheme.
 
 use http::header::HeaderMap;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 
 use crate::body::ProxyBody;
@@ -17,8 +18,8 @@ use crate::token::Token;
 /// 401 retry) the upstream request.
 pub struct Head {
     pub method: Method,
-    /// Origin-form: path and query.
-    pub path_and_query: String,
+    /// Origin-form: path and query (shares the request's bytes).
+    pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub upgrade: bool,
 }
@@ -29,9 +30,10 @@ pub struct Head {
 pub fn upstream_uri(
     route: Option<&Route>,
     target: &Target,
-    pq: &str,
+    pq: &PathAndQuery,
     token: Option<&Token>,
 ) -> Result<Uri, ProxyError> {
+    let invalid = || ProxyError::BadRequest("request target is not a valid URI".into());
     let to_https = route.is_some_and(|r| r.settings.upstream == UpstreamScheme::Https);
     let (scheme, port) = match (target.scheme, to_https) {
         // Port 80 means "the default port", which over TLS is 443.
@@ -39,24 +41,29 @@ pub fn upstream_uri(
         (_, true) => (Scheme::Https, target.port),
         (s, false) => (s, target.port),
     };
-    let host = if target.host.contains(':') {
-        format!("[{}]", target.host)
-    } else {
-        target.host.clone()
+    let bracketed = target.host.contains(':');
+    let authority = match (port == scheme.default_port(), bracketed) {
+        (true, false) => target.host.clone(),
+        (true, true) => format!("[{}]", target.host),
+        (false, false) => format!("{}:{port}", target.host),
+        (false, true) => format!("[{}]:{port}", target.host),
     };
     let set_query = route.map_or(&[][..], |r| &r.settings.set_query[..]);
+    // The app's path and query are reused as they are (no copy, no parse)
+    // unless the route sets query parameters.
     let pq = if set_query.is_empty() {
-        std::borrow::Cow::Borrowed(pq)
+        pq.clone()
     } else {
-        std::borrow::Cow::Owned(with_query(pq, set_query, token)?)
+        PathAndQuery::try_from(with_query(pq.as_str(), set_query, token)?).map_err(|_| invalid())?
     };
-    let uri = if port == scheme.default_port() {
-        format!("{}://{host}{pq}", scheme.as_str())
-    } else {
-        format!("{}://{host}:{port}{pq}", scheme.as_str())
-    };
-    uri.parse()
-        .map_err(|_| ProxyError::BadRequest("request target is not a valid URI".into()))
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(match scheme {
+        Scheme::Http => http::uri::Scheme::HTTP,
+        Scheme::Https => http::uri::Scheme::HTTPS,
+    });
+    parts.authority = Some(Authority::try_from(authority).map_err(|_| invalid())?);
+    parts.path_and_query = Some(pq);
+    Uri::from_parts(parts).map_err(|_| invalid())
 }
 
 /// Sets or replaces query parameters: every existing pair with one of the
