@@ -119,7 +119,7 @@ pub async fn serve_connection<IO, H, F>(
         }
     });
     let watch = Watch {
-        limits,
+        idle_timeout: limits.idle_timeout,
         drain,
         clock,
         inflight,
@@ -174,7 +174,7 @@ where
 /// What ends a served connection besides the client: the drain, and the
 /// idle watchdog (no request in flight and no byte moved).
 struct Watch {
-    limits: ConnLimits,
+    idle_timeout: Duration,
     drain: Arc<Drain>,
     clock: Arc<Clock>,
     inflight: Arc<AtomicUsize>,
@@ -183,7 +183,7 @@ struct Watch {
 impl Watch {
     async fn drive<C: Graceful>(self, conn: C) {
         tokio::pin!(conn);
-        let idle_timeout = self.limits.idle_timeout;
+        let idle_timeout = self.idle_timeout;
         let mut closing = false;
         loop {
             let idle_at = self.clock.last() + idle_timeout;
