@@ -112,6 +112,11 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
             let _ = out.write_all(&spare);
             let _ = out.flush();
             spare.clear();
+            // After a burst (or a stall up to LIMIT), give the memory back
+            // rather than hold two large buffers for the process's life.
+            if spare.capacity() > EAGER {
+                spare.shrink_to(EAGER);
+            }
         }
         if closed {
             return;
@@ -248,6 +253,32 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(&sink.0.lock().unwrap()[..], b"one\n");
+    }
+
+    #[test]
+    fn a_burst_does_not_keep_its_memory() {
+        let sink = Sink::default();
+        let (batch, guard) = spawn(sink.clone());
+        let line = [b'y'; 1024];
+        for _ in 0..(2 * LIMIT / 1024) {
+            batch.line(&line).unwrap();
+        }
+        // Both buffers pass through the writer once things are quiet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            std::thread::sleep(FLUSH_EVERY * 3);
+            batch.line(b"\n").unwrap();
+            std::thread::sleep(FLUSH_EVERY * 3);
+            if batch.0.lock().buf.capacity() <= EAGER {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the buffer kept its burst size"
+            );
+        }
+        drop(guard);
+        assert!(!sink.0.lock().unwrap().is_empty());
     }
 
     /// A writer that never returns until released: stderr stuck.
