@@ -30,14 +30,12 @@ pub fn init(format: Option<Format>) -> Guard {
         Format::Json
     });
     let (writer, guard) = batch::stderr();
-    if format == Format::Json {
-        access::write_json_to(writer.clone());
-    }
+    let json_access = (format == Format::Json).then(|| writer.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
-    let _ = match format {
+    let installed = match format {
         Format::Json => builder
             .json()
             .flatten_event(true)
@@ -45,5 +43,9 @@ pub fn init(format: Option<Format>) -> Guard {
             .try_init(),
         Format::Text => builder.try_init(),
     };
+    // Access lines bypass the subscriber only when it is this one.
+    if let (Ok(()), Some(batch)) = (installed, json_access) {
+        access::write_json_to(batch);
+    }
     guard
 }

@@ -200,3 +200,42 @@ pub fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
     resp.headers_mut().remove(ERROR_HEADER);
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(target: &str, pq: &str) -> Uri {
+        let target = inbound::target(&target.parse().unwrap()).unwrap();
+        let pq = PathAndQuery::try_from(pq).unwrap();
+        upstream_uri(None, &target, &pq, None).unwrap()
+    }
+
+    fn uri(target: &str, pq: &str) -> String {
+        upstream(target, pq).to_string()
+    }
+
+    #[test]
+    fn the_upstream_uri_is_the_target_with_the_apps_path() {
+        assert_eq!(
+            uri("http://Example.COM/", "/a?b=1"),
+            "http://example.com/a?b=1"
+        );
+        assert_eq!(uri("http://example.com:80/", "/"), "http://example.com/");
+        assert_eq!(
+            uri("http://example.com:8080/", "/x"),
+            "http://example.com:8080/x"
+        );
+        assert_eq!(uri("https://example.com:443/", "/"), "https://example.com/");
+        assert_eq!(uri("http://[::1]:8080/", "/v6"), "http://[::1]:8080/v6");
+        assert_eq!(uri("http://[::1]/", "/v6"), "http://[::1]/v6");
+        // Asterisk-form (`OPTIONS *` inside a tunnel) keeps its target's
+        // authority; the old format-and-parse glued `*` onto the port.
+        let star = upstream("https://example.com:8443/", "*");
+        assert_eq!(
+            star.authority().map(|a| a.as_str()),
+            Some("example.com:8443")
+        );
+        assert_eq!(star.path(), "*");
+    }
+}

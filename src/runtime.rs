@@ -57,7 +57,7 @@ impl Runtime {
             &config.proxy.deny_destinations,
             config.proxy.upstream_timeout,
         );
-        let max_idle = config.proxy.limits.max_connections;
+        let max_idle = crate::upstream::idle_per_host(config.proxy.limits.max_connections);
         let key = Upstream::key(deny, extra, timeout, max_idle);
         let upstream = match previous.and_then(|p| p.upstream.reusable_for(key)) {
             Some(same) => same,

@@ -891,6 +891,38 @@ async fn upstream_connections_are_reused_when_more_than_64_requests_run_at_once(
 }
 
 #[tokio::test]
+async fn after_a_burst_at_most_256_idle_upstream_connections_stay_pooled() {
+    let (up, _up_task) = raw_server(|mut s| async move {
+        while read_request(&mut s).await.is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if s.write_all(http_response("200 OK", "", "ok").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    let bin = Binary::start("", "", &[]).await;
+    let app = bin.client();
+    const N: usize = 280;
+    let all = (0..N).map(|i| app.get(format!("http://{up}/{i}")).send());
+    for r in futures_util::future::join_all(all).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let port = format!(":{:04X}", up.port());
+    let pooled = sockets(bin.pid())
+        .iter()
+        .filter(|s| s.1.ends_with(&port) && s.2 == "ESTABLISHED")
+        .count();
+    assert!(
+        pooled <= 256,
+        "{pooled} idle upstream connections kept after a burst of {N}"
+    );
+}
+
+#[tokio::test]
 async fn a_reload_keeps_pooled_upstream_connections_unless_upstream_settings_change() {
     // Keep-alive upstream that counts connections and echoes X-Version.
     let accepted = Arc::new(AtomicUsize::new(0));

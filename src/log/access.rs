@@ -8,9 +8,11 @@
 
 use std::io::Write;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::Method;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 
 use super::batch::Batch;
 
@@ -42,12 +44,14 @@ pub fn request(a: &Access<'_>) {
     if !tracing::enabled!(target: "sidekey::access", tracing::Level::INFO) {
         return;
     }
+    // tracing-subscriber's own clock format (RFC 3339, µs, UTC): the same
+    // text as every other line, and no panic on a clock before 1970.
+    let mut timestamp = String::with_capacity(32);
+    let _ = SystemTime.format_time(&mut Writer::new(&mut timestamp));
     let mut line = Vec::with_capacity(256);
-    let _ = write!(
-        line,
-        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"request\",\"method\":",
-        humantime::format_rfc3339_micros(SystemTime::now())
-    );
+    line.extend_from_slice(b"{\"timestamp\":");
+    string(&mut line, &timestamp);
+    line.extend_from_slice(b",\"level\":\"INFO\",\"message\":\"request\",\"method\":");
     string(&mut line, a.method.as_str());
     line.extend_from_slice(b",\"host\":");
     string(&mut line, a.host);

@@ -22,12 +22,17 @@ const FLUSH_EVERY: Duration = Duration::from_millis(20);
 const EAGER: usize = 256 * 1024;
 /// Past this, lines are dropped (and counted) until the writer catches up.
 const LIMIT: usize = 8 * 1024 * 1024;
+/// How long exit waits for the last lines: a stderr nobody reads (a stalled
+/// log collector) must not keep a terminating pod alive until SIGKILL.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct State {
     buf: Vec<u8>,
     dropped: u64,
     closed: bool,
+    /// Set by the writer thread once it wrote the last lines.
+    done: bool,
     writer: Writer,
 }
 
@@ -119,6 +124,8 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
             }
         }
         if closed {
+            shared.lock().done = true;
+            shared.wake.notify_all();
             return;
         }
         let mut state = shared.lock();
@@ -158,7 +165,7 @@ impl Write for Line<'_> {
             };
             if wake {
                 state.writer = Writer::Busy;
-                self.0.wake.notify_one();
+                self.0.wake.notify_all();
             }
         }
         Ok(bytes.len())
@@ -180,10 +187,22 @@ impl<'a> MakeWriter<'a> for Batch {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
-        self.shared.wake.notify_one();
+        // One condvar serves both sides: wake them all.
+        self.shared.wake.notify_all();
         match self.thread.take() {
             Some(t) => {
-                let _ = t.join();
+                let state = self.shared.lock();
+                let (state, _) = self
+                    .shared
+                    .wake
+                    .wait_timeout_while(state, EXIT_WAIT, |s| !s.done)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if state.done {
+                    drop(state);
+                    let _ = t.join();
+                }
+                // Else the thread is stuck writing: leave it, and the
+                // lines, behind rather than hang the exit.
             }
             None => {
                 let rest = std::mem::take(&mut self.shared.lock().buf);
@@ -279,6 +298,21 @@ mod tests {
         }
         drop(guard);
         assert!(!sink.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn exit_does_not_wait_long_on_a_stderr_nobody_reads() {
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let (batch, guard) = spawn(Stuck(Arc::clone(&gate), Sink::default()));
+        batch.line(b"stuck\n").unwrap();
+        std::thread::sleep(FLUSH_EVERY * 3);
+        let started = std::time::Instant::now();
+        drop(guard);
+        assert!(
+            started.elapsed() < EXIT_WAIT * 3,
+            "exit waited {:?}",
+            started.elapsed()
+        );
     }
 
     /// A writer that never returns until released: stderr stuck.

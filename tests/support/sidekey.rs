@@ -187,8 +187,6 @@ impl Binary {
     }
 }
 
-/// A port that was free a moment ago (for the subprocess, which must know
-/// its address up front).
 /// Replaces a running proxy's config at once (write, then rename), keeping
 /// its bound ports: a reload cannot move listeners.
 fn rewrite_config(
@@ -204,6 +202,8 @@ fn rewrite_config(
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// A port that was free a moment ago (for the subprocess, which must know
+/// its address up front).
 pub fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
