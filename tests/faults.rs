@@ -204,6 +204,29 @@ fn route(name: &str, client: &str, path_prefix: &str) -> String {
     )
 }
 
+/// sidekey with client `c` (token endpoint `token_url`, `extra` settings)
+/// behind route `r` for every path on 127.0.0.1; its fds at rest, an app
+/// client through it, and the URL `/x` on `up`.
+struct Rig {
+    bin: Binary,
+    base: usize,
+    app: reqwest::Client,
+    url: String,
+}
+
+async fn token_rig(token_url: &str, extra: &str, up: SocketAddr) -> Rig {
+    let cfg = format!("{}{}", client("c", token_url, extra), route("r", "c", "/"));
+    let bin = Binary::start("", &cfg, &[]).await;
+    let base = at_rest(&bin).await;
+    let app = bin.client();
+    Rig {
+        bin,
+        base,
+        app,
+        url: format!("http://{up}/x"),
+    }
+}
+
 /// Asserts a sidekey error: status, `X-Sidekey-Error` and the JSON body's
 /// `error`; returns the body.
 async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
@@ -266,6 +289,30 @@ where
     (addr, Serving(task))
 }
 
+/// A keep-alive upstream that holds each request `hold`, answers
+/// `answer(request head)`, and counts the connections it accepts.
+async fn counting_upstream(
+    hold: Duration,
+    answer: fn(&str) -> String,
+) -> (SocketAddr, Serving, Arc<AtomicUsize>) {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&accepted);
+    let (addr, serving) = raw_server(move |mut s| {
+        a.fetch_add(1, Ordering::SeqCst);
+        async move {
+            while let Some(head) = read_request(&mut s).await {
+                tokio::time::sleep(hold).await;
+                let out = http_response("200 OK", "", &answer(&head));
+                if s.write_all(out.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, serving, accepted)
+}
+
 /// Reads one request (head, then a Content-Length body); `None` at EOF.
 async fn read_request(s: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
@@ -322,15 +369,12 @@ async fn token_endpoint_500s_give_503_at_once_then_recover_after_backoff() {
     ts.set_mode(Mode::Fail(500));
     // Upstream: records the Authorization that arrives after recovery.
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client("c", &ts.url("/token"), ""),
-        route("r", "c", "/")
-    );
-    let bin = Binary::start("", &cfg, &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
-    let url = format!("http://{}/x", up.addr);
+    let Rig {
+        bin,
+        base,
+        app,
+        url,
+    } = token_rig(&ts.url("/token"), "", up.addr).await;
     for _ in 0..10 {
         let started = Instant::now();
         let v = expect_error(
@@ -373,15 +417,12 @@ async fn hanging_token_endpoint_gives_503_after_the_client_timeout() {
     ts.set_mode(Mode::Hang);
     // Upstream: answers 200.
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client("c", &ts.url("/token"), "timeout = \"1s\""),
-        route("r", "c", "/")
-    );
-    let bin = Binary::start("", &cfg, &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
-    let url = format!("http://{}/x", up.addr);
+    let Rig {
+        bin,
+        base,
+        app,
+        url,
+    } = token_rig(&ts.url("/token"), "timeout = \"1s\"", up.addr).await;
     // Five requests at once wait on one fetch, and all get 503 once the
     // client's timeout has passed.
     let started = Instant::now();
@@ -425,15 +466,12 @@ async fn token_endpoint_closing_mid_response_gives_503_then_recovers() {
     })
     .await;
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client("c", &format!("http://{ts}/token"), ""),
-        route("r", "c", "/")
-    );
-    let bin = Binary::start("", &cfg, &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
-    let url = format!("http://{}/x", up.addr);
+    let Rig {
+        bin,
+        base,
+        app,
+        url,
+    } = token_rig(&format!("http://{ts}/token"), "", up.addr).await;
     expect_error(
         app.get(&url).send().await.unwrap(),
         503,
@@ -453,15 +491,12 @@ async fn token_endpoint_answering_invalid_json_gives_503_then_recovers() {
     let ts = TokenServer::start().await;
     ts.set_mode(Mode::Garbage);
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client("c", &ts.url("/token"), ""),
-        route("r", "c", "/")
-    );
-    let bin = Binary::start("", &cfg, &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
-    let url = format!("http://{}/x", up.addr);
+    let Rig {
+        bin,
+        base,
+        app,
+        url,
+    } = token_rig(&ts.url("/token"), "", up.addr).await;
     let v = expect_error(
         app.get(&url).send().await.unwrap(),
         503,
@@ -852,25 +887,9 @@ async fn an_upstream_closing_keep_alive_after_each_response_is_invisible_to_the_
 
 #[tokio::test]
 async fn upstream_connections_are_reused_when_more_than_64_requests_run_at_once() {
-    // Keep-alive upstream that holds each request 100 ms, so N requests at
-    // once need N upstream connections; it counts the connections it accepts.
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let a = Arc::clone(&accepted);
-    let (up, _up_task) = raw_server(move |mut s| {
-        a.fetch_add(1, Ordering::SeqCst);
-        async move {
-            while read_request(&mut s).await.is_some() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if s.write_all(http_response("200 OK", "", "ok").as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    })
-    .await;
+    // Each request held 100 ms, so N requests at once need N connections.
+    let (up, _up_task, accepted) =
+        counting_upstream(Duration::from_millis(100), |_| "ok".into()).await;
     let bin = Binary::start("", "", &[]).await;
     let app = bin.client();
     const N: usize = 100;
@@ -892,18 +911,7 @@ async fn upstream_connections_are_reused_when_more_than_64_requests_run_at_once(
 
 #[tokio::test]
 async fn after_a_burst_at_most_256_idle_upstream_connections_stay_pooled() {
-    let (up, _up_task) = raw_server(|mut s| async move {
-        while read_request(&mut s).await.is_some() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if s.write_all(http_response("200 OK", "", "ok").as_bytes())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    let (up, _up_task, _) = counting_upstream(Duration::from_millis(200), |_| "ok".into()).await;
     let bin = Binary::start("", "", &[]).await;
     let app = bin.client();
     const N: usize = 280;
@@ -924,26 +932,12 @@ async fn after_a_burst_at_most_256_idle_upstream_connections_stay_pooled() {
 
 #[tokio::test]
 async fn a_reload_keeps_pooled_upstream_connections_unless_upstream_settings_change() {
-    // Keep-alive upstream that counts connections and echoes X-Version.
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let a = Arc::clone(&accepted);
-    let (up, _up_task) = raw_server(move |mut s| {
-        a.fetch_add(1, Ordering::SeqCst);
-        async move {
-            while let Some(head) = read_request(&mut s).await {
-                let v = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("x-version: "))
-                    .unwrap_or("none")
-                    .to_string();
-                if s.write_all(http_response("200 OK", "", &v).as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
+    // The upstream answers with the X-Version header it got.
+    let (up, _up_task, accepted) = counting_upstream(Duration::ZERO, |head| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-version: "))
+            .unwrap_or("none")
+            .to_string()
     })
     .await;
     let routes = |v: &str| {
