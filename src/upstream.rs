@@ -339,6 +339,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_client_key_changes_with_any_setting_or_root_file_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = [dir.path().join("ca.pem")];
+        std::fs::write(&roots[0], "one").unwrap();
+        let t = Duration::from_secs(30);
+        let key = |deny: &[IpNet], t, n| Upstream::key(deny, &roots, t, n);
+        let k = key(&[], t, 256);
+        assert_eq!(k, key(&[], t, 256), "same settings, same client");
+        assert_ne!(k, key(&["10.0.0.0/8".parse().unwrap()], t, 256));
+        assert_ne!(k, key(&[], Duration::from_secs(31), 256));
+        assert_ne!(k, key(&[], t, 255));
+        // A rotated CA file under the same name is a new client.
+        std::fs::write(&roots[0], "two").unwrap();
+        assert_ne!(k, key(&[], t, 256));
+    }
+
+    #[test]
     fn denies_link_local_and_mapped_v4() {
         let deny: Vec<IpNet> = vec![
             "169.254.0.0/16".parse().unwrap(),
