@@ -132,11 +132,36 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
             "{key} holds a token in the clear"
         );
     }
-    // A restarted replica takes the stored token: no request.
+    // A restarted replica takes the stored token: no request. The 4 s
+    // token above is due for refresh every 2 s, so a replica starting late
+    // in its life would rightly fetch, and the running replicas keep
+    // refreshing in the background. Let them store an hour-long token,
+    // stop them all, and only then count.
+    ts.set_ttl(3600);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    'stored: loop {
+        for p in &replicas {
+            let left = tokens(p.admin).await["clients"]["c"]["expires_in_seconds"].as_u64();
+            if left.is_some_and(|s| s > 600) {
+                break 'stored;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica refreshed to the hour-long token"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for p in replicas {
+        p.shutdown().await;
+    }
     let before = ts.calls();
     let fresh = Proxy::start("", &cfg).await;
     assert_eq!(get(&fresh, format!("http://{}/y", up.addr)).await, 200);
-    assert_eq!(ts.calls(), before);
+    assert_eq!(tokens(fresh.admin).await["clients"]["c"]["source"], "store");
+    // Nor a refresh right after: the stored token is far from due.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ts.calls(), before, "the restarted replica fetched");
 }
 
 #[tokio::test]
