@@ -160,10 +160,11 @@ async fn an_exchanged_token_never_outlives_the_users_own_token() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let proxy = Proxy::start("", &obo_config(&ts, "")).await;
-    // The IdP's token lives an hour; the user's own token 2 s.
-    let short = jwt("dave", 2);
+    // The IdP's token lives an hour; the user's own token 3 s (`exp` is
+    // in whole seconds, so at least 2 s are left for the first request).
+    let short = jwt("dave", 3);
     assert_eq!(get_as(&proxy, &up, Some(&short)).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    tokio::time::sleep(Duration::from_millis(3600)).await;
     let r = get_as(&proxy, &up, Some(&short)).await;
     assert_eq!(r.status(), 401, "the cached token died with the subject");
     assert_eq!(r.headers()["x-sidekey-error"], "subject_rejected");

@@ -15,6 +15,41 @@ pub mod sidekey;
 pub mod token_server;
 pub mod upstream;
 
+/// Polls `check` every 20 ms until it holds; panics with `what` after
+/// `within`. For "this has happened by now" points, which a fixed sleep
+/// only guesses at on a loaded machine.
+pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The most token requests a failing endpoint may see in `elapsed` under
+/// sidekey's backoff (0.5 s doubling, -20 % jitter at most): the first
+/// request, then one per retry whose time has come. Bounds a loop of
+/// requests by what backoff allows in the time it really took, so a slow
+/// machine does not fail the test and a missing backoff still does.
+pub fn max_fetches_with_backoff(elapsed: std::time::Duration) -> usize {
+    let mut at = 0.0;
+    let mut gap = 0.4;
+    let mut n = 1;
+    while at + gap <= elapsed.as_secs_f64() {
+        at += gap;
+        gap *= 2.0;
+        n += 1;
+    }
+    n
+}
+
 pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
