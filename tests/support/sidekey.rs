@@ -89,8 +89,25 @@ pub struct Binary {
 
 impl Binary {
     /// Runs `sidekey run` on a config with fixed free ports (picked here),
-    /// waiting until `/readyz` answers.
+    /// waiting until `/readyz` answers. A port picked here can be taken by
+    /// another test before the child binds it; then the child exits with
+    /// "cannot listen" and is started again on new ports.
     pub async fn start(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Binary {
+        let mut tries = 0;
+        loop {
+            match Self::try_start(proxy_extra, rest, env).await {
+                Ok(bin) => return bin,
+                Err(logs) if tries < 3 && logs.contains("cannot listen") => tries += 1,
+                Err(logs) => panic!("sidekey did not become ready; logs:\n{logs}"),
+            }
+        }
+    }
+
+    async fn try_start(
+        proxy_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Binary, String> {
         let dir = tempfile::tempdir().unwrap();
         let addr = free_port();
         let admin = free_port();
@@ -127,21 +144,24 @@ impl Binary {
         for _ in 0..200 {
             if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await {
                 if r.status() == 200 {
-                    return Binary {
+                    return Ok(Binary {
                         child,
                         addr,
                         admin,
                         logs,
                         dir,
-                    };
+                    });
                 }
+            }
+            if child.try_wait().unwrap().is_some() {
+                // Let the stderr reader take the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!(
-            "sidekey did not become ready; logs:\n{}",
-            logs.lock().unwrap().join("\n")
-        );
+        let logs = logs.lock().unwrap().join("\n");
+        Err(logs)
     }
 
     pub fn client(&self) -> reqwest::Client {
