@@ -155,13 +155,7 @@ async fn a_rejected_refresh_token_is_reported_and_does_not_crash_loop() {
         );
         assert!(!msg.contains("revoked"), "refresh token in an error body");
     }
-    let allowed = support::max_fetches_with_backoff(started.elapsed()).max(2);
-    assert!(
-        ts.calls() <= allowed,
-        "{} calls in {:?}: backoff must hold while the grant is rejected",
-        ts.calls(),
-        started.elapsed()
-    );
+    support::assert_backoff_held(ts.calls(), started, 2);
     // Still serving other traffic.
     let r = proxy
         .client()

@@ -33,21 +33,24 @@ where
     }
 }
 
-/// The most token requests a failing endpoint may see in `elapsed` under
-/// sidekey's backoff (0.5 s doubling, -20 % jitter at most): the first
-/// request, then one per retry whose time has come. Bounds a loop of
-/// requests by what backoff allows in the time it really took, so a slow
-/// machine does not fail the test and a missing backoff still does.
-pub fn max_fetches_with_backoff(elapsed: std::time::Duration) -> usize {
-    let mut at = 0.0;
-    let mut gap = 0.4;
-    let mut n = 1;
+/// Asserts that a failing token endpoint saw no more `calls` since
+/// `since` than sidekey's backoff allows (0.5 s doubling, -20 % jitter at
+/// most: the first request, then one per retry whose time has come), and
+/// at least `floor`. Bounded by the time the test really took, so a slow
+/// machine does not fail it and a missing backoff still does.
+pub fn assert_backoff_held(calls: usize, since: std::time::Instant, floor: usize) {
+    let elapsed = since.elapsed();
+    let (mut at, mut gap, mut allowed) = (0.0, 0.4, 1);
     while at + gap <= elapsed.as_secs_f64() {
         at += gap;
         gap *= 2.0;
-        n += 1;
+        allowed += 1;
     }
-    n
+    let allowed = allowed.max(floor);
+    assert!(
+        calls <= allowed,
+        "{calls} token requests in {elapsed:?}: backoff allows {allowed}"
+    );
 }
 
 pub fn init_crypto() {
