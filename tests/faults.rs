@@ -349,6 +349,28 @@ async fn read_request(s: &mut TcpStream) -> Option<String> {
     }
 }
 
+/// App: `n` GETs one after another to `up`; every one must be a 200,
+/// else the failures are listed with sidekey's error code and body.
+async fn gets_all_succeed(app: &reqwest::Client, up: SocketAddr, n: usize) {
+    let mut failed = Vec::new();
+    for i in 0..n {
+        let r = app.get(format!("http://{up}/n/{i}")).send().await.unwrap();
+        if r.status() != 200 {
+            let (status, code) = (r.status(), r.headers().get("x-sidekey-error").cloned());
+            failed.push(format!(
+                "GET {i}: {status} {code:?} {}",
+                r.text().await.unwrap()
+            ));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {n} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
 fn http_response(status: &str, extra: &str, body: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
@@ -863,23 +885,7 @@ async fn an_upstream_closing_keep_alive_after_each_response_is_invisible_to_the_
     let base = at_rest(&bin).await;
     let app = bin.client();
     const N: usize = 30;
-    let mut failed = Vec::new();
-    for i in 0..N {
-        let r = app.get(format!("http://{up}/n/{i}")).send().await.unwrap();
-        if r.status() != 200 {
-            let (status, code) = (r.status(), r.headers().get("x-sidekey-error").cloned());
-            failed.push(format!(
-                "GET {i}: {status} {code:?} {}",
-                r.text().await.unwrap()
-            ));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {N} failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    gets_all_succeed(&app, up, N).await;
     assert!(accepted.load(Ordering::SeqCst) >= N);
     drop(app);
     settles(&bin, base, 3, "upstream closing keep-alive").await;
@@ -956,15 +962,10 @@ async fn a_reload_keeps_pooled_upstream_connections_unless_upstream_settings_cha
     let get = || async { app.get(&url).send().await.unwrap().text().await.unwrap() };
     assert_eq!(get().await, "one");
     // Poll until the new config answers (each poll is one request).
-    let until = |want: &'static str| async move {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while get().await != want {
-            assert!(
-                Instant::now() < deadline,
-                "config with {want} never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let until = |want: &'static str| {
+        support::eventually(Duration::from_secs(10), want, move || async move {
+            get().await == want
+        })
     };
     // A new header: routes change, the upstream client and its pool stay.
     bin.write_config("", &routes("two"));
@@ -1008,23 +1009,7 @@ async fn a_pooled_connection_closed_as_the_next_request_arrives_is_retried_for_g
     let base = at_rest(&bin).await;
     let app = bin.client();
     const N: usize = 10;
-    let mut failed = Vec::new();
-    for i in 0..N {
-        let r = app.get(format!("http://{up}/n/{i}")).send().await.unwrap();
-        if r.status() != 200 {
-            let (status, code) = (r.status(), r.headers().get("x-sidekey-error").cloned());
-            failed.push(format!(
-                "GET {i}: {status} {code:?} {}",
-                r.text().await.unwrap()
-            ));
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "{} of {N} failed:\n{}",
-        failed.len(),
-        failed.join("\n")
-    );
+    gets_all_succeed(&app, up, N).await;
     // Every GET after the first met the closing pooled connection, then
     // went again on a fresh one: 2N - 1 arrivals.
     eprintln!(
