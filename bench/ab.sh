@@ -15,11 +15,8 @@ ROUNDS=${ROUNDS:-4}
 DURATION=${DURATION:-5}
 command -v wrk >/dev/null || { apt-get update -qq; apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --example bench_server 2>&1 | tail -1
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+bench_tmp
 UP=$(free_port); UP_TLS=$(free_port)
 target/release/examples/bench_server --port "$UP" --tls-port "$UP_TLS" --ca-out "$tmp" > "$tmp/up.log" &
 pids+=($!)
@@ -37,19 +34,11 @@ one() { # $1 label, $2 binary -> appends a line to $tmp/r.$1
     local port sk before after
     port=$(free_port)
     mkdir -p "$tmp/conf"
-    cat > "$tmp/conf/proxy.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$port"
-admin = ""
-[[routes]]
-name = "bench"
-hosts = ["127.0.0.1"]
-set_headers = { Authorization = "Bearer bench-token", "X-Team" = "platform" }
-TOML
+    static_config "$tmp/conf/proxy.toml" "$port"
     # Default log level, JSON to a file: the access line is part of the cost.
     "$2" run --config "$tmp/conf/proxy.toml" --log-format json 2> "$tmp/log.$1" &
     sk=$!
-    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    wait_listening "$port"
     TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d1s -s bench/wrk.lua "http://127.0.0.1:$port" > /dev/null # warm-up
     before=$(sample $sk)
     TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d"${DURATION}s" -s bench/wrk.lua "http://127.0.0.1:$port" > "$tmp/wrk.out"

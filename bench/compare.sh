@@ -121,7 +121,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 UP_PORT=$(free_port) UP_TLS_PORT=$(free_port) UP_TLS_OPEN_PORT=$(free_port)
 SK_PORT=$(free_port) SQUID_PORT=$(free_port) TP_PORT=$(free_port)
 

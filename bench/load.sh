@@ -16,12 +16,8 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --bin sidekey --example bench_server --example bench_client 2>&1 | tail -1
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+bench_tmp
 UP=$(free_port); UP_TLS=$(free_port); PROXY=$(free_port)
 
 target/release/examples/bench_server --port "$UP" --tls-port "$UP_TLS" --ca-out "$tmp" > "$tmp/up.log" &
@@ -48,7 +44,7 @@ TOML
 RUST_LOG=warn target/release/sidekey run --config "$tmp/proxy.toml" --log-format json 2> "$tmp/sidekey.log" &
 SK=$!
 pids+=($SK)
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done
+wait_listening "$PROXY"
 
 run_wrk() { # name url script target
     local out

@@ -14,28 +14,18 @@ for tool in perf wrk; do
     command -v "$tool" >/dev/null || { apt-get update -qq; apt-get install -y -qq linux-perf wrk >/dev/null; break; }
 done
 cargo build --profile profiling --bin sidekey --example bench_server 2>&1 | tail -1
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+bench_tmp
 UP=$(free_port); UP_TLS=$(free_port); PROXY=$(free_port)
 target/profiling/examples/bench_server --port "$UP" --tls-port "$UP_TLS" --ca-out "$tmp" > "$tmp/up.log" &
 pids+=($!)
-cat > "$tmp/proxy.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:$PROXY"
-admin = ""
-[[routes]]
-name = "bench"
-hosts = ["127.0.0.1"]
-set_headers = { Authorization = "Bearer bench-token", "X-Team" = "platform" }
-TOML
+static_config "$tmp/proxy.toml" "$PROXY"
 # Default log level: the access line is part of the cost measured.
 target/profiling/sidekey run --config "$tmp/proxy.toml" --log-format json 2> "$tmp/sidekey.log" &
 SK=$!
 pids+=($SK)
-for _ in $(seq 50); do grep -q ready "$tmp/up.log" && (exec 3<>/dev/tcp/127.0.0.1/$PROXY) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 50); do grep -q ready "$tmp/up.log" && break; sleep 0.1; done
+wait_listening "$PROXY"
 ticks() { awk '{print $14+$15}' "/proc/$SK/stat"; }
 before=$(ticks)
 TARGET="http://127.0.0.1:$UP/" wrk -t1 -c"$C" -d"${DURATION}s" -s bench/wrk.lua "http://127.0.0.1:$PROXY" > "$tmp/wrk.out" &

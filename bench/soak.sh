@@ -60,7 +60,7 @@ cleanup() {
 trap cleanup EXIT
 
 now_ms() { date +%s%3N; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 target/release/examples/soak_actors serve --lifetime "$LIFETIME" --ca-out "$tmp" \
     > "$tmp/actors.out" 2> "$tmp/actors.err" &
