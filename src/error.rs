@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{self, ProxyBody};
+use crate::metrics::{ErrorLabels, Metrics, RouteName};
 use crate::token::FetchError;
 
 pub const ERROR_HEADER: &str = "x-sidekey-error";
@@ -64,6 +65,27 @@ impl ProxyError {
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
+    }
+
+    /// The one place a sidekey error becomes the application's response:
+    /// counted in `sidekey_errors_total{route,code}`, so sidekey's own 503s
+    /// (`token_unavailable`) are told from the upstream's.
+    pub fn respond(
+        &self,
+        metrics: &Metrics,
+        label: &RouteName,
+        route: Option<&str>,
+        client: Option<&str>,
+    ) -> Response<ProxyBody> {
+        metrics
+            .op
+            .errors
+            .get_or_create(&ErrorLabels {
+                route: label.clone(),
+                code: self.code(),
+            })
+            .inc();
+        self.to_response(route, client)
     }
 
     /// The response the application sees. `route`/`client` are null where

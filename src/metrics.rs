@@ -11,6 +11,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod operator;
+mod process;
+
+pub use operator::{unix_now, ErrorLabels, HandshakeFailure, Operator};
+
 /// A route's name as a label value: the route's own `Arc<str>`, so
 /// counting a request clones a reference, not a string.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -65,6 +70,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_cut: Counter,
     pub store_operations: Family<StoreLabels, Counter>,
+    /// What on-call reads first: errors by code, fetch latency, expiry, reloads, TLS.
+    pub op: Operator,
     /// Route labels of requests no route handled, made once.
     unmatched: Arc<str>,
     connect: Arc<str>,
@@ -142,8 +149,11 @@ impl Metrics {
             "Token store operations ([store]), by operation and outcome",
             store_operations.clone(),
         );
+        let op = Operator::register(&mut registry);
+        registry.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
+            op,
             requests,
             duration,
             token_fetches,

@@ -108,6 +108,8 @@ impl Shared {
         let store = crate::token::shared::Store::build(&config.store, Arc::clone(&metrics))?;
         let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens, None)?;
+        let ca = runtime.intercept.as_ref().and_then(|i| i.ca_not_after());
+        metrics.op.set_ca_expiry(ca);
         Ok(Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
@@ -179,6 +181,13 @@ impl Shared {
             .reloads
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
+        self.metrics.op.reloaded(outcome == "ok");
+        let ca = self
+            .runtime()
+            .intercept
+            .as_ref()
+            .and_then(|i| i.ca_not_after());
+        self.metrics.op.set_ca_expiry(ca);
         outcome == "ok"
     }
 }

@@ -108,8 +108,9 @@ async fn connect(
                     Ok(up) => up,
                     Err(e) => return tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 };
-                let Some(tls) = interceptor.accept(&target.host, TokioIo::new(up)).await else {
-                    return;
+                let tls = match interceptor.accept(&target.host, TokioIo::new(up)).await {
+                    Ok(tls) => tls,
+                    Err(why) => return shared.metrics.op.handshake_failed(why),
                 };
                 let limits = shared.runtime().config.proxy.limits;
                 let drain = Arc::clone(&shared.drain);
@@ -149,20 +150,22 @@ fn finish(
 ) -> Response<ProxyBody> {
     let route = ctx.route_name();
     let client = ctx.client();
-    let resp = match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::warn!(%method, host = authority, route, client, error = %e, code = e.code(), "request failed");
-            e.to_response(route, client)
-        }
-    };
-    let status = resp.status().as_u16();
-    let elapsed = started.elapsed();
     // Labels are shared names (a reference count each), not new strings.
     let label = match ctx.route {
         Some(r) => RouteName(Arc::clone(&r.settings.name)),
         None => shared.metrics.fixed_label(ctx.label),
     };
+    let mut code = None;
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::warn!(%method, host = authority, route, client, error = %e, code = e.code(), "request failed");
+            code = Some(e.code());
+            e.respond(&shared.metrics, &label, route, client)
+        }
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
     shared
         .metrics
         .requests
@@ -183,6 +186,7 @@ fn finish(
         client,
         status,
         elapsed,
+        code,
     });
     resp
 }

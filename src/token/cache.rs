@@ -256,6 +256,22 @@ impl Slot {
 
     /// One request to the endpoint, bounded by the client's timeout.
     async fn fetch_here(&self) -> Result<Arc<Token>, FetchError> {
+        let started = Instant::now();
+        let result = self.ask_endpoint().await;
+        // One sample per request to the endpoint, failed ones included.
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .op
+            .fetch_duration
+            .get_or_create(&FetchLabels {
+                client: self.settings.name.clone(),
+                outcome,
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn ask_endpoint(&self) -> Result<Arc<Token>, FetchError> {
         let timeout = self.settings.timeout;
         let resp = match tokio::time::timeout(timeout, self.fetcher.fetch(&self.settings)).await {
             Ok(r) => r?,
@@ -289,7 +305,7 @@ impl Slot {
                 st.retry_at = None;
                 st.last_error = None;
                 let at = refresh_at(token, self.settings.refresh_before);
-                tracing::info!(client = %self.settings.name, expires_in = ?token.lifetime(), refresh_in = ?at.saturating_duration_since(Instant::now()), "token fetched");
+                tracing::info!(client = %self.settings.name, expires_in_s = token.lifetime().as_secs(), refresh_in_s = at.saturating_duration_since(Instant::now()).as_secs(), "token fetched");
                 if self.refresh_ahead {
                     self.schedule(&mut st, at);
                 }
@@ -299,7 +315,7 @@ impl Slot {
                 let delay = backoff(st.failures);
                 st.retry_at = Some(Instant::now() + delay);
                 st.last_error = Some(e.clone());
-                tracing::warn!(client = %self.settings.name, error = %e, failures = st.failures, retry_in = ?delay, "token fetch failed");
+                tracing::warn!(client = %self.settings.name, error = %e, failures = st.failures, retry_in_ms = delay.as_millis() as u64, "token fetch failed");
                 self.schedule(&mut st, Instant::now() + delay);
             }
         }
@@ -332,13 +348,27 @@ impl Slot {
 
     /// Publishes seconds-to-expiry for `/metrics`.
     pub fn update_gauge(&self) {
-        let left = self.peek().map_or(0.0, |t| t.expires_in().as_secs_f64());
+        let token = self.peek();
+        let left = token.as_ref().map_or(0.0, |t| t.expires_in().as_secs_f64());
+        let label = ClientLabel {
+            client: self.settings.name.clone(),
+        };
         self.metrics
             .token_expires_in
-            .get_or_create(&ClientLabel {
-                client: self.settings.name.clone(),
-            })
+            .get_or_create(&label)
             .set(left);
+        // A wall-clock expiry, and no sample at all without a valid token
+        // (a 0 would read as "expired in 1970" to an alert).
+        let expiry = &self.metrics.op.token_expiry;
+        match token {
+            Some(t) => {
+                let at = crate::metrics::unix_now() + t.expires_in();
+                expiry.get_or_create(&label).set(at.as_secs_f64());
+            }
+            None => {
+                expiry.remove(&label);
+            }
+        }
     }
 }
 
