@@ -110,7 +110,8 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
             None
         }
     };
-    tracing::info!(%proxy_addr, admin = ?admin_addr, routes = shared.runtime().routes.routes().len(), "sidekey listening");
+    let admin_text = admin_addr.map(|a| a.to_string());
+    tracing::info!(%proxy_addr, admin = admin_text.as_deref(), routes = shared.runtime().routes.routes().len(), "sidekey listening");
     Ok(Server {
         proxy_addr,
         admin_addr,
@@ -144,13 +145,20 @@ impl Server {
         self.shared.draining.store(true, Ordering::Relaxed);
         let proxy = self.shared.runtime().config.proxy.clone();
         if !proxy.shutdown_delay.is_zero() {
-            tracing::info!(delay = ?proxy.shutdown_delay, "draining: still accepting during shutdown_delay");
+            tracing::info!(
+                delay_ms = proxy.shutdown_delay.as_millis() as u64,
+                "draining: still accepting during shutdown_delay"
+            );
             tokio::time::sleep(proxy.shutdown_delay).await;
         }
         self.proxy_stop.cancel();
         let _ = self.proxy_task.await;
         let open = self.shared.drain.open();
-        tracing::info!(open, timeout = ?proxy.drain_timeout, "draining: no longer accepting, waiting for open connections");
+        tracing::info!(
+            open,
+            timeout_ms = proxy.drain_timeout.as_millis() as u64,
+            "draining: no longer accepting, waiting for open connections"
+        );
         let cut = self.shared.drain.drain(proxy.drain_timeout).await;
         if cut > 0 {
             self.shared.metrics.connections_cut.inc_by(cut as u64);

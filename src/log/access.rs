@@ -31,6 +31,8 @@ pub struct Access<'a> {
     pub client: Option<&'a str>,
     pub status: u16,
     pub elapsed: Duration,
+    /// The `X-Sidekey-Error` code when sidekey produced the response itself.
+    pub code: Option<&'static str>,
 }
 
 /// Logs the access line at INFO, target `sidekey::access`.
@@ -38,7 +40,8 @@ pub fn request(a: &Access<'_>) {
     let duration_ms = a.elapsed.as_secs_f64() * 1000.0;
     let Some(batch) = JSON.get() else {
         let (method, host, route, client, status) = (a.method, a.host, a.route, a.client, a.status);
-        tracing::info!(target: "sidekey::access", %method, host, route, client, status, duration_ms, "request");
+        let code = a.code;
+        tracing::info!(target: "sidekey::access", %method, host, route, client, status, code, duration_ms, "request");
         return;
     };
     if !tracing::enabled!(target: "sidekey::access", tracing::Level::INFO) {
@@ -62,6 +65,10 @@ pub fn request(a: &Access<'_>) {
     if let Some(client) = a.client {
         line.extend_from_slice(b",\"client\":");
         string(&mut line, client);
+    }
+    if let Some(code) = a.code {
+        line.extend_from_slice(b",\"code\":");
+        string(&mut line, code);
     }
     let _ = writeln!(
         line,

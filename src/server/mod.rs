@@ -237,7 +237,10 @@ async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, within: Duration) -> Option<B
         Ok(Some(())) => Some(buf.freeze()),
         Ok(None) => None,
         Err(_) => {
-            tracing::debug!(after = ?within, "no complete request head within the header read timeout: closing");
+            tracing::debug!(
+                after_ms = within.as_millis() as u64,
+                "no complete request head within the header read timeout: closing"
+            );
             None
         }
     }
