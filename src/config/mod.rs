@@ -10,6 +10,7 @@ pub mod model;
 pub mod raw;
 mod routes;
 mod store;
+mod telemetry;
 mod validate;
 
 use std::fmt;

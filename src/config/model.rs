@@ -23,6 +23,17 @@ pub struct ValidConfig {
     pub clients: BTreeMap<String, Arc<ClientSettings>>,
     pub routes: Vec<RouteSettings>,
     pub store: StoreSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`, validated; read once at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetrySettings {
+    /// `None`: no exporter, no OpenTelemetry layer, no request spans.
+    pub otlp_endpoint: Option<url::Url>,
+    /// `OTEL_SERVICE_NAME`, else `sidekey`.
+    pub service_name: String,
+    pub sample_ratio: f64,
 }
 
 /// `[store]`, validated.

@@ -21,6 +21,20 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub store: Option<Spanned<RawStore>>,
+    #[serde(default)]
+    pub telemetry: Option<Spanned<RawTelemetry>>,
+}
+
+/// `[telemetry]`: OpenTelemetry traces, off unless an endpoint is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP/HTTP base URL (`/v1/traces` is appended). Default is
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else none (tracing off).
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// Share of requests without a sampled `traceparent` that start a
+    /// sampled trace. Default is `1.0`.
+    pub sample_ratio: Option<Spanned<f64>>,
 }
 
 /// `[store]`: where tokens are kept besides memory.

@@ -26,6 +26,7 @@ pub(super) fn validate(
     let proxy = proxy(raw.proxy, env, &mut errs);
     let tls = raw.tls.map(|t| tls(t, base, &mut errs)).unwrap_or_default();
     let store = super::store::store(raw.store, base, env, &mut errs);
+    let telemetry = super::telemetry::telemetry(raw.telemetry, env, &mut errs);
     let declared: Vec<String> = raw.clients.keys().cloned().collect();
     let mut clients = BTreeMap::new();
     for (name, c) in raw.clients {
@@ -58,6 +59,7 @@ pub(super) fn validate(
                 clients,
                 routes,
                 store,
+                telemetry,
             });
         }
     }
