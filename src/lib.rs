@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod secret;
 mod server;
 mod service;
+pub mod telemetry;
 pub(crate) mod template;
 pub mod tls;
 pub mod token;

@@ -9,7 +9,15 @@ use sidekey::cli::{self, CaCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _log = sidekey::log::init(cli.log_format);
+    // `run` exports traces when its config (or the environment) names a
+    // collector; a config that does not load is reported by `run` itself.
+    let telemetry = match &cli.command {
+        Command::Run { config } => sidekey::config::load(&config.path())
+            .ok()
+            .map(|c| c.telemetry),
+        _ => None,
+    };
+    let _log = sidekey::log::init_with(cli.log_format, telemetry.as_ref());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

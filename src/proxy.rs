@@ -91,6 +91,10 @@ pub async fn forward<'r>(
         upgrade,
     };
     let (slot, token) = token(route, &mut head).await?;
+    if crate::telemetry::enabled() {
+        // The upstream's span becomes a child of this request's span.
+        crate::telemetry::inject(&mut head.headers);
+    }
     let uri = rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
     let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
     // An idempotent request without a body can go again if a pooled

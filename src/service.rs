@@ -20,9 +20,25 @@ use crate::metrics::{RequestLabels, RouteLabel, RouteName};
 use crate::proxy::{self, Ctx};
 use crate::runtime::{Runtime, Shared};
 use crate::server::{self, ConnInfo};
+use crate::telemetry;
+use tracing::Instrument;
 
 /// Entry point for every request the application sends to the proxy port.
+/// With `[telemetry]`, the request runs in its `sidekey.request` span.
 pub async fn proxy_request(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if telemetry::enabled() {
+        let host = inbound::log_authority(req.uri());
+        let span = telemetry::request_span(req.method(), host, req.headers());
+        return handle(shared, conn, req).instrument(span).await;
+    }
+    handle(shared, conn, req).await
+}
+
+async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -57,6 +73,21 @@ pub async fn proxy_request(
 /// A request inside an intercepted tunnel: its target is the CONNECT
 /// authority, whatever its Host or `:authority` says.
 async fn intercepted_request(
+    shared: Arc<Shared>,
+    target: Target,
+    authority: Arc<str>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if telemetry::enabled() {
+        let span = telemetry::request_span(req.method(), &authority, req.headers());
+        return handle_intercepted(shared, target, authority, req)
+            .instrument(span)
+            .await;
+    }
+    handle_intercepted(shared, target, authority, req).await
+}
+
+async fn handle_intercepted(
     shared: Arc<Shared>,
     target: Target,
     authority: Arc<str>,
@@ -166,6 +197,13 @@ fn finish(
     };
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
+    let trace_id = if telemetry::enabled() {
+        let span = tracing::Span::current();
+        telemetry::record(&span, route, client, status, code);
+        telemetry::trace_id(&span)
+    } else {
+        None
+    };
     shared
         .metrics
         .requests
@@ -187,6 +225,7 @@ fn finish(
         status,
         elapsed,
         code,
+        trace_id: trace_id.as_deref(),
     });
     resp
 }

@@ -33,6 +33,8 @@ pub struct Access<'a> {
     pub elapsed: Duration,
     /// The `X-Sidekey-Error` code when sidekey produced the response itself.
     pub code: Option<&'static str>,
+    /// The request's trace (`[telemetry]` only).
+    pub trace_id: Option<&'a str>,
 }
 
 /// Logs the access line at INFO, target `sidekey::access`.
@@ -40,8 +42,8 @@ pub fn request(a: &Access<'_>) {
     let duration_ms = a.elapsed.as_secs_f64() * 1000.0;
     let Some(batch) = JSON.get() else {
         let (method, host, route, client, status) = (a.method, a.host, a.route, a.client, a.status);
-        let code = a.code;
-        tracing::info!(target: "sidekey::access", %method, host, route, client, status, code, duration_ms, "request");
+        let (code, trace_id) = (a.code, a.trace_id);
+        tracing::info!(target: "sidekey::access", %method, host, route, client, status, code, trace_id, duration_ms, "request");
         return;
     };
     if !tracing::enabled!(target: "sidekey::access", tracing::Level::INFO) {
@@ -69,6 +71,10 @@ pub fn request(a: &Access<'_>) {
     if let Some(code) = a.code {
         line.extend_from_slice(b",\"code\":");
         string(&mut line, code);
+    }
+    if let Some(trace_id) = a.trace_id {
+        line.extend_from_slice(b",\"trace_id\":");
+        string(&mut line, trace_id);
     }
     let _ = writeln!(
         line,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::model::{FetchError, Token, TokenResponse};
 use super::shared::Store;
@@ -225,10 +226,17 @@ impl Slot {
     fn start_fetch(self: &Arc<Self>, st: &mut State) -> Inflight {
         let me = Arc::clone(self);
         let flight = Flight(Some(Arc::clone(self)));
-        let task = tokio::spawn(async move {
-            let result = me.fetch().await;
-            flight.land(result)
-        });
+        // A child of the request that started it (if any: a background
+        // refresh is a trace of its own); a no-op without `[telemetry]`.
+        let span = crate::telemetry::fetch_span(&self.settings.name, self.settings.grant.name());
+        let task = tokio::spawn(
+            async move {
+                let result = me.fetch().await;
+                crate::telemetry::fetch_done(&tracing::Span::current(), result.is_ok());
+                flight.land(result)
+            }
+            .instrument(span),
+        );
         let fut = async move {
             task.await.unwrap_or_else(|e| {
                 let why = if e.is_panic() {
