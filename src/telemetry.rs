@@ -41,9 +41,13 @@ pub type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
 /// Flushes the spans still queued when dropped (at exit).
 pub struct Guard(SdkTracerProvider);
 
+/// How long exit waits for the last spans: a collector that does not
+/// answer must not keep a terminating pod alive.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.0.shutdown();
+        let _ = self.0.shutdown_with_timeout(FLUSH_AT_EXIT);
     }
 }
 

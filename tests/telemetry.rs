@@ -97,7 +97,9 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 #[tokio::test]
 async fn request_span_continues_the_apps_trace_and_parents_upstream_and_token_fetch() {
     let (addr, got) = collector().await;
+    // Token server: 2 s tokens, so a background refresh follows soon.
     let ts = TokenServer::start().await;
+    ts.set_ttl(2);
     let up = Upstream::start().await;
     let env = [
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -129,9 +131,9 @@ async fn request_span_continues_the_apps_trace_and_parents_upstream_and_token_fe
             .all(|n| got.spans.iter().any(|(_, s)| s.name == *n))
     })
     .await;
-    let got = got.lock().unwrap();
+    let seen = got.lock().unwrap();
     let find = |name: &str| {
-        got.spans
+        seen.spans
             .iter()
             .find(|(_, s)| s.name == name)
             .unwrap_or_else(|| panic!("no {name} span"))
@@ -155,7 +157,7 @@ async fn request_span_continues_the_apps_trace_and_parents_upstream_and_token_fe
     assert_eq!(attr(fetch, "client").as_deref(), Some("orders"));
     assert_eq!(attr(fetch, "outcome").as_deref(), Some("ok"));
     // Nothing secret in what was exported: not the token, not the secret.
-    for body in &got.raw {
+    for body in &seen.raw {
         for secret in ["tok-1", "s3cr3t-value", "Bearer"] {
             assert!(
                 !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -163,6 +165,21 @@ async fn request_span_continues_the_apps_trace_and_parents_upstream_and_token_fe
             );
         }
     }
+    drop(seen);
+    // The refresh ahead of expiry waited for no request: a trace of its own.
+    support::eventually(
+        Duration::from_secs(20),
+        "a background refresh span",
+        || async {
+            let got = got.lock().unwrap();
+            got.spans.iter().any(|(_, s)| {
+                s.name == "sidekey.token_fetch"
+                    && s.parent_span_id.is_empty()
+                    && hex(&s.trace_id) != TRACE
+            })
+        },
+    )
+    .await;
     // The access line names the trace.
     let logs = bin.logs();
     let access: serde_json::Value = logs
