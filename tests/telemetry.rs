@@ -131,41 +131,43 @@ async fn request_span_continues_the_apps_trace_and_parents_upstream_and_token_fe
             .all(|n| got.spans.iter().any(|(_, s)| s.name == *n))
     })
     .await;
-    let seen = got.lock().unwrap();
-    let find = |name: &str| {
-        seen.spans
-            .iter()
-            .find(|(_, s)| s.name == name)
-            .unwrap_or_else(|| panic!("no {name} span"))
-    };
-    let (service, request) = find("sidekey.request");
-    assert_eq!(service, "orders-sidecar");
-    assert_eq!(hex(&request.trace_id), TRACE);
-    assert_eq!(hex(&request.parent_span_id), APP_SPAN);
-    assert_eq!(hex(&request.span_id), sidekey_span);
-    assert_eq!(attr(request, "route").as_deref(), Some("api"));
-    assert_eq!(attr(request, "client").as_deref(), Some("orders"));
-    assert_eq!(attr(request, "status").as_deref(), Some("200"));
-    assert_eq!(attr(request, "method").as_deref(), Some("GET"));
-    let (_, fetch) = find("sidekey.token_fetch");
-    assert_eq!(hex(&fetch.trace_id), TRACE);
-    assert_eq!(
-        hex(&fetch.parent_span_id),
-        sidekey_span,
-        "fetch is the request's child"
-    );
-    assert_eq!(attr(fetch, "client").as_deref(), Some("orders"));
-    assert_eq!(attr(fetch, "outcome").as_deref(), Some("ok"));
-    // Nothing secret in what was exported: not the token, not the secret.
-    for body in &seen.raw {
-        for secret in ["tok-1", "s3cr3t-value", "Bearer"] {
-            assert!(
-                !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} exported"
-            );
+    // The guard is dropped before the next await.
+    {
+        let seen = got.lock().unwrap();
+        let find = |name: &str| {
+            seen.spans
+                .iter()
+                .find(|(_, s)| s.name == name)
+                .unwrap_or_else(|| panic!("no {name} span"))
+        };
+        let (service, request) = find("sidekey.request");
+        assert_eq!(service, "orders-sidecar");
+        assert_eq!(hex(&request.trace_id), TRACE);
+        assert_eq!(hex(&request.parent_span_id), APP_SPAN);
+        assert_eq!(hex(&request.span_id), sidekey_span);
+        assert_eq!(attr(request, "route").as_deref(), Some("api"));
+        assert_eq!(attr(request, "client").as_deref(), Some("orders"));
+        assert_eq!(attr(request, "status").as_deref(), Some("200"));
+        assert_eq!(attr(request, "method").as_deref(), Some("GET"));
+        let (_, fetch) = find("sidekey.token_fetch");
+        assert_eq!(hex(&fetch.trace_id), TRACE);
+        assert_eq!(
+            hex(&fetch.parent_span_id),
+            sidekey_span,
+            "fetch is the request's child"
+        );
+        assert_eq!(attr(fetch, "client").as_deref(), Some("orders"));
+        assert_eq!(attr(fetch, "outcome").as_deref(), Some("ok"));
+        // Nothing secret in what was exported: not the token, not the secret.
+        for body in &seen.raw {
+            for secret in ["tok-1", "s3cr3t-value", "Bearer"] {
+                assert!(
+                    !body.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} exported"
+                );
+            }
         }
     }
-    drop(seen);
     // The refresh ahead of expiry waited for no request: a trace of its own.
     support::eventually(
         Duration::from_secs(20),
