@@ -12,7 +12,7 @@ use crate::body::{self, ProxyBody};
 use crate::runtime::Shared;
 use crate::token::TokenSource;
 
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,

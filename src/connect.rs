@@ -13,7 +13,7 @@ use crate::runtime::Runtime;
 use crate::{tunnel, upstream};
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// A route names the host and `[tls]` has a CA: terminate TLS and
     /// serve the decrypted requests through the pipeline.
     Intercept,
@@ -25,7 +25,7 @@ pub enum Action {
 /// What to do with `CONNECT target`. The addresses a tunnel may reach
 /// are checked again after resolution (`open`), so DNS cannot get around
 /// `deny_destinations`.
-pub fn decide(rt: &Runtime, target: &Target) -> Action {
+pub(crate) fn decide(rt: &Runtime, target: &Target) -> Action {
     let proxy = &rt.config.proxy;
     if !proxy.connect_ports.contains(&target.port) {
         return Action::Deny(format!(
@@ -54,7 +54,7 @@ pub fn decide(rt: &Runtime, target: &Target) -> Action {
 
 /// Connects to a tunnel's target first, so a failure is a proper 502 (or
 /// 403 for a denied address) rather than a dead tunnel.
-pub async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError> {
+pub(crate) async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError> {
     let proxy = &rt.config.proxy;
     let addrs =
         upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
@@ -73,7 +73,7 @@ pub async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError
 }
 
 /// Copies bytes both ways until both sides close or the tunnel is idle.
-pub async fn tunnel<A>(client: A, server: TcpStream, idle: Duration, target: &Target)
+pub(crate) async fn tunnel<A>(client: A, server: TcpStream, idle: Duration, target: &Target)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

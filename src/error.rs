@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::body::{self, ProxyBody};
 use crate::token::FetchError;
 
-pub const ERROR_HEADER: &str = "x-sidekey-error";
+pub(crate) const ERROR_HEADER: &str = "x-sidekey-error";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

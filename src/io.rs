@@ -14,13 +14,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 /// When a stream last moved a byte, in either direction.
-pub struct Clock {
+pub(crate) struct Clock {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Clock {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -33,20 +33,20 @@ impl Clock {
     }
 
     /// The instant of the last byte moved (the start if none was).
-    pub fn last(&self) -> Instant {
+    pub(crate) fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
 /// A stream with a replayed prefix and an activity clock.
-pub struct Tracked<T> {
+pub(crate) struct Tracked<T> {
     inner: T,
     prefix: Bytes,
     clock: Arc<Clock>,
 }
 
 impl<T> Tracked<T> {
-    pub fn new(inner: T, prefix: Bytes, clock: Arc<Clock>) -> Self {
+    pub(crate) fn new(inner: T, prefix: Bytes, clock: Arc<Clock>) -> Self {
         Self {
             inner,
             prefix,

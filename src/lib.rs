@@ -3,7 +3,8 @@
 //! `main.rs` wraps it in a CLI.
 
 pub(crate) mod admin;
-pub mod body;
+pub mod bench;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub(crate) mod connect;
@@ -14,20 +15,20 @@ pub(crate) mod error;
 // tests enable the `fuzzing` feature.
 #[cfg(any(fuzzing, feature = "fuzzing"))]
 pub mod fuzz;
-pub mod inbound;
+pub(crate) mod inbound;
 mod io;
 pub mod log;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
-pub mod rewrite;
-pub mod route;
-pub mod runtime;
-pub mod secret;
+pub(crate) mod rewrite;
+pub(crate) mod route;
+pub(crate) mod runtime;
+pub(crate) mod secret;
 mod server;
 mod service;
 pub(crate) mod template;
-pub mod tls;
-pub mod token;
+pub(crate) mod tls;
+pub(crate) mod token;
 mod tunnel;
 pub(crate) mod upstream;
 mod watch;

@@ -20,29 +20,29 @@ use crate::{config::Unmatched, tunnel};
 
 /// The route of a request (borrowed from the runtime that routed it), for
 /// its log line, metrics and errors.
-pub struct Ctx<'r> {
+pub(crate) struct Ctx<'r> {
     pub route: Option<&'r Route>,
     /// Metric label when no route applies: `unmatched` or `connect`.
     pub label: &'static str,
 }
 
 impl<'r> Ctx<'r> {
-    pub fn new(label: &'static str) -> Self {
+    pub(crate) fn new(label: &'static str) -> Self {
         Self { route: None, label }
     }
 
-    pub fn route_name(&self) -> Option<&'r str> {
+    pub(crate) fn route_name(&self) -> Option<&'r str> {
         self.route.map(Route::name)
     }
 
-    pub fn client(&self) -> Option<&'r str> {
+    pub(crate) fn client(&self) -> Option<&'r str> {
         self.route.and_then(|r| r.settings.client.as_deref())
     }
 }
 
 /// route -> token -> rewrite -> upstream, for a request whose target is
 /// known (absolute-form, or the CONNECT authority of an intercepted tunnel).
-pub async fn forward<'r>(
+pub(crate) async fn forward<'r>(
     shared: &Shared,
     rt: &'r Runtime,
     target: Target,

@@ -125,7 +125,7 @@ pub fn upstream_request(
 }
 
 /// The upstream request, moving the app's headers (no copy per request).
-pub fn into_upstream_request(
+pub(crate) fn into_upstream_request(
     route: Option<&Route>,
     head: Head,
     uri: Uri,
@@ -194,7 +194,7 @@ fn build(
 }
 
 /// Response filter: hop-by-hop headers and any forged `X-Sidekey-Error` go.
-pub fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
+pub(crate) fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
     let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     inbound::strip_hop_by_hop(resp.headers_mut(), upgrade);
     resp.headers_mut().remove(ERROR_HEADER);

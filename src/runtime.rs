@@ -15,7 +15,7 @@ use crate::tls::Interceptor;
 use crate::token::TokenStore;
 use crate::upstream::Upstream;
 
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub config: ValidConfig,
     pub routes: RouteTable,
     pub upstream: Upstream,
@@ -27,7 +27,7 @@ impl Runtime {
     /// `previous`: the runtime being replaced on reload, whose upstream
     /// client (and its pooled connections) is kept if its settings did not
     /// change.
-    pub fn build(
+    pub(crate) fn build(
         config: ValidConfig,
         tokens: &TokenStore,
         previous: Option<&Runtime>,
@@ -82,12 +82,12 @@ impl Runtime {
 pub struct Shared {
     /// Read by every request: a lock-free load, not a lock and unlock.
     runtime: ArcSwap<Runtime>,
-    pub metrics: Arc<Metrics>,
-    pub tokens: TokenStore,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tokens: TokenStore,
     /// Set at SIGTERM: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Every task carrying a client's bytes on the proxy port.
-    pub drain: Arc<Drain>,
+    pub(crate) drain: Arc<Drain>,
     /// Of the config file as last loaded: a watch event reloads only
     /// when the content changed.
     config_digest: Mutex<u64>,
@@ -119,17 +119,17 @@ impl Shared {
     }
 
     /// The current runtime; a request keeps the one it started with.
-    pub fn runtime(&self) -> Arc<Runtime> {
+    pub(crate) fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// A watched file changed: reload if the config's content did, and let
     /// clients whose secret files changed fetch anew.
-    pub fn files_changed(&self) {
+    pub(crate) fn files_changed(&self) {
         let path = self.runtime().config.path.clone();
         let digest = content_digest(&path);
         let changed = {

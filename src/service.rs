@@ -22,7 +22,7 @@ use crate::runtime::{Runtime, Shared};
 use crate::server::{self, ConnInfo};
 
 /// Entry point for every request the application sends to the proxy port.
-pub async fn proxy_request(
+pub(crate) async fn proxy_request(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,

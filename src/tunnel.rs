@@ -15,7 +15,7 @@ use crate::io::{Clock, Tracked};
 /// Idle limit of an upgraded (WebSocket) connection.
 const UPGRADE_IDLE: Duration = Duration::from_secs(3600);
 
-pub async fn copy_bidirectional<A, B>(a: A, b: B, idle: Duration) -> io::Result<(u64, u64)>
+pub(crate) async fn copy_bidirectional<A, B>(a: A, b: B, idle: Duration) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -39,7 +39,7 @@ where
 }
 
 /// Splices an upgraded client connection to the upgraded upstream one.
-pub async fn splice_upgrades(client: OnUpgrade, upstream: OnUpgrade) {
+pub(crate) async fn splice_upgrades(client: OnUpgrade, upstream: OnUpgrade) {
     match tokio::try_join!(client, upstream) {
         Ok((c, u)) => {
             if let Err(e) = copy_bidirectional(TokioIo::new(c), TokioIo::new(u), UPGRADE_IDLE).await

@@ -26,7 +26,7 @@ use crate::error::ProxyError;
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<DenyResolver>>;
 
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<Connector, ProxyBody>,
     /// HTTP/1.1 only (ALPN `http/1.1`): an `Upgrade` handshake cannot ride HTTP/2.
     client_h1: Client<Connector, ProxyBody>,
@@ -39,12 +39,12 @@ pub struct Upstream {
 /// Raised by the resolver when every address of a name is denied.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} resolves only to denied addresses")]
-pub struct DeniedDestination(pub String);
+pub(crate) struct DeniedDestination(pub String);
 
 impl Upstream {
     /// `max_idle_per_host`: pooled idle connections kept per upstream (see
     /// `idle_per_host`).
-    pub fn new(
+    pub(crate) fn new(
         deny: Vec<IpNet>,
         extra_roots: &[PathBuf],
         timeout: Duration,
@@ -90,7 +90,7 @@ impl Upstream {
     /// What an upstream client is built from, contents of the extra root
     /// files included. A reload that leaves it unchanged keeps the client,
     /// and with it the pooled connections and TLS sessions.
-    pub fn key(
+    pub(crate) fn key(
         deny: &[IpNet],
         extra_roots: &[PathBuf],
         timeout: Duration,
@@ -106,20 +106,16 @@ impl Upstream {
     }
 
     /// This client, if it was built from the settings `key` names.
-    pub fn reusable_for(&self, key: u64) -> Option<Self> {
+    pub(crate) fn reusable_for(&self, key: u64) -> Option<Self> {
         (self.key == key).then(|| self.clone())
     }
 
-    pub fn is_denied(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_denied(&self, ip: IpAddr) -> bool {
         is_denied(&self.deny, ip)
     }
 
-    pub fn deny_list(&self) -> &Arc<Vec<IpNet>> {
-        &self.deny
-    }
-
     /// Sends `req` (absolute URI); the timeout covers connect and response head.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         req: Request<ProxyBody>,
         upgrade: bool,
@@ -155,11 +151,11 @@ impl Upstream {
 /// connections and a pool of 64, one request in five opened a new one); a
 /// pool as large as `max_connections` (10,000) would keep a whole burst's
 /// sockets and buffers for the idle timeout (3,000 at once: 121 MB RSS).
-pub fn idle_per_host(max_connections: usize) -> usize {
+pub(crate) fn idle_per_host(max_connections: usize) -> usize {
     max_connections.min(IDLE_PER_HOST_MAX)
 }
 
-pub const IDLE_PER_HOST_MAX: usize = 256;
+pub(crate) const IDLE_PER_HOST_MAX: usize = 256;
 
 /// An upstream request that failed.
 #[derive(Debug)]
@@ -227,7 +223,7 @@ fn classify(e: &hyper_util::client::legacy::Error, authority: String) -> ProxyEr
 /// Whether sidekey refuses to connect to `ip`. The unspecified addresses
 /// (`0.0.0.0/8`, `::`) are always refused: connecting to them reaches the
 /// local host, whatever the deny list says about loopback.
-pub fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
+pub(crate) fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
     let ip = match ip {
         // An IPv4-mapped IPv6 address is the IPv4 address in disguise.
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -241,7 +237,7 @@ pub fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
 }
 
 /// rustls client config: ring provider, web PKI roots plus `extra_roots`.
-pub fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
+pub(crate) fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for path in extra_roots {
@@ -272,7 +268,7 @@ pub fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfi
 
 /// Resolves names with getaddrinfo and drops denied addresses.
 #[derive(Clone)]
-pub struct DenyResolver {
+pub(crate) struct DenyResolver {
     deny: Arc<Vec<IpNet>>,
     inner: GaiResolver,
 }
@@ -305,7 +301,7 @@ impl tower_service::Service<Name> for DenyResolver {
 }
 
 /// Resolves `host:port` for a tunnel, with the same deny rule.
-pub async fn resolve_allowed(
+pub(crate) async fn resolve_allowed(
     deny: &[IpNet],
     host: &str,
     port: u16,

@@ -485,7 +485,7 @@ fn ca_generate_writes_a_usable_ca_with_a_private_key() {
     std::fs::write(&path, cfg).unwrap();
     let loaded = sidekey::config::load(&path).unwrap();
     support::init_crypto();
-    sidekey::runtime::Shared::new(loaded).unwrap();
+    sidekey::Shared::new(loaded).unwrap();
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ use super::token_response::Grant;
 use super::{finding, Finding};
 use crate::secret::Secret;
 use crate::template::TokenView;
-use crate::token::{Token, TokenResponse, MAX_LIFETIME};
+use crate::token::model::MAX_LIFETIME;
+use crate::token::{Token, TokenResponse};
 
 /// What SPEC says an answer must give, worked out independently of the
 /// parsers.
@@ -39,7 +40,7 @@ pub(super) fn expectation(
     status: u16,
     body: &[u8],
 ) -> Expect {
-    if body.len() > crate::token::grants::MAX_TOKEN_RESPONSE {
+    if body.len() > crate::token::grants::endpoint::MAX_TOKEN_RESPONSE {
         return Expect::TooLarge;
     }
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {

@@ -38,13 +38,13 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An accepted client connection. Whatever carries its bytes (the served
 /// connection, then a tunnel or an intercepted stream after CONNECT) holds
 /// this, so `max_connections` counts it until the last of them ends.
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 }
 
 /// Accepts until `stop`, serving each connection as a task of `drain`.
-pub async fn accept_loop<H, F>(
+pub(crate) async fn accept_loop<H, F>(
     listener: TcpListener,
     limits: ConnLimits,
     drain: Arc<Drain>,
@@ -88,7 +88,7 @@ pub async fn accept_loop<H, F>(
 
 /// Serves HTTP on `io` until the client closes it, it idles out, or the
 /// drain stops it (in-flight requests finish; idle connections close).
-pub async fn serve_connection<IO, H, F>(
+pub(crate) async fn serve_connection<IO, H, F>(
     mut io: IO,
     limits: ConnLimits,
     drain: Arc<Drain>,

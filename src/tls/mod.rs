@@ -3,7 +3,7 @@
 //! the decrypted stream back. What is served on it is the server's and the
 //! pipeline's business, not this module's.
 
-pub mod ca;
+pub(crate) mod ca;
 mod mint;
 
 use std::path::Path;
@@ -18,27 +18,23 @@ pub use mint::LeafCache;
 /// closed, so idle CONNECTs cannot hold sockets.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub struct Interceptor {
+pub(crate) struct Interceptor {
     leaves: LeafCache,
 }
 
 impl Interceptor {
     /// Loads the CA; a missing or unreadable CA is a start-up error.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
         let ca = ca::Ca::load(cert, key)?;
         Ok(Self {
             leaves: LeafCache::new(ca),
         })
     }
 
-    pub fn leaves(&self) -> &LeafCache {
-        &self.leaves
-    }
-
     /// Terminates the application's TLS for `host` (the CONNECT authority's
     /// host). `None` when the client sends no ClientHello in time, names
     /// another host in it, or rejects our certificate.
-    pub async fn accept<IO>(&self, host: &str, io: IO) -> Option<TlsStream<IO>>
+    pub(crate) async fn accept<IO>(&self, host: &str, io: IO) -> Option<TlsStream<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {

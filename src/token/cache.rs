@@ -344,7 +344,7 @@ impl Slot {
 
 /// `expiry - refresh_before`, but never before half of the token's
 /// lifetime nor after 90% of it.
-pub fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
+pub(crate) fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
     let life = token.lifetime();
     let earliest = token.issued_at + life / 2;
     let latest = token.issued_at + life.mul_f64(0.9);
@@ -357,7 +357,7 @@ pub fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
 
 /// 0.5 s doubling to 30 s, with ±20% jitter so a fleet of sidecars does
 /// not retry in lockstep.
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_START.saturating_mul(1u32 << failures.saturating_sub(1).min(10));
     let base = exp.min(BACKOFF_MAX);
     let jitter = rand::random::<f64>() * 0.4 + 0.8;

@@ -26,7 +26,7 @@ pub struct TokenResponse {
 /// Longest lifetime believed from a token response: a larger `expires_in`
 /// (or a JWT `exp` decades out) is taken as this, so the token is still
 /// refreshed now and then and no expiry arithmetic can overflow.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A cached access token.
 #[derive(Debug)]

@@ -31,7 +31,7 @@ impl TokenSource {
     }
 }
 
-pub struct TokenStore {
+pub(crate) struct TokenStore {
     slots: DashMap<u64, TokenSource>,
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
@@ -39,11 +39,11 @@ pub struct TokenStore {
 }
 
 impl TokenStore {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self::with_store(metrics, None)
     }
 
-    pub fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
+    pub(crate) fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
         Self {
             slots: DashMap::new(),
             metrics,
@@ -55,7 +55,7 @@ impl TokenStore {
     /// the same settings (under any name) had one, so identical clients
     /// share one token and one fetch, and a reload keeps it; else a new,
     /// empty one.
-    pub fn source(
+    pub(crate) fn source(
         &self,
         settings: &Arc<ClientSettings>,
         extra_roots: &[PathBuf],
@@ -92,7 +92,7 @@ impl TokenStore {
     }
 
     /// The source of a client, if it has one (never creates it).
-    pub fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
+    pub(crate) fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
         self.slots
             .get(&settings.cache_key())
             .map(|r| r.value().clone())
@@ -109,18 +109,18 @@ impl TokenStore {
     }
 
     /// Drops slots no client of the current config uses.
-    pub fn retain(&self, keys: &[u64]) {
+    pub(crate) fn retain(&self, keys: &[u64]) {
         self.slots.retain(|k, _| keys.contains(k));
     }
 
     /// Lets every client notice changed secret files.
-    pub fn check_files(&self) {
+    pub(crate) fn check_files(&self) {
         for s in self.client_slots() {
             s.check_files();
         }
     }
 
-    pub fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         for s in self.client_slots() {
             s.update_gauge();
         }

@@ -8,7 +8,7 @@ use crate::token::model::{FetchError, TokenResponse};
 
 use super::endpoint::{field, number, send};
 
-pub async fn fetch(
+pub(super) async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
 ) -> Result<TokenResponse, FetchError> {

@@ -11,10 +11,10 @@ use crate::token::model::FetchError;
 
 use super::endpoint::{field, pem_or_path};
 
-pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Adds the client's credentials to the request or to its form.
-pub fn apply(
+pub(crate) fn apply(
     s: &ClientSettings,
     req: reqwest::RequestBuilder,
     form: &mut Vec<(String, Secret)>,
@@ -81,7 +81,7 @@ struct Claims<'a> {
 
 /// A fresh, short-lived client assertion: `jti` is unique per request and
 /// `exp` is one minute out, so a captured assertion is useless soon.
-pub fn assertion(
+pub(crate) fn assertion(
     client_id: &str,
     audience: &str,
     key: &str,

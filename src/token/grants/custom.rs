@@ -8,7 +8,7 @@ use crate::token::model::{FetchError, TokenResponse};
 
 use super::endpoint::{at_path, field, number, send};
 
-pub async fn fetch(
+pub(crate) async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh_token: Option<Secret>,
@@ -51,7 +51,7 @@ pub async fn fetch(
 /// Renders a custom body, each value escaped for its content type. `extra`
 /// supplies what only some bodies have (the refresh token, the login's
 /// code); the client's own fields are looked up here.
-pub fn render(
+pub(crate) fn render(
     s: &ClientSettings,
     template: &crate::template::Template,
     what: &str,
@@ -82,7 +82,7 @@ pub fn render(
 }
 
 /// POSTs a rendered body with its content type.
-pub async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     url: url::Url,
     content_type: ContentType,
@@ -101,7 +101,7 @@ pub async fn post(
 }
 
 /// Reads a custom endpoint's JSON answer through the configured paths.
-pub fn parse(
+pub(crate) fn parse(
     status: u16,
     body: &[u8],
     token_path: &[String],

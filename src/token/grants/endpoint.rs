@@ -42,7 +42,7 @@ pub(crate) fn field(
 
 /// Token responses are a few KiB; anything past this is refused (SPEC), so
 /// a broken or hostile endpoint cannot balloon a 64 MiB sidecar.
-pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
+pub(crate) const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
 
 /// Sends a prepared request and maps transport failures. The body is read
 /// as it streams and refused once it passes `MAX_TOKEN_RESPONSE`.

@@ -9,9 +9,9 @@ use super::client_auth;
 use super::endpoint::{field, parse_oauth, send};
 use super::refresh_state::RefreshState;
 
-pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
-pub async fn fetch(
+pub(crate) async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh: Option<&RefreshState>,
@@ -81,7 +81,7 @@ pub async fn fetch(
 
 /// A refresh (RFC 6749 §6) for a grant that is not `refresh_token` itself
 /// (the password grant's refresh token).
-pub async fn refresh(
+pub(crate) async fn refresh(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh_token: Secret,
@@ -111,7 +111,7 @@ fn common(s: &ClientSettings, form: &mut Vec<(String, Secret)>) -> Result<(), Fe
 
 /// Exchanges an authorization code (with its PKCE verifier) for tokens:
 /// the last step of `sidekey login` (RFC 6749 §4.1.3, RFC 7636 §4.5).
-pub async fn exchange_code(
+pub(crate) async fn exchange_code(
     http: &reqwest::Client,
     s: &ClientSettings,
     code: &str,

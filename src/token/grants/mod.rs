@@ -3,14 +3,13 @@
 //! endpoints described by a body template and JSON paths.
 
 mod capillary;
-pub mod client_auth;
-pub mod custom;
-mod endpoint;
-pub mod form;
-pub mod refresh_state;
+pub(crate) mod client_auth;
+pub(crate) mod custom;
+pub(crate) mod endpoint;
+pub(crate) mod form;
+pub(crate) mod refresh_state;
 
 pub(crate) use endpoint::field;
-pub use endpoint::MAX_TOKEN_RESPONSE;
 
 use std::time::Duration;
 

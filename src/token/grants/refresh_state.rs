@@ -16,7 +16,7 @@ struct StateFile {
     updated_at: String,
 }
 
-pub struct RefreshState {
+pub(crate) struct RefreshState {
     current: Mutex<Option<Secret>>,
     state_file: Option<PathBuf>,
 }
@@ -24,7 +24,10 @@ pub struct RefreshState {
 impl RefreshState {
     /// The config's refresh token, unless `state_file` is newer than the
     /// value's source (the config file, or the `<<file:…>>` it reads).
-    pub fn load(configured: Option<&Template>, state_file: Option<&Path>) -> Result<Self, String> {
+    pub(crate) fn load(
+        configured: Option<&Template>,
+        state_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let from_config = match configured {
             Some(t) => Some(
                 t.render_value(&|_| None)
@@ -57,19 +60,19 @@ impl RefreshState {
         })
     }
 
-    pub fn current(&self) -> Option<Secret> {
+    pub(crate) fn current(&self) -> Option<Secret> {
         self.current.lock().ok().and_then(|g| g.clone())
     }
 
     /// Forgets a refresh token the server refused.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut g) = self.current.lock() {
             *g = None;
         }
     }
 
     /// Records a refresh token the server issued; saved before it is used.
-    pub fn rotate(&self, new: Secret) -> Result<(), String> {
+    pub(crate) fn rotate(&self, new: Secret) -> Result<(), String> {
         if self.current().as_ref() == Some(&new) {
             return Ok(());
         }
@@ -103,7 +106,7 @@ fn read_state(path: &Path) -> Result<(Secret, Option<SystemTime>), String> {
 
 /// Writes `{"refresh_token","updated_at"}` to a temp file beside `path`
 /// (mode 0600), fsyncs it, and renames it over `path`.
-pub fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
+pub(crate) fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
     let state = StateFile {
         refresh_token: token.expose().to_string(),
         updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

@@ -9,17 +9,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub enum Backend {
+pub(super) enum Backend {
     File(FileStore),
     Redis(RedisStore),
 }
 
 impl Backend {
-    pub fn file(path: &Path) -> anyhow::Result<Self> {
+    pub(super) fn file(path: &Path) -> anyhow::Result<Self> {
         Ok(Self::File(FileStore::open(path)?))
     }
 
-    pub fn redis(
+    pub(super) fn redis(
         url: &str,
         username: Option<String>,
         password: Option<String>,
@@ -41,21 +41,26 @@ impl Backend {
         }))
     }
 
-    pub fn origin(&self) -> &'static str {
+    pub(super) fn origin(&self) -> &'static str {
         match self {
             Self::File(_) => "file",
             Self::Redis(_) => "store",
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<String>, String> {
+    pub(super) async fn get(&self, key: &str) -> Result<Option<String>, String> {
         match self {
             Self::File(f) => Ok(f.get(key)),
             Self::Redis(r) => r.query(redis::cmd("GET").arg(key)).await,
         }
     }
 
-    pub async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), String> {
+    pub(super) async fn set(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), String> {
         match self {
             Self::File(f) => f.set(key, value, ttl),
             Self::Redis(r) => {
@@ -71,7 +76,12 @@ impl Backend {
     }
 
     /// Set-if-absent with expiry: a lock.
-    pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, String> {
+    pub(super) async fn set_nx(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, String> {
         match self {
             // One process uses the file: its slot's singleflight is the lock.
             Self::File(_) => Ok(true),
@@ -93,7 +103,7 @@ impl Backend {
     }
 
     /// Deletes `key` only if it still holds `value` (a lock's own holder).
-    pub async fn del_if(&self, key: &str, value: &str) -> Result<(), String> {
+    pub(super) async fn del_if(&self, key: &str, value: &str) -> Result<(), String> {
         match self {
             Self::File(_) => Ok(()),
             Self::Redis(r) => {
@@ -106,7 +116,7 @@ impl Backend {
     }
 
     /// Sets `key` to `new` only if it holds `old` (`None`: only if absent).
-    pub async fn compare_and_set(
+    pub(super) async fn compare_and_set(
         &self,
         key: &str,
         old: Option<&str>,
@@ -131,7 +141,7 @@ impl Backend {
 
 // === impl RedisStore ===
 
-pub struct RedisStore {
+pub(super) struct RedisStore {
     client: redis::Client,
     /// Made on first use (sidekey starts whether or not Redis is up); the
     /// manager reconnects by itself from then on.
@@ -178,7 +188,7 @@ impl RedisStore {
 
 /// `{key: [value, expiry-unix-ms]}` in one JSON file, mode 0600, replaced
 /// atomically on every change.
-pub struct FileStore {
+pub(super) struct FileStore {
     path: PathBuf,
     entries: Mutex<HashMap<String, (String, Option<u64>)>>,
 }
@@ -260,7 +270,7 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 /// Now, in milliseconds since the Unix epoch (stored expiry times).
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

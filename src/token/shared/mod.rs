@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-pub use seal::Seal;
+pub(crate) use seal::Seal;
 
 use crate::config::{ClientSettings, StoreBackend, StoreSettings};
 use crate::metrics::{Metrics, StoreLabels};
 use crate::secret::Secret;
-pub use backend::unix_ms;
+pub(crate) use backend::unix_ms;
 use backend::Backend;
 
 /// A token as stored: enough to serve it, and when it was issued, so every
