@@ -23,6 +23,9 @@ pub(crate) mod proxy;
 pub(crate) mod rewrite;
 pub(crate) mod route;
 pub(crate) mod runtime;
+// A leaf: config validates keys with it and token/shared seals with it,
+// so config never has to import the token stage.
+mod seal;
 pub(crate) mod secret;
 mod server;
 mod service;

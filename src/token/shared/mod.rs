@@ -7,7 +7,6 @@
 //! slot then fetches on its own.
 
 mod backend;
-mod seal;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use std::time::Duration;
 
 use sha2::Digest;
 
-pub(crate) use seal::Seal;
+use crate::seal::Seal;
 
 use crate::config::{ClientSettings, StoreBackend, StoreSettings};
 use crate::metrics::{Metrics, StoreLabels};
