@@ -1,13 +1,7 @@
 //! Fault matrix, token endpoints: failing, hanging, closing mid-answer,
 //! invalid JSON, no expiry, one-second tokens, a 50 MB answer.
-//! Each test checks the status and `X-Sidekey-Error` code the app sees
-//! (SPEC "Errors from sidekey itself"), recovery once the fault is gone,
-//! and that sidekey's fds and `sidekey_connections_open` come back to
-//! where they were (support::held).
-//! // App: reqwest through the proxy, or raw TCP to half-send or half-read.
-//! // Proxy: the real binary (support::sidekey::Binary).
-//! // Token servers and upstreams: the support fakes, or raw ones
-//! //   (support::raw_http) for faults the fakes do not offer.
+//! Each checks the status and error code the app sees, recovery, and that
+//! sidekey's fds and connections come back (actors: see support::held).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,6 +1,14 @@
 //! What sidekey holds while the fault tests run (its open fds, sockets and
 //! `sidekey_connections_open`, read from the real binary) and the rig they
-//! start: sidekey with one client behind one route, at rest.
+//! start: sidekey with one client behind one route, at rest. The fault
+//! matrix (tests/faults_*.rs) checks for each fault the status and
+//! `X-Sidekey-Error` code the app sees (SPEC "Errors from sidekey itself"),
+//! recovery once the fault is gone, and that these come back to where they
+//! were.
+//! // App: reqwest through the proxy, or raw TCP to half-send or half-read.
+//! // Proxy: the real binary (support::sidekey::Binary).
+//! // Token servers and upstreams: the support fakes, or raw ones
+//! //   (support::raw_http) for faults the fakes do not offer.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
