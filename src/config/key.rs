@@ -72,3 +72,48 @@ pub(super) fn client_key(settings: &ClientSettings) -> ClientKey {
     }
     ClientKey(h.0.finalize().into())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::ClientKey;
+
+    /// The keys of clients `a` and `b`, written with `a` and `b` as given.
+    fn keys(dir: &Path, a: &str, b: &str) -> (ClientKey, ClientKey) {
+        let client = |name: &str, extra: &str| {
+            format!("[clients.{name}]\ngrant = \"client_credentials\"\ntoken_url = \"https://idp.example/token\"\nclient_id = \"i\"\nclient_secret = \"s\"\n{extra}\n")
+        };
+        let source = format!("{}{}", client("a", a), client("b", b));
+        let cfg = super::super::load_str(&dir.join("proxy.toml"), &source, &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (cfg.clients["a"].cache_key(), cfg.clients["b"].cache_key())
+    }
+
+    #[test]
+    fn the_key_is_every_rendered_setting_and_not_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = keys(dir.path(), "", "");
+        assert_eq!(a, b, "two names for one client share a token");
+        assert_eq!(a.hex().len(), 64);
+        for (x, y) in [
+            (
+                "params = { resource = \"r1\" }",
+                "params = { resource = \"r2\" }",
+            ),
+            ("scopes = [\"a\"]", "scopes = [\"b\"]"),
+            ("audience = \"x\"", "audience = \"y\""),
+        ] {
+            let (a, b) = keys(dir.path(), x, y);
+            assert_ne!(a, b, "{x} / {y}");
+        }
+        // A file read by a template: its content is part of the key.
+        let f = dir.path().join("resource");
+        std::fs::write(&f, "one").unwrap();
+        let p = format!("params = {{ resource = \"<<file:{}>>\" }}", f.display());
+        let (before, _) = keys(dir.path(), &p, "");
+        std::fs::write(&f, "two").unwrap();
+        let (after, _) = keys(dir.path(), &p, "");
+        assert_ne!(before, after, "a rotated file is another client");
+    }
+}
