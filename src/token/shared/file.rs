@@ -32,17 +32,7 @@ impl FileStore {
             Ok(m) if !m.is_file() => {
                 anyhow::bail!("store.path: {shown} is not a regular file")
             }
-            Ok(m) => {
-                use std::os::unix::fs::MetadataExt;
-                if let Some(me) = own_uid() {
-                    if m.uid() != me {
-                        anyhow::bail!(
-                            "store.path: {shown} is owned by uid {}, not by sidekey's user (uid {me}): refusing it",
-                            m.uid()
-                        );
-                    }
-                }
-            }
+            Ok(m) => refuse_foreign(path, &m)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => anyhow::bail!("store.path: cannot read {shown}: {e}"),
         }
@@ -120,7 +110,6 @@ impl FileStore {
 /// under a guessable name is followed or reused), mode 0600, fsync,
 /// renamed over `path` (a rename replaces a link, never writes through it).
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let name = path
         .file_name()
         .map_or_else(|| "tokens".into(), |n| n.to_string_lossy().into_owned());
@@ -129,11 +118,14 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         rand::random::<u64>()
     ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp)?;
     let written = f
         .write_all(data)
         .and_then(|()| f.sync_all())
@@ -141,12 +133,40 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    written
+    written?;
+    // The rename is durable only once the directory entry is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a store file owned by another user: whoever owns it can point
+/// sidekey's tokens elsewhere or read them.
+#[cfg(unix)]
+fn refuse_foreign(path: &Path, m: &std::fs::Metadata) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    match own_uid() {
+        Some(me) if m.uid() != me => anyhow::bail!(
+            "store.path: {} is owned by uid {}, not by sidekey's user (uid {me}): refusing it",
+            path.display(),
+            m.uid()
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+fn refuse_foreign(_path: &Path, _m: &std::fs::Metadata) -> anyhow::Result<()> {
+    Ok(())
 }
 
 /// The user sidekey runs as. std has no `getuid`, and `unsafe` is
 /// forbidden here; on Linux `/proc/self` is owned by the process's
 /// effective uid. Elsewhere the ownership check is skipped.
+#[cfg(unix)]
 fn own_uid() -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
