@@ -189,6 +189,7 @@ async fn an_oversized_store_value_is_ignored_without_being_read() {
     let b = Proxy::start("", &cfg).await;
     assert_eq!(get(&b, &up, "/2").await, (200, "Bearer tok-2".into()));
     let out = sent().await - before;
+    eprintln!("Redis sent {out} bytes to a cold replica over an 8 MiB value");
     assert!(
         out < 1 << 20,
         "Redis sent {out} bytes: the oversized value was read"
@@ -272,6 +273,7 @@ async fn a_lock_without_expiry_or_held_by_another_replica_stalls_nothing_and_the
         let t0 = Instant::now();
         assert_eq!(get(&p, &up, "/2").await.0, 200);
         let took = t0.elapsed();
+        eprintln!("cold fetch past a crashed replica's lock ({client:?}): {took:?}");
         if lock_px.is_none() {
             assert!(
                 took < Duration::from_secs(5),
