@@ -68,7 +68,7 @@ impl Runtime {
             None => None,
         };
         // Only now that the config is accepted: forget clients it dropped.
-        let keys: Vec<u64> = config.clients.values().map(|c| c.cache_key()).collect();
+        let keys: Vec<_> = config.clients.values().map(|c| c.cache_key()).collect();
         tokens.retain(&keys);
         Ok(Self {
             routes: RouteTable::new(routes),

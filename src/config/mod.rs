@@ -6,6 +6,7 @@ mod client;
 mod diag;
 mod env;
 mod grant;
+mod key;
 pub mod model;
 pub mod raw;
 mod routes;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use diag::ConfigError;
+pub use key::ClientKey;
 pub use model::*;
 
 /// Every problem found in one config file, rendered as `file:line:col: message`.

@@ -292,13 +292,9 @@ impl ClientSettings {
         a == *other
     }
 
-    pub fn cache_key(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let mut me = self.clone();
-        // Two names for the same client share one token.
-        me.name.clear();
-        me.hash(&mut h);
-        h.finish()
+    /// The key of this client's token in memory and in `[store]` (SPEC,
+    /// Tokens): a digest of every rendered setting, file contents included.
+    pub fn cache_key(&self) -> super::key::ClientKey {
+        super::key::client_key(self)
     }
 }

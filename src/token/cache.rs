@@ -69,6 +69,14 @@ struct State {
     /// 401s are not about token age, so refetching would only hammer the
     /// token endpoint. Until then, 401s go back to the app as they are.
     distrust_401_until: Option<Instant>,
+    /// The last token a 401 rejected: never taken back from `[store]`.
+    rejected: Option<Arc<Token>>,
+    /// `rejected` is still to be removed from `[store]` (at the next fetch,
+    /// before the store is read).
+    discard: bool,
+    /// Issue time (Unix ms) of the newest token this slot held: a stored
+    /// token older than it (an old sealed value written back) is not taken.
+    newest_issued_ms: u64,
 }
 
 /// The running fetch of one slot. Dropped without `land` (the task
@@ -195,6 +203,8 @@ impl Slot {
             st.current = None;
             // A rejected token is no reason to wait out an old backoff.
             st.retry_at = None;
+            st.rejected = Some(Arc::clone(token));
+            st.discard = self.store.is_some();
         }
     }
 
@@ -285,6 +295,8 @@ impl Slot {
         match result {
             Ok(token) => {
                 st.current = Some(token.clone());
+                let issued = token.to_stored().issued_unix_ms;
+                st.newest_issued_ms = st.newest_issued_ms.max(issued);
                 st.failures = 0;
                 st.retry_at = None;
                 st.last_error = None;

@@ -11,7 +11,7 @@ use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
 use super::shared::Store;
-use crate::config::{ClientSettings, GrantSettings};
+use crate::config::{ClientKey, ClientSettings, GrantSettings};
 use crate::metrics::Metrics;
 
 /// Where a route's tokens come from: one cache slot for the client, or one
@@ -32,7 +32,7 @@ impl TokenSource {
 }
 
 pub struct TokenStore {
-    slots: DashMap<u64, TokenSource>,
+    slots: DashMap<ClientKey, TokenSource>,
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
     shared: Option<Arc<Store>>,
@@ -93,9 +93,18 @@ impl TokenStore {
 
     /// The source of a client, if it has one (never creates it).
     pub fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
-        self.slots
+        let by_key = self
+            .slots
             .get(&settings.cache_key())
-            .map(|r| r.value().clone())
+            .map(|r| r.value().clone());
+        // A secret file that rotated since the slot was made changes the
+        // key, not the slot that serves the client until the next reload.
+        by_key.or_else(|| {
+            self.slots
+                .iter()
+                .find(|r| r.value().settings().same_client(settings))
+                .map(|r| r.value().clone())
+        })
     }
 
     fn client_slots(&self) -> Vec<Arc<Slot>> {
@@ -109,7 +118,7 @@ impl TokenStore {
     }
 
     /// Drops slots no client of the current config uses.
-    pub fn retain(&self, keys: &[u64]) {
+    pub fn retain(&self, keys: &[ClientKey]) {
         self.slots.retain(|k, _| keys.contains(k));
     }
 
