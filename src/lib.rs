@@ -14,6 +14,7 @@ pub mod inbound;
 mod io;
 pub mod log;
 pub(crate) mod metrics;
+pub(crate) mod private_file;
 pub(crate) mod proxy;
 pub mod rewrite;
 pub mod route;

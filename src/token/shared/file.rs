@@ -4,7 +4,6 @@
 //! nothing there is followed or trusted.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -101,46 +100,9 @@ impl FileStore {
             .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now))
             .collect();
         let json = serde_json::to_vec(&live).map_err(|e| e.to_string())?;
-        write_private(&self.path, &json)
+        crate::private_file::replace(&self.path, &json)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
-}
-
-/// A new temp file beside `path` (created exclusively, so nothing planted
-/// under a guessable name is followed or reused), mode 0600, fsync,
-/// renamed over `path` (a rename replaces a link, never writes through it).
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map_or_else(|| "tokens".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.{:016x}.tmp",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    let written = f
-        .write_all(data)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written?;
-    // The rename is durable only once the directory entry is.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// Refuses a store file owned by another user: whoever owns it can point
