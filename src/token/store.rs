@@ -1,7 +1,6 @@
 //! All clients' cache slots, keyed by client identity. It outlives config
 //! reloads, so a client whose settings did not change keeps its token.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -58,7 +57,7 @@ impl TokenStore {
     pub fn source(
         &self,
         settings: &Arc<ClientSettings>,
-        extra_roots: &[PathBuf],
+        egress: &crate::config::Egress,
     ) -> Result<TokenSource, FetchError> {
         let key = settings.cache_key();
         // Clone out: no dashmap guard lives past this statement.
@@ -66,7 +65,7 @@ impl TokenStore {
         if let Some(source) = existing.filter(|s| s.settings().same_client(settings)) {
             return Ok(source);
         }
-        let fetcher = Fetcher::new(settings, extra_roots)?;
+        let fetcher = Fetcher::new(settings, egress)?;
         let metrics = Arc::clone(&self.metrics);
         let source = match &settings.grant {
             GrantSettings::TokenExchange {

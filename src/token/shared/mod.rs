@@ -60,6 +60,7 @@ impl Store {
     /// `None` for the memory backend.
     pub fn build(
         settings: &StoreSettings,
+        tls: &crate::config::TlsSettings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let backend = match &settings.backend {
@@ -83,6 +84,7 @@ impl Store {
                     url,
                     render(username, "username")?,
                     render(password, "password")?,
+                    tls,
                 )?
             }
         };
