@@ -150,13 +150,16 @@ impl Upstream {
         // Plain HTTP through a parent goes in absolute-form on the parent's
         // own connection: its credentials ride on the request. (TLS
         // carries them in the CONNECT, never to the target.)
-        if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            let host = req.uri().host().unwrap_or_default();
-            if let Some(auth) = self.parent_for(host).and_then(|p| p.proxy.auth.clone()) {
-                req.headers_mut()
-                    .insert(http::header::PROXY_AUTHORIZATION, auth);
-            }
-        }
+        let via_parent = req.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+            && self
+                .parent_for(req.uri().host().unwrap_or_default())
+                .inspect(|p| {
+                    if let Some(auth) = p.proxy.auth.clone() {
+                        req.headers_mut()
+                            .insert(http::header::PROXY_AUTHORIZATION, auth);
+                    }
+                })
+                .is_some();
         // A reference-counted copy: the text is only made for an error.
         let authority = req.uri().authority().cloned();
         let authority = move || authority.map(|a| a.to_string()).unwrap_or_default();
@@ -173,6 +176,23 @@ impl Upstream {
                 },
                 stale: false,
             }),
+            // The parent's own refusal is sidekey's failure to reach the
+            // upstream, not an answer the app could act on (its proxy is
+            // sidekey, which asked for no credentials).
+            Ok(Ok(resp))
+                if via_parent
+                    && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
+            {
+                Err(Failed {
+                    error: ProxyError::UpstreamUnreachable {
+                        authority: authority(),
+                        reason: "the parent proxy (proxy.upstream_proxy) answered 407: \
+                                 its credentials are missing or wrong"
+                            .into(),
+                    },
+                    stale: false,
+                })
+            }
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(Failed {
                 stale: stale_connection(&e),
