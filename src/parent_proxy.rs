@@ -161,7 +161,7 @@ async fn handshake(
         // The status line only: the rest may echo what we sent.
         let line: String = line.trim_end().chars().take(100).collect();
         return Err(std::io::Error::other(format!(
-            "parent proxy refused CONNECT {host}:{port}: {line}"
+            "the parent proxy (proxy.upstream_proxy) refused CONNECT {host}:{port}: {line}"
         )));
     }
     Ok(io)

@@ -177,27 +177,42 @@ async fn plain_tls_tunnel_and_token_traffic_go_through_the_parent_and_the_token_
 
 #[tokio::test]
 async fn without_credentials_the_parent_refuses_and_the_app_gets_a_502_not_its_407() {
+    support::init_crypto();
     let parent = Tinyproxy::start().await;
+    let ca = new_ca("corporate test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
+    let tls = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
     let cfg = format!(
-        "{}{}",
+        "[tls]\nextra_roots = [\"{}\"]\n{}{}{}",
+        ca_path.display(),
         client(&ts.url("/token")),
-        route("r", "127.0.0.1", "as-requested")
+        route(
+            "plain",
+            &format!("127.0.0.1:{}", up.addr.port()),
+            "as-requested"
+        ),
+        route("tls", &format!("127.0.0.1:{}", tls.addr.port()), "https"),
     );
     let sidekey = Proxy::start(&format!("upstream_proxy = \"{}\"\n", parent.url()), &cfg).await;
-    let r = sidekey
-        .client()
-        .get(format!("http://{}/x", up.addr))
-        .send()
-        .await
-        .unwrap();
-    // The token came directly (no token_proxy); the parent answered 407,
-    // which is sidekey's failure, not a question for the app.
+    // Plain HTTP (the parent's 407 response) and TLS (its 407 to CONNECT)
+    // alike: sidekey's failure, not a question for the app.
+    for target in [up.addr, tls.addr] {
+        let r = sidekey
+            .client()
+            .get(format!("http://{target}/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{target}");
+        assert_eq!(r.headers()["x-sidekey-error"], "upstream_unreachable");
+    }
+    // The token came directly (no token_proxy); no upstream saw a request.
     assert_eq!(ts.calls(), 1);
-    assert_eq!(r.status(), 502);
-    assert_eq!(r.headers()["x-sidekey-error"], "upstream_unreachable");
-    assert_eq!(up.count(), 0);
+    assert_eq!(up.count() + tls.count(), 0);
     sidekey.shutdown().await;
 }
 
