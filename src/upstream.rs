@@ -116,10 +116,7 @@ impl Upstream {
     ) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (deny, egress, timeout, max_idle_per_host).hash(&mut h);
-        for path in &egress.extra_roots {
-            std::fs::read(path).ok().hash(&mut h);
-        }
+        (deny, egress.digest(), timeout, max_idle_per_host).hash(&mut h);
         h.finish()
     }
 

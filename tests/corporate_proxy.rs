@@ -296,3 +296,39 @@ async fn sidekey_ignores_http_proxy_in_its_own_environment() {
     assert_eq!(ts.calls(), 1);
     assert_eq!(trap.count(), 0, "sidekey used the app's proxy settings");
 }
+
+#[tokio::test]
+async fn a_reload_that_sets_token_proxy_sends_the_next_token_request_through_it() {
+    let parent = Tinyproxy::start().await;
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "{}{}",
+        client(&ts.url("/token")),
+        route("r", "127.0.0.1", "as-requested")
+    );
+    let sidekey = Proxy::start("", &cfg).await;
+    let get = || async {
+        let r = sidekey.client().get(format!("http://{}/x", up.addr)).send();
+        r.await.unwrap().status().as_u16()
+    };
+    assert_eq!(get().await, 200);
+    assert_eq!(ts.calls(), 1);
+    // The same client, now behind a token proxy: its cached token was got
+    // without one, and the next token request must use it.
+    sidekey.write_config(
+        &format!("token_proxy = \"{}\"\n", parent.url_with_credentials()),
+        &cfg,
+    );
+    let token_line = format!("POST http://{}/token HTTP/1.1", ts.addr);
+    support::eventually(
+        Duration::from_secs(15),
+        "a token request through the new token_proxy",
+        || async {
+            assert_eq!(get().await, 200);
+            parent.requests().contains(&token_line)
+        },
+    )
+    .await;
+    sidekey.shutdown().await;
+}

@@ -69,6 +69,20 @@ pub struct Egress {
     pub direct: DirectHosts,
 }
 
+impl Egress {
+    /// Of every setting and of the root files' contents: a rotated CA file
+    /// under the same name is a different egress.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        for path in &self.extra_roots {
+            std::fs::read(path).ok().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
 impl super::ValidConfig {
     /// Upstream requests and blind tunnels: `upstream_proxy`.
     pub fn upstream_egress(&self) -> Egress {

@@ -32,6 +32,9 @@ impl TokenSource {
 
 pub struct TokenStore {
     slots: DashMap<u64, TokenSource>,
+    /// Per slot, the `Egress::digest` its fetcher was built with: a
+    /// reload that changes `token_proxy` or the roots gets a new fetcher.
+    egress: DashMap<u64, u64>,
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
     shared: Option<Arc<Store>>,
@@ -45,6 +48,7 @@ impl TokenStore {
     pub fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
         Self {
             slots: DashMap::new(),
+            egress: DashMap::new(),
             metrics,
             shared,
         }
@@ -62,7 +66,10 @@ impl TokenStore {
         let key = settings.cache_key();
         // Clone out: no dashmap guard lives past this statement.
         let existing = self.slots.get(&key).map(|r| r.value().clone());
-        if let Some(source) = existing.filter(|s| s.settings().same_client(settings)) {
+        let egress_digest = egress.digest();
+        let same_egress = self.egress.get(&key).map(|r| *r.value()) == Some(egress_digest);
+        if let Some(source) = existing.filter(|s| same_egress && s.settings().same_client(settings))
+        {
             return Ok(source);
         }
         let fetcher = Fetcher::new(settings, egress)?;
@@ -87,6 +94,7 @@ impl TokenStore {
             )),
         };
         self.slots.insert(key, source.clone());
+        self.egress.insert(key, egress_digest);
         Ok(source)
     }
 
@@ -110,6 +118,7 @@ impl TokenStore {
     /// Drops slots no client of the current config uses.
     pub fn retain(&self, keys: &[u64]) {
         self.slots.retain(|k, _| keys.contains(k));
+        self.egress.retain(|k, _| keys.contains(k));
     }
 
     /// Lets every client notice changed secret files.
