@@ -112,17 +112,24 @@ async fn a_rediss_store_signed_by_a_private_ca_is_trusted_through_extra_roots() 
 }
 
 #[tokio::test]
-async fn system_roots_honour_ssl_cert_file_for_upstreams_and_token_endpoints() {
+async fn system_roots_honour_ssl_cert_file_for_upstreams_token_endpoints_and_rediss() {
     support::init_crypto();
     let ca = new_ca("system store test CA");
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(&bundle, &ca.cert_pem).unwrap();
-    // IdP and upstream: TLS from a CA that only the test bundle holds.
+    // IdP, upstream and Redis: TLS from a CA that only the test bundle holds.
     let ts = TokenServer::start_tls(ca.server_config(&["localhost"], &[b"http/1.1"])).await;
     let up = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
+    let (cert, key) = ca.leaf_pem(&["127.0.0.1"]);
+    let (cert_path, key_path) = (dir.path().join("redis.crt"), dir.path().join("redis.key"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let redis = Redis::start_tls(&cert_path, &key_path, &bundle).await;
     let cfg = format!(
-        "[tls]\nupstream_roots = \"system\"\n{}",
+        "[tls]\nupstream_roots = \"system\"\n\
+         [store]\nbackend = \"redis\"\nurl = \"rediss://{}/0\"\nencryption_key = \"{KEY}\"\ntimeout = \"2s\"\n{}",
+        redis.addr,
         client_and_route(&ts.https_url("/token"), "https")
     );
     // sidekey: the OS store is SSL_CERT_FILE, as rustls-native-certs reads it.
@@ -137,6 +144,12 @@ async fn system_roots_honour_ssl_cert_file_for_upstreams_and_token_endpoints() {
     let last = up.last().unwrap();
     assert_eq!(last.headers["authorization"], "Bearer tok-1");
     assert_eq!(ts.calls(), 1);
+    support::eventually(
+        Duration::from_secs(10),
+        "a token stored in the TLS Redis",
+        || async { !tls_keys(&redis, &ca.cert_pem).await.is_empty() },
+    )
+    .await;
 }
 
 #[tokio::test]
