@@ -58,28 +58,7 @@ pub async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError
     let proxy = &rt.config.proxy;
     if let Some(parent) = rt.upstream.parent_for(&target.host) {
         let deny = &proxy.deny_destinations;
-        let via = crate::parent_proxy::tunnel(parent, deny, &target.host, target.port);
-        return match tokio::time::timeout(proxy.upstream_timeout, via).await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                authority: target.authority(),
-                after: proxy.upstream_timeout,
-            }),
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(
-                match e
-                    .downcast_ref::<std::io::Error>()
-                    .and_then(|io| io.get_ref())
-                {
-                    Some(d) if d.is::<upstream::DeniedDestination>() => {
-                        ProxyError::Denied(d.to_string())
-                    }
-                    _ => ProxyError::UpstreamUnreachable {
-                        authority: target.authority(),
-                        reason: e.to_string(),
-                    },
-                },
-            ),
-        };
+        return crate::parent_proxy::tunnel(parent, deny, target, proxy.upstream_timeout).await;
     }
     let addrs =
         upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;

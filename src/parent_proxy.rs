@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{HeaderValue, Uri};
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -18,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{DirectHosts, ParentProxy};
+use crate::error::ProxyError;
+use crate::inbound::Target;
 use crate::upstream::{is_denied, DeniedDestination, DenyResolver};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -97,23 +100,45 @@ fn check_literal(deny: &[IpNet], host: &str) -> Result<(), std::io::Error> {
     }
 }
 
-/// A blind tunnel through the parent (CONNECT), for `connect::open`.
+/// A blind tunnel through the parent (CONNECT), for `connect::open`:
+/// 403 for a denied IP literal, 504 past `timeout`, else 502.
 pub async fn tunnel(
     parent: &Parent,
     deny: &[IpNet],
-    host: &str,
-    port: u16,
-) -> Result<TcpStream, BoxError> {
-    check_literal(deny, host)?;
+    target: &Target,
+    timeout: Duration,
+) -> Result<TcpStream, ProxyError> {
+    if let Err(e) = check_literal(deny, &target.host) {
+        return Err(ProxyError::Denied(e.to_string()));
+    }
+    let unreachable = |e: std::io::Error| ProxyError::UpstreamUnreachable {
+        authority: target.authority(),
+        reason: e.to_string(),
+    };
     let authority = parent
         .proxy
         .uri
         .authority()
         .map(|a| a.as_str().to_string())
         .unwrap_or_default();
-    let stream = TcpStream::connect(authority.as_str()).await?;
-    let _ = stream.set_nodelay(true);
-    Ok(handshake(stream, host, port, parent.proxy.auth.as_ref()).await?)
+    let open = async {
+        let stream = TcpStream::connect(authority.as_str()).await?;
+        let _ = stream.set_nodelay(true);
+        handshake(
+            stream,
+            &target.host,
+            target.port,
+            parent.proxy.auth.as_ref(),
+        )
+        .await
+    };
+    match tokio::time::timeout(timeout, open).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            authority: target.authority(),
+            after: timeout,
+        }),
+        Ok(result) => result.map_err(unreachable),
+    }
 }
 
 /// The largest CONNECT response head read from a parent.
