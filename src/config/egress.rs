@@ -364,4 +364,24 @@ mod tests {
         direct_hosts(&bad, &mut errs);
         assert!(errs.0[0].message.starts_with("proxy.no_upstream_proxy: "));
     }
+
+    #[test]
+    fn bad_values_are_reported_at_their_place_without_the_password() {
+        let src = "[proxy]\nupstream_proxy = \"socks5://u:hunter2@p:1080\"\n\
+                   token_proxy = \"http://p:3128/path\"\nno_upstream_proxy = [\"a b\"]\n\
+                   [tls]\nupstream_roots = \"os\"\n";
+        let path = std::path::Path::new("proxy.toml");
+        let err = super::super::load_str(path, src, &|_| None)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "proxy.toml:2:18: proxy.upstream_proxy: only http:// parent proxies are supported",
+            "proxy.toml:3:15: proxy.token_proxy: a parent proxy URL has no path or query",
+            "proxy.toml:4:22: proxy.no_upstream_proxy: \"a b\" is neither",
+            "proxy.toml:6:18: tls.upstream_roots: \"os\" is not \"webpki\" or \"system\"",
+        ] {
+            assert!(err.contains(want), "{want}\nin:\n{err}");
+        }
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }
