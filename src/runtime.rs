@@ -32,7 +32,7 @@ impl Runtime {
         tokens: &TokenStore,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
-        let extra = &config.tls.extra_roots;
+        let token_egress = config.token_egress();
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
             let tokens = match &settings.client {
@@ -42,7 +42,7 @@ impl Runtime {
                     })?;
                     Some(
                         tokens
-                            .source(client, extra)
+                            .source(client, &token_egress)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
                     )
                 }
@@ -58,10 +58,11 @@ impl Runtime {
             config.proxy.upstream_timeout,
         );
         let max_idle = crate::upstream::idle_per_host(config.proxy.limits.max_connections);
-        let key = Upstream::key(deny, extra, timeout, max_idle);
+        let egress = config.upstream_egress();
+        let key = Upstream::key(deny, &egress, timeout, max_idle);
         let upstream = match previous.and_then(|p| p.upstream.reusable_for(key)) {
             Some(same) => same,
-            None => Upstream::new(deny.clone(), extra, timeout, max_idle)?,
+            None => Upstream::new(deny.clone(), &egress, timeout, max_idle)?,
         };
         let intercept = match &config.tls.ca {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
@@ -105,7 +106,8 @@ impl Shared {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         // The store lives as long as the process: changing it needs a restart.
-        let store = crate::token::shared::Store::build(&config.store, Arc::clone(&metrics))?;
+        let store =
+            crate::token::shared::Store::build(&config.store, &config.tls, Arc::clone(&metrics))?;
         let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens, None)?;
         Ok(Arc::new(Self {

@@ -54,7 +54,7 @@ pub async fn token(
     })?;
     let store = TokenStore::new(Arc::new(Metrics::new()));
     let slot = match store
-        .source(settings, &cfg.tls.extra_roots)
+        .source(settings, &cfg.token_egress())
         .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?
     {
         TokenSource::Client(slot) => slot,

@@ -84,7 +84,7 @@ pub async fn login(
     let verifier = b64.encode(rand::random::<[u8; 32]>());
     let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let state = b64.encode(rand::random::<[u8; 16]>());
-    let fetcher = Fetcher::new(s, &cfg.tls.extra_roots)?;
+    let fetcher = Fetcher::new(s, &cfg.token_egress())?;
     let client_id = crate::token::grants::field(s.client_id.as_ref(), "client_id")?
         .ok_or_else(|| anyhow::anyhow!("client {client:?}: client_id is required"))?;
 

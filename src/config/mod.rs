@@ -4,6 +4,7 @@
 
 mod client;
 mod diag;
+mod egress;
 mod env;
 mod grant;
 mod key;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use diag::ConfigError;
 pub use key::ClientKey;
+pub use egress::UPSTREAM_PROXY_ENV;
 pub use model::*;
 
 /// Every problem found in one config file, rendered as `file:line:col: message`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
+pub use super::egress::{DirectHosts, Egress, ParentProxy, UpstreamRoots};
 pub use super::raw::{ConnectPolicy, Unmatched};
 use crate::secret::Secret;
 use crate::template::Template;
@@ -63,6 +64,9 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
     pub shutdown_delay: Duration,
     pub limits: ConnLimits,
+    pub upstream_proxy: Option<ParentProxy>,
+    pub token_proxy: Option<ParentProxy>,
+    pub no_upstream_proxy: DirectHosts,
 }
 
 /// What every served connection is held to, plain or intercepted.
@@ -80,6 +84,7 @@ pub struct TlsSettings {
     /// CA certificate and key for interception: both or neither.
     pub ca: Option<(PathBuf, PathBuf)>,
     pub extra_roots: Vec<PathBuf>,
+    pub upstream_roots: UpstreamRoots,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

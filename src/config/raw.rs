@@ -103,6 +103,16 @@ pub struct RawProxy {
     /// listen backlog. Default is `10000`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Parent proxy for upstream requests (`http://[user:pw@]host:port`;
+    /// CONNECT for TLS). `SIDEKEY_UPSTREAM_PROXY` overrides it. Default is none.
+    #[serde(default)]
+    pub upstream_proxy: Option<Spanned<String>>,
+    /// Parent proxy for token endpoints and the login flow. Default is none.
+    #[serde(default)]
+    pub token_proxy: Option<Spanned<String>>,
+    /// Hosts (suffixes) and CIDRs reached directly despite both. Default is `[]`.
+    #[serde(default)]
+    pub no_upstream_proxy: Vec<Spanned<String>>,
 }
 
 impl Default for RawProxy {
@@ -123,6 +133,9 @@ impl Default for RawProxy {
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            upstream_proxy: None,
+            token_proxy: None,
+            no_upstream_proxy: Vec::new(),
         }
     }
 }
@@ -202,6 +215,9 @@ pub struct RawTls {
     pub ca_key: Option<Spanned<String>>,
     #[serde(default)]
     pub extra_roots: Vec<Spanned<String>>,
+    /// `webpki` (bundled public roots) or `system` (the OS store). Default is `webpki`.
+    #[serde(default)]
+    pub upstream_roots: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -135,6 +135,11 @@ fn proxy(
         }
         Some(Secret::new(format!("{user}:{pass}")))
     });
+    let upstream_proxy = super::egress::upstream_proxy(raw.upstream_proxy.as_ref(), env, errs);
+    let token_proxy = raw.token_proxy.as_ref().and_then(|t| {
+        super::egress::parent_proxy(t.get_ref(), Some(t.span()), "proxy.token_proxy", errs)
+    });
+    let no_upstream_proxy = super::egress::direct_hosts(&raw.no_upstream_proxy, errs);
     if errs.0.len() > before {
         return None;
     }
@@ -156,6 +161,9 @@ fn proxy(
             idle_timeout: raw.idle_timeout,
             max_connections: raw.max_connections,
         },
+        upstream_proxy,
+        token_proxy,
+        no_upstream_proxy,
     })
 }
 
@@ -234,5 +242,10 @@ fn tls(raw: Spanned<RawTls>, base: &Path, errs: &mut Errors) -> TlsSettings {
         }
         extra_roots.push(p);
     }
-    TlsSettings { ca, extra_roots }
+    let upstream_roots = super::egress::upstream_roots(raw.upstream_roots.as_ref(), errs);
+    TlsSettings {
+        ca,
+        extra_roots,
+        upstream_roots,
+    }
 }

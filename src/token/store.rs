@@ -1,7 +1,6 @@
 //! All clients' cache slots, keyed by client identity. It outlives config
 //! reloads, so a client whose settings did not change keeps its token.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -33,6 +32,9 @@ impl TokenSource {
 
 pub struct TokenStore {
     slots: DashMap<ClientKey, TokenSource>,
+    /// Per slot, the `Egress::digest` its fetcher was built with: a
+    /// reload that changes `token_proxy` or the roots gets a new fetcher.
+    egress: DashMap<ClientKey, u64>,
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
     shared: Option<Arc<Store>>,
@@ -46,6 +48,7 @@ impl TokenStore {
     pub fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
         Self {
             slots: DashMap::new(),
+            egress: DashMap::new(),
             metrics,
             shared,
         }
@@ -58,15 +61,18 @@ impl TokenStore {
     pub fn source(
         &self,
         settings: &Arc<ClientSettings>,
-        extra_roots: &[PathBuf],
+        egress: &crate::config::Egress,
     ) -> Result<TokenSource, FetchError> {
         let key = settings.cache_key();
         // Clone out: no dashmap guard lives past this statement.
         let existing = self.slots.get(&key).map(|r| r.value().clone());
-        if let Some(source) = existing.filter(|s| s.settings().same_client(settings)) {
+        let egress_digest = egress.digest();
+        let same_egress = self.egress.get(&key).map(|r| *r.value()) == Some(egress_digest);
+        if let Some(source) = existing.filter(|s| same_egress && s.settings().same_client(settings))
+        {
             return Ok(source);
         }
-        let fetcher = Fetcher::new(settings, extra_roots)?;
+        let fetcher = Fetcher::new(settings, egress)?;
         let metrics = Arc::clone(&self.metrics);
         let source = match &settings.grant {
             GrantSettings::TokenExchange {
@@ -88,6 +94,7 @@ impl TokenStore {
             )),
         };
         self.slots.insert(key, source.clone());
+        self.egress.insert(key, egress_digest);
         Ok(source)
     }
 
@@ -120,6 +127,7 @@ impl TokenStore {
     /// Drops slots no client of the current config uses.
     pub fn retain(&self, keys: &[ClientKey]) {
         self.slots.retain(|k, _| keys.contains(k));
+        self.egress.retain(|k, _| keys.contains(k));
     }
 
     /// Lets every client notice changed secret files.

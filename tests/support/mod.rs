@@ -9,6 +9,7 @@
 pub mod intercept;
 pub mod login;
 pub mod oidc;
+pub mod parent_proxy;
 pub mod pki;
 pub mod redis;
 pub mod sidekey;

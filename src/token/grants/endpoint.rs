@@ -40,6 +40,36 @@ pub(crate) fn field(
     Ok(Some(v))
 }
 
+/// The roots and parent proxy of `egress` (`upstream_roots`, `extra_roots`,
+/// `token_proxy`, `no_upstream_proxy`) on a client builder that has
+/// already dropped proxies from sidekey's own environment (`no_proxy`).
+pub(crate) fn egress(
+    mut b: reqwest::ClientBuilder,
+    egress: &crate::config::Egress,
+) -> Result<reqwest::ClientBuilder, FetchError> {
+    // Only the roots chosen: the bundled ones would otherwise trust the
+    // web PKI where `upstream_roots = "system"` asked for the OS store.
+    b = b.tls_built_in_root_certs(false);
+    let roots = crate::roots::certificates(egress.roots, &egress.extra_roots)
+        .map_err(|e| FetchError::Setup(e.to_string()))?;
+    for cert in roots {
+        let cert = reqwest::Certificate::from_der(&cert)
+            .map_err(|e| FetchError::Setup(format!("trusted roots: {e}")))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let Some(p) = &egress.proxy {
+        let mut proxy = reqwest::Proxy::all(p.uri.to_string())
+            .map_err(|e| FetchError::Setup(format!("proxy.token_proxy: {e}")))?;
+        if let Some((user, password)) = p.credentials() {
+            proxy = proxy.basic_auth(&user, &password);
+        }
+        let direct = egress.direct.to_no_proxy_string();
+        proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&direct));
+        b = b.proxy(proxy);
+    }
+    Ok(b)
+}
+
 /// Token responses are a few KiB; anything past this is refused (SPEC), so
 /// a broken or hostile endpoint cannot balloon a 64 MiB sidecar.
 pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;

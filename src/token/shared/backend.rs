@@ -36,6 +36,7 @@ impl Backend {
         url: &str,
         username: Option<String>,
         password: Option<String>,
+        tls: &crate::config::TlsSettings,
     ) -> anyhow::Result<Self> {
         use redis::IntoConnectionInfo;
         let mut info = url
@@ -47,7 +48,20 @@ impl Backend {
         if password.is_some() {
             info.redis.password = password;
         }
-        let client = redis::Client::open(info).map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+        let client = if matches!(info.addr, redis::ConnectionAddr::TcpTls { .. }) {
+            // The same roots as upstreams and token endpoints: a Redis
+            // behind a private CA is trusted through `extra_roots`, not
+            // reached in plaintext instead.
+            let root_cert = crate::roots::pem_bundle(tls.upstream_roots, &tls.extra_roots)?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(info, certs)
+        } else {
+            redis::Client::open(info)
+        }
+        .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
         Ok(Self::Redis(RedisStore {
             client,
             conn: tokio::sync::Mutex::new(None),

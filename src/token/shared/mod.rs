@@ -59,6 +59,7 @@ impl Store {
     /// `None` for the memory backend.
     pub fn build(
         settings: &StoreSettings,
+        tls: &crate::config::TlsSettings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let backend = match &settings.backend {
@@ -82,6 +83,7 @@ impl Store {
                     url,
                     render(username, "username")?,
                     render(password, "password")?,
+                    tls,
                 )?
             }
         };
