@@ -36,8 +36,8 @@ async fn dispatch(cmd: Command) -> ExitCode {
             config,
         } => cli::token(&config.path(), &client, show, &mut stdout).await,
         Command::Ca {
-            command: CaCommand::Generate { out },
-        } => cli::ca_generate(&out, &mut stdout),
+            command: CaCommand::Generate { out, force },
+        } => cli::ca_generate(&out, force, &mut stdout),
         Command::Ca {
             command: CaCommand::Bundle { out, config },
         } => cli::ca_bundle(&config.path(), &out, &mut stdout),

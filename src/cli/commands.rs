@@ -82,7 +82,22 @@ pub async fn token(
     Ok(())
 }
 
-pub fn ca_generate(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Refuses to replace an existing CA without `force`: every app that
+/// trusts the old certificate would stop trusting sidekey, and the old key
+/// would be gone for good.
+pub fn ca_generate(dir: &Path, force: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !force {
+        for name in ["ca.key", "ca.crt"] {
+            let path = dir.join(name);
+            // symlink_metadata: a dangling symlink is "existing" too.
+            if std::fs::symlink_metadata(&path).is_ok() {
+                anyhow::bail!(
+                    "{} already exists: not overwriting it (pass --force to replace the CA)",
+                    path.display()
+                );
+            }
+        }
+    }
     crate::tls::ca::generate(dir)?;
     writeln!(
         out,
