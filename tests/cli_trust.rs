@@ -2,6 +2,12 @@
 //! at once on stderr, exit codes say what went wrong (1 for `check`, 78
 //! EX_CONFIG for a config another command cannot load), and `ca generate`
 //! never destroys an existing CA key unless told to.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
 
 mod support;
 

@@ -129,6 +129,40 @@ async fn no_subject_is_401_subject_missing_and_no_exchange() {
 }
 
 #[tokio::test]
+async fn only_a_bearer_credential_is_exchanged_as_the_subject() {
+    // App: sends its user's password (Basic) or a bare value in
+    // Authorization. Token server: must never see either as subject_token.
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", &obo_config(&ts, "")).await;
+    for value in [
+        format!("Basic {}", b64("alice:hunter2")),
+        "Digest username=\"alice\"".to_string(),
+        jwt("alice", 3600),
+    ] {
+        let r = proxy
+            .client()
+            .get(format!("http://{}/orders", up.addr))
+            .header("authorization", &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{value}");
+        assert_eq!(r.headers()["x-sidekey-error"], "subject_missing", "{value}");
+    }
+    assert_eq!(ts.calls(), 0, "nothing but a Bearer token is a subject");
+    assert_eq!(up.count(), 0);
+    // A Bearer credential still is.
+    assert_eq!(
+        get_as(&proxy, &up, Some(&jwt("alice", 3600)))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ts.calls(), 1);
+}
+
+#[tokio::test]
 async fn a_rejected_user_gets_401_and_other_users_keep_working() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
