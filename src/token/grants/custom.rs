@@ -120,7 +120,7 @@ pub fn parse(
             description: json
                 .get("error_description")
                 .and_then(|d| d.as_str())
-                .map(|d| d.chars().take(200).collect()),
+                .map(super::endpoint::idp_text),
         });
     }
     if !(200..300).contains(&status) {
