@@ -66,11 +66,67 @@ fn ca_generate_refuses_to_overwrite_an_existing_key_without_force() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
-#[allow(dead_code, reason = "used by the check tests below")]
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/broken")
         .join(name)
         .display()
         .to_string()
+}
+
+#[test]
+fn check_reports_all_seven_mistakes_on_stderr_in_one_run() {
+    let path = fixture("seven_mistakes.toml");
+    let o = sidekey(&["check", "--config", &path]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty(), "diagnostics belong on stderr");
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("{path}:")))
+        .collect();
+    assert_eq!(lines.len(), 7, "{err}");
+    for (line, names) in lines.iter().zip([
+        "proxy: unknown field `listne`",
+        "proxy.upstream_timeout:",
+        "client \"api\": client_secret: invalid type: integer",
+        "client \"api\": unknown field `refresh_befor`",
+        "route \"orders\": client \"nope\" is not defined",
+        "route \"billing\": retry_on_401:",
+        "route \"static\": missing field `hosts`",
+    ]) {
+        assert!(line.contains(names), "expected {names:?} in {line:?}");
+    }
+}
+
+#[test]
+fn a_config_that_cannot_be_loaded_is_ex_config_for_every_other_command() {
+    let path = fixture("seven_mistakes.toml");
+    let out = tempfile::tempdir().unwrap();
+    let bundle = out.path().join("bundle.pem");
+    for args in [
+        vec!["run", "--config", &path],
+        vec!["token", "api", "--config", &path],
+        vec!["login", "api", "--no-browser", "--config", &path],
+        vec![
+            "ca",
+            "bundle",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--config",
+            &path,
+        ],
+    ] {
+        let o = sidekey(&args);
+        assert_eq!(o.status.code(), Some(78), "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains(&format!("{path}:10:17: client \"api\": client_secret")),
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+    }
+    // A config file that is not there is EX_CONFIG as well.
+    let o = sidekey(&["run", "--config", "/nonexistent/proxy.toml"]);
+    assert_eq!(o.status.code(), Some(78));
 }
