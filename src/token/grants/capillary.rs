@@ -20,7 +20,7 @@ pub async fn fetch(
         .header("accept", "application/json")
         .json(&body);
     let (status, body) = send(req).await?;
-    parse(status, &body)
+    parse(status, &body).map_err(|e| super::idp_text::without_sent(e, &[secret.expose()]))
 }
 
 fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
@@ -39,7 +39,7 @@ fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
         let message = first
             .get("message")
             .and_then(|m| m.as_str())
-            .map(super::endpoint::idp_text);
+            .map(super::idp_text::idp_text);
         return Err(FetchError::OAuth {
             status,
             error: code.chars().take(64).collect(),

@@ -46,7 +46,15 @@ pub async fn fetch(
         token_path,
         expires_in_path.as_ref(),
         refresh_token_path.as_ref(),
-    )?;
+    )
+    .map_err(|e| {
+        let secret = field(s.client_secret.as_ref(), "client_secret")
+            .ok()
+            .flatten();
+        let sent = [secret.as_ref(), refresh_token.as_ref()];
+        let sent: Vec<&str> = sent.into_iter().flatten().map(Secret::expose).collect();
+        super::idp_text::without_sent(e, &sent)
+    })?;
     Ok(with_id_token(resp, &body, id_token_path.as_ref()))
 }
 
@@ -141,7 +149,7 @@ pub fn parse(
             description: json
                 .get("error_description")
                 .and_then(|d| d.as_str())
-                .map(super::endpoint::idp_text),
+                .map(super::idp_text::idp_text),
         });
     }
     if !(200..300).contains(&status) {

@@ -6,7 +6,8 @@ use crate::secret::Secret;
 use crate::token::model::{FetchError, TokenResponse};
 
 use super::client_auth;
-use super::endpoint::{field, parse_oauth, send, without_sent};
+use super::endpoint::{field, parse_oauth, send};
+use super::idp_text::without_sent;
 use super::refresh_state::RefreshState;
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
