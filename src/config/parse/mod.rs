@@ -16,6 +16,11 @@ use toml_edit::Item;
 
 use super::diag::ConfigError;
 use super::raw::RawConfig;
+use doc::{array_len, get, narrowed, remove};
+use message::describe;
+
+mod doc;
+mod message;
 
 /// A config that did not parse: every error, and the part that did parse
 /// (broken clients, routes and sections removed) for validation to check.
@@ -175,102 +180,6 @@ impl Walk<'_> {
     }
 }
 
-fn array_len(item: &Item) -> Option<usize> {
-    match item {
-        Item::ArrayOfTables(a) => Some(a.len()),
-        Item::Value(toml_edit::Value::Array(a)) => Some(a.len()),
-        _ => None,
-    }
-}
-
-fn get<'a>(root: &'a Item, path: &[Seg]) -> Option<&'a Item> {
-    path.iter().try_fold(root, |item, seg| match seg {
-        Seg::Key(k) => item.as_table_like()?.get(k),
-        Seg::Index(i) => item.get(*i),
-    })
-}
-
-/// A copy of the document holding only the way down to `path`, and there
-/// only the keys `keep` accepts. Spans are kept, so errors still point
-/// into the file.
-fn narrowed(root: &Item, path: &[Seg], keep: &dyn Fn(&str) -> bool) -> Item {
-    let mut copy = root.clone();
-    let mut node = Some(&mut copy);
-    for seg in path {
-        node = node.and_then(|n| only(n, seg));
-    }
-    if let Some(t) = node.and_then(Item::as_table_like_mut) {
-        let drop: Vec<String> = t
-            .iter()
-            .map(|(k, _)| k.to_string())
-            .filter(|k| !keep(k))
-            .collect();
-        for k in drop {
-            t.remove(&k);
-        }
-    }
-    copy
-}
-
-/// Keeps only `seg` in `item` and returns it.
-fn only<'a>(item: &'a mut Item, seg: &Seg) -> Option<&'a mut Item> {
-    match seg {
-        Seg::Key(k) => {
-            let t = item.as_table_like_mut()?;
-            let drop: Vec<String> = t
-                .iter()
-                .map(|(x, _)| x.to_string())
-                .filter(|x| x != k)
-                .collect();
-            for x in drop {
-                t.remove(&x);
-            }
-            t.get_mut(k)
-        }
-        Seg::Index(i) => {
-            let n = array_len(item)?;
-            for j in (0..n).rev().filter(|j| j != i) {
-                remove_index(item, j);
-            }
-            item.get_mut(0)
-        }
-    }
-}
-
-fn remove_index(item: &mut Item, i: usize) {
-    match item {
-        Item::ArrayOfTables(a) => a.remove(i),
-        Item::Value(toml_edit::Value::Array(a)) => {
-            a.remove(i);
-        }
-        _ => {}
-    }
-}
-
-/// Removes what `path` names from the document.
-fn remove(root: &mut Item, path: &[Seg]) {
-    let Some((last, parent)) = path.split_last() else {
-        return;
-    };
-    let mut node = Some(root);
-    for seg in parent {
-        node = node.and_then(|n| match seg {
-            Seg::Key(k) => n.as_table_like_mut()?.get_mut(k),
-            Seg::Index(i) => n.get_mut(*i),
-        });
-    }
-    let Some(node) = node else { return };
-    match last {
-        Seg::Key(k) => {
-            if let Some(t) = node.as_table_like_mut() {
-                t.remove(k);
-            }
-        }
-        Seg::Index(i) if array_len(node).is_some_and(|n| *i < n) => remove_index(node, *i),
-        Seg::Index(_) => {}
-    }
-}
-
 /// What is cut away for validation when `path` has an error: a whole
 /// client or route (half a client would only give misleading errors), or
 /// the key in a section.
@@ -289,84 +198,4 @@ fn seg_order(s: &Seg) -> (usize, &str) {
         Seg::Index(i) => (*i, ""),
         Seg::Key(k) => (0, k.as_str()),
     }
-}
-
-/// `client "api": client_secret: invalid type: integer, expected a string`.
-fn describe(root: &Item, path: &[Seg], message: &str) -> String {
-    let message = super::hide_value(&unknown_field(message.trim()));
-    let (whose, rest) = match path {
-        [Seg::Key(c), Seg::Key(name), rest @ ..] if c == "clients" => {
-            (format!("client {name:?}"), rest)
-        }
-        [Seg::Key(r), Seg::Index(i), rest @ ..] if r == "routes" => {
-            let name = get(root, &path[..2])
-                .and_then(|r| r.as_table_like()?.get("name")?.as_str().map(str::to_string));
-            match name {
-                Some(name) => (format!("route {name:?}"), rest),
-                None => (format!("routes[{i}]"), rest),
-            }
-        }
-        _ => (String::new(), path),
-    };
-    // An unknown key is named by the message itself.
-    let rest = if message.starts_with("unknown field") {
-        &rest[..rest.len().saturating_sub(1)]
-    } else {
-        rest
-    };
-    let mut key = String::new();
-    for seg in rest {
-        match seg {
-            Seg::Key(k) if key.is_empty() => key.push_str(k),
-            Seg::Key(k) => {
-                key.push('.');
-                key.push_str(k);
-            }
-            Seg::Index(i) => key.push_str(&format!("[{i}]")),
-        }
-    }
-    match (whose.is_empty(), key.is_empty()) {
-        (true, true) => message,
-        (true, false) => format!("{key}: {message}"),
-        (false, true) => format!("{whose}: {message}"),
-        (false, false) => format!("{whose}: {key}: {message}"),
-    }
-}
-
-/// serde lists every field after an unknown one (forty for a client);
-/// name the likely one instead.
-fn unknown_field(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
-    };
-    let Some((field, expected)) = rest.split_once('`') else {
-        return message.to_string();
-    };
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|cand| (distance(field, cand), cand))
-        .filter(|(d, _)| *d <= 2)
-        .min();
-    match best {
-        Some((_, cand)) => format!("unknown field `{field}` (did you mean `{cand}`?)"),
-        None => format!("unknown field `{field}`"),
-    }
-}
-
-/// Levenshtein distance, for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
