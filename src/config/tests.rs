@@ -182,6 +182,28 @@ fn a_field_of_a_nested_table_and_an_array_element_are_named() {
 }
 
 #[test]
+fn inline_routes_and_unknown_sections_are_reported_too() {
+    let src = "telemtry = { endpoint = \"x\" }\n\
+               routes = [{ name = \"a\", hosts = [\"a.example\"], retry_on_401 = 1 }, { name = \"b\", hosts = \"b.example\" }]\n";
+    let err = load_str(Path::new("p.toml"), src, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err.lines().count(), 3, "{err}");
+    assert!(
+        err.contains("p.toml:1:1: unknown field `telemtry`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("route \"a\": retry_on_401: invalid type: integer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("route \"b\": hosts: invalid type: string"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_repo_example_loads_without_credentials() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml");
     let src = std::fs::read_to_string(&path).unwrap();

@@ -131,9 +131,15 @@ impl Walk<'_> {
             }
         }
         // Required fields, checked with the failing keys cut away. Only an
-        // error about this table counts: its ancestors were cut down too.
+        // error about this table counts (its ancestors were cut down too),
+        // and a "missing" key that is there, only wrong, is reported already.
         match deserialize(&narrowed(self.root, path, &|x| !failing.contains(x))) {
-            Err(e) if path.is_empty() || (e.span().is_some() && e.span() == node.span()) => {
+            Err(e)
+                if (path.is_empty() || (e.span().is_some() && e.span() == node.span()))
+                    && !failing
+                        .iter()
+                        .any(|k| e.message().starts_with(&format!("missing field `{k}`"))) =>
+            {
                 self.found.push((path.to_vec(), e));
                 true
             }
