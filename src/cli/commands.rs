@@ -1,4 +1,5 @@
-//! `check`, `token` and `ca generate`: short commands that print to stdout.
+//! `check`, `token` and `ca generate`: short commands that print results
+//! to stdout and diagnostics to stderr.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,15 +9,16 @@ use crate::config;
 use crate::metrics::Metrics;
 use crate::token::{TokenSource, TokenStore};
 
-/// Prints `ok` or every error; returns the exit code (0 / 1).
-pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
+/// Prints `ok` to `out`, or every error to `diag` (stderr); returns the
+/// exit code (0 / 1).
+pub fn check(path: &Path, out: &mut dyn Write, diag: &mut dyn Write) -> i32 {
     match config::load(path) {
         Ok(cfg) => {
             // The CA is read only to serve, but a CA that cannot serve is
             // a config error the operator wants to see before deploying.
             if let Some((cert, key)) = &cfg.tls.ca {
                 if let Err(e) = crate::tls::ca::Ca::load(cert, key) {
-                    let _ = writeln!(out, "{}: {e:#}", path.display());
+                    let _ = writeln!(diag, "{}: {e:#}", path.display());
                     return 1;
                 }
             }
@@ -30,7 +32,7 @@ pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
             0
         }
         Err(e) => {
-            let _ = writeln!(out, "{e}");
+            let _ = writeln!(diag, "{e}");
             1
         }
     }
@@ -82,7 +84,22 @@ pub async fn token(
     Ok(())
 }
 
-pub fn ca_generate(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Refuses to replace an existing CA without `force`: every app that
+/// trusts the old certificate would stop trusting sidekey, and the old key
+/// would be gone for good.
+pub fn ca_generate(dir: &Path, force: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !force {
+        for name in ["ca.key", "ca.crt"] {
+            let path = dir.join(name);
+            // symlink_metadata: a dangling symlink is "existing" too.
+            if std::fs::symlink_metadata(&path).is_ok() {
+                anyhow::bail!(
+                    "{} already exists: not overwriting it (pass --force to replace the CA)",
+                    path.display()
+                );
+            }
+        }
+    }
     crate::tls::ca::generate(dir)?;
     writeln!(
         out,

@@ -86,6 +86,9 @@ pub enum CaCommand {
     Generate {
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing ca.crt / ca.key. Default is to refuse.
+        #[arg(long)]
+        force: bool,
     },
     /// Write the system's trusted roots plus sidekey's CA certificate
     /// (`[tls] ca_cert` of the config) as one PEM file, for apps that take

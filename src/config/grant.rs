@@ -160,6 +160,7 @@ pub(super) fn grant(
                         token_path,
                         expires_in_path: path(&raw.expires_in_path),
                         refresh_token_path: path(&raw.refresh_token_path),
+                        id_token_path: path(&raw.id_token_path),
                         refresh_token: refresh_token.clone(),
                         state_file: raw
                             .state_file
@@ -241,6 +242,11 @@ pub(super) fn grant(
         (
             "token_path",
             raw.token_path.is_some(),
+            grant_name == "custom",
+        ),
+        (
+            "id_token_path",
+            raw.id_token_path.is_some(),
             grant_name == "custom",
         ),
     ] {

@@ -9,6 +9,7 @@ mod env;
 mod grant;
 mod key;
 pub mod model;
+mod parse;
 pub mod raw;
 mod routes;
 mod store;
@@ -95,14 +96,21 @@ pub fn load_str(
         source: source.to_string(),
         errors,
     };
-    let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
-        fail(vec![ConfigError {
-            span: e.span(),
-            message: hide_value(e.message().trim()),
-        }])
-    })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate::validate(raw, path, base, env).map_err(fail)
+    let partial = match parse::parse(source) {
+        Ok(raw) => return validate::validate(raw, path, base, env, &[]).map_err(fail),
+        Err(partial) => partial,
+    };
+    // Parse errors, then what validation finds in the part that parsed:
+    // every problem in one run, in the order of the file.
+    let mut errors = partial.errors;
+    if let Some(rest) = partial.rest {
+        if let Err(more) = validate::validate(*rest, path, base, env, &partial.broken_clients) {
+            errors.extend(more);
+        }
+    }
+    errors.sort_by_key(|e| e.span.as_ref().map_or(usize::MAX, |s| s.start));
+    Err(fail(errors))
 }
 
 #[cfg(test)]

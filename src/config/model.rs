@@ -188,6 +188,8 @@ pub enum GrantSettings {
         token_path: Vec<String>,
         expires_in_path: Option<Vec<String>>,
         refresh_token_path: Option<Vec<String>>,
+        /// Where the id_token is; none means the response has none.
+        id_token_path: Option<Vec<String>>,
         refresh_token: Option<Template>,
         state_file: Option<PathBuf>,
         /// Once a refresh token is held: POST `refresh_body` here.

@@ -266,6 +266,9 @@ pub struct RawClient {
     pub token_path: Option<Spanned<String>>,
     pub expires_in_path: Option<Spanned<String>>,
     pub refresh_token_path: Option<Spanned<String>>,
+    /// custom: dotted path to the id_token, for `<<oauth.idToken>>` and
+    /// claims. Default is none (the response has no id_token).
+    pub id_token_path: Option<Spanned<String>>,
     /// custom: where and what to POST once a refresh token is held.
     pub refresh_url: Option<Spanned<String>>,
     pub refresh_body: Option<Spanned<String>>,

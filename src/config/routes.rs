@@ -108,6 +108,7 @@ pub(super) fn route(
             UpstreamScheme::AsRequested
         }
     };
+    let route_client = client.as_ref().and_then(|c| clients.get(c)).map(|c| &**c);
     let mut set_headers = Vec::new();
     for (k, v) in &raw.set_headers {
         let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
@@ -125,6 +126,10 @@ pub(super) fn route(
                     "header {k:?}: uses <<oauth.*>> but the route has no client"
                 )),
             ),
+            Ok(t) if no_id_token(&t, route_client).is_some() => {
+                let why = no_id_token(&t, route_client).unwrap_or_default();
+                errs.at(v.span(), ctx(&format!("header {k:?}: {why}")))
+            }
             Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
                 Some(Ok(mut v)) => {
                     // Header values may be credentials: keep them out of
@@ -165,6 +170,10 @@ pub(super) fn route(
                     "set_query {k:?}: uses <<oauth.*>> but the route has no client"
                 )),
             ),
+            Ok(t) if no_id_token(&t, route_client).is_some() => {
+                let why = no_id_token(&t, route_client).unwrap_or_default();
+                errs.at(v.span(), ctx(&format!("set_query {k:?}: {why}")))
+            }
             Ok(t) => set_query.push((k.clone(), t)),
         }
     }
@@ -197,6 +206,30 @@ pub(super) fn route(
         set_query,
         retry_on_401: raw.retry_on_401,
     })
+}
+
+/// Why `<<oauth.idToken>>` in `t` could never render with `client`: its
+/// kind of grant never reads an id_token from the answer, so every request
+/// would be a 503. Standard OAuth grants read `id_token` when the IdP sends
+/// one and pass. Claims (`<<oauth.tokenDecoded.*>>`) are not judged here:
+/// they fall back to the access token, which may be a JWT whatever the
+/// grant (Capillary's are).
+fn no_id_token(t: &Template, client: Option<&ClientSettings>) -> Option<String> {
+    let c = client.filter(|_| t.uses_id_token())?;
+    match &c.grant {
+        GrantSettings::Capillary => Some(format!(
+            "<<oauth.idToken>> cannot be rendered: client {:?} (grant \"capillary\") never receives an id_token",
+            c.name
+        )),
+        GrantSettings::Custom {
+            id_token_path: None,
+            ..
+        } => Some(format!(
+            "<<oauth.idToken>> cannot be rendered: client {:?} (grant \"custom\") has no id_token_path; set it to the dotted path of the id_token in the response",
+            c.name
+        )),
+        _ => None,
+    }
 }
 
 /// `api.example.com`, `*.example.com`, either with `:port`, or an IP literal.

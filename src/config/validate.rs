@@ -20,13 +20,16 @@ pub(super) fn validate(
     path: &Path,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    broken_clients: &[String],
 ) -> Result<ValidConfig, Vec<ConfigError>> {
     let mut errs = Errors(Vec::new());
     super::env::expand_plain(&mut raw, env, &mut errs);
     let proxy = proxy(raw.proxy, env, &mut errs);
     let tls = raw.tls.map(|t| tls(t, base, &mut errs)).unwrap_or_default();
     let store = super::store::store(raw.store, base, env, &mut errs);
-    let declared: Vec<String> = raw.clients.keys().cloned().collect();
+    let mut declared: Vec<String> = raw.clients.keys().cloned().collect();
+    // Clients whose own parse errors are reported already.
+    declared.extend(broken_clients.iter().cloned());
     let mut clients = BTreeMap::new();
     for (name, c) in raw.clients {
         if let Some(c) = super::client::client(&name, c, base, env, &mut errs) {

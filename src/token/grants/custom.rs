@@ -19,6 +19,7 @@ pub async fn fetch(
         token_path,
         expires_in_path,
         refresh_token_path,
+        id_token_path,
         refresh_url,
         refresh_body,
         ..
@@ -39,13 +40,41 @@ pub async fn fetch(
         _ => None,
     })?;
     let (status, body) = post(http, url.clone(), *content_type, rendered).await?;
-    parse(
+    let resp = parse(
         status,
         &body,
         token_path,
         expires_in_path.as_ref(),
         refresh_token_path.as_ref(),
     )
+    .map_err(|e| {
+        let secret = field(s.client_secret.as_ref(), "client_secret")
+            .ok()
+            .flatten();
+        let sent = [secret.as_ref(), refresh_token.as_ref()];
+        let sent: Vec<&str> = sent.into_iter().flatten().map(Secret::expose).collect();
+        super::idp_text::without_sent(e, &sent)
+    })?;
+    Ok(with_id_token(resp, &body, id_token_path.as_ref()))
+}
+
+/// The id_token at `id_token_path` of a successful answer, for
+/// `<<oauth.idToken>>` and claims (which then come from it).
+fn with_id_token(
+    mut resp: TokenResponse,
+    body: &[u8],
+    path: Option<&Vec<String>>,
+) -> TokenResponse {
+    if let Some(path) = path {
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        resp.id_token = json
+            .as_ref()
+            .and_then(|j| at_path(j, path))
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+    }
+    resp
 }
 
 /// Renders a custom body, each value escaped for its content type. `extra`
@@ -120,7 +149,7 @@ pub fn parse(
             description: json
                 .get("error_description")
                 .and_then(|d| d.as_str())
-                .map(|d| d.chars().take(200).collect()),
+                .map(super::idp_text::idp_text),
         });
     }
     if !(200..300).contains(&status) {

@@ -5,6 +5,8 @@
 use crate::secret::Secret;
 use crate::token::model::{FetchError, TokenResponse};
 
+use super::idp_text::idp_text;
+
 /// Client fields hold either PEM text or a path to a PEM file. `what`
 /// names the field in errors: the value itself is never printed, since a
 /// key pasted without its PEM armour would otherwise end up in a log line.
@@ -129,7 +131,7 @@ pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, Fet
             .as_ref()
             .and_then(|j| j.get("error_description"))
             .and_then(|d| d.as_str())
-            .map(|d| d.chars().take(200).collect());
+            .map(idp_text);
         return Err(FetchError::OAuth {
             status,
             error: err.chars().take(64).collect(),
@@ -202,7 +204,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "token endpoint answered HTTP 400: invalid_client (bad)"
+            "token endpoint answered HTTP 400: invalid_client (\"bad\")"
         );
         assert!(matches!(
             parse_oauth(502, b"<html>"),

@@ -7,6 +7,7 @@ use crate::token::model::{FetchError, TokenResponse};
 
 use super::client_auth;
 use super::endpoint::{field, parse_oauth, send};
+use super::idp_text::without_sent;
 use super::refresh_state::RefreshState;
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -144,5 +145,29 @@ async fn post(
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
     let (status, body) = send(req).await?;
-    parse_oauth(status, &body)
+    parse_oauth(status, &body).map_err(|e| {
+        let sent: Vec<&str> = form
+            .iter()
+            .filter(|(k, _)| SENT_SECRETS.contains(&k.as_str()))
+            .map(|(_, v)| v.expose())
+            .collect();
+        // With client_secret_basic the secret went in a header, not the form.
+        let secret = field(s.client_secret.as_ref(), "client_secret")
+            .ok()
+            .flatten();
+        let secret = secret.as_ref().map(Secret::expose);
+        without_sent(e, &[sent.as_slice(), secret.as_slice()].concat())
+    })
 }
+
+/// Form fields whose values an endpoint's error text must never echo.
+const SENT_SECRETS: &[&str] = &[
+    "subject_token",
+    "actor_token",
+    "password",
+    "refresh_token",
+    "client_secret",
+    "client_assertion",
+    "code",
+    "code_verifier",
+];

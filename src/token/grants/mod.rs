@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod custom;
 mod endpoint;
 pub mod form;
+mod idp_text;
 pub mod refresh_state;
 
 pub(crate) use endpoint::field;
