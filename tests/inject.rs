@@ -58,7 +58,7 @@ fn docs(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-fn pod_spec<'a>(doc: &'a Value) -> &'a Value {
+fn pod_spec(doc: &Value) -> &Value {
     match doc["kind"].as_str().unwrap() {
         "Pod" => &doc["spec"],
         "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"]["spec"],
