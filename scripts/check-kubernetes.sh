@@ -52,6 +52,27 @@ for overlay in example:native classic:classic shared-store:native keycloak:nativ
     args+=("$mode" "$out/$dir.yaml")
     compare+=("${app_of[$dir]}" "$out/$dir.yaml")
 done
+# The injector: not a workload with sidekey in it, so only validated (the
+# cert-manager kinds have no schema here: warned about, not validated) and
+# checked for what keeps pods starting when it is down.
+"$kubectl" kustomize "$deploy/injector" >"$out/injector.yaml" || fail "kubectl kustomize $deploy/injector"
+"$venv/bin/kubernetes-validate" --kubernetes-version "$k8s_version" --strict --quiet "$out/injector.yaml" ||
+    fail "$deploy/injector does not validate against Kubernetes $k8s_version"
+"$venv/bin/python" -c 'import sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(open(sys.argv[1])) if d}
+hook = docs["MutatingWebhookConfiguration"]
+w = hook["webhooks"][0]
+want = [
+    (w["failurePolicy"] == "Ignore", "failurePolicy: Ignore"),
+    (w["reinvocationPolicy"] == "IfNeeded", "reinvocationPolicy: IfNeeded"),
+    ("namespaceSelector" in w, "a namespaceSelector"),
+    (w["clientConfig"]["service"]["path"] == "/mutate", "path /mutate"),
+    ("cert-manager.io/inject-ca-from" in hook["metadata"].get("annotations", {}), "the cainjector annotation"),
+    (docs["Deployment"]["spec"]["replicas"] >= 2, "2 replicas"),
+    ("PodDisruptionBudget" in docs, "a PodDisruptionBudget"),
+]
+missing = [what for ok, what in want if not ok]
+sys.exit("injector lacks: " + ", ".join(missing) if missing else 0)' "$out/injector.yaml" || fail "$deploy/injector"
 # kubernetes-validate has no schema for List: its items are validated one by one.
 flatten() {
     "$venv/bin/python" -c 'import sys, yaml
@@ -82,4 +103,4 @@ app=scripts/check-kubernetes-app.py
     fail "the app comparison's self-test"
 "$venv/bin/python" "$app" "${compare[@]}" || fail "an app field was changed (see above)"
 
-echo "check-kubernetes: ok: $deploy/example, classic, shared-store and keycloak render and every $fixtures fixture injects, validate against Kubernetes $k8s_version (strict), wire sidekey correctly and leave the app alone ($("$kubectl" version --client | grep Kustomize), kubernetes-validate $("$venv/bin/kubernetes-validate" --version))"
+echo "check-kubernetes: ok: $deploy/example, classic, shared-store, keycloak and injector render and every $fixtures fixture injects, validate against Kubernetes $k8s_version (strict), wire sidekey correctly and leave the app alone ($("$kubectl" version --client | grep Kustomize), kubernetes-validate $("$venv/bin/kubernetes-validate" --version))"
