@@ -48,7 +48,8 @@ pub enum Outcome {
 pub enum Skipped {
     /// Annotated `sidekey.io/inject: "false"`, or (webhook) not annotated `"true"`.
     NotRequested,
-    /// sidekey is already in it: injecting twice changes nothing.
+    /// sidekey is already in it, and every app container points at it: injecting twice changes
+    /// nothing.
     AlreadyInjected,
     /// A pod template without a spec or without containers: nothing to point at sidekey.
     NoContainers,
@@ -76,7 +77,7 @@ pub fn inject(template: &PodTemplateSpec, defaults: &Defaults) -> Outcome {
         return Outcome::Skipped(Skipped::NoContainers);
     };
     if already_injected(spec) {
-        return Outcome::Skipped(Skipped::AlreadyInjected);
+        return rewire(template);
     }
     let ca_secret = match get(ANNOTATION_CA_SECRET) {
         Some(v) if v.is_empty() || v.eq_ignore_ascii_case("none") => None,
@@ -135,15 +136,36 @@ pub fn inject(template: &PodTemplateSpec, defaults: &Defaults) -> Outcome {
     Outcome::Injected(Box::new(out))
 }
 
-/// sidekey's container is there already (native or classic), or an app volume already uses one of
-/// sidekey's volume names, which a second set of sidekey volumes would collide with.
+/// sidekey's container is there already (native or classic).
 fn already_injected(spec: &PodSpec) -> bool {
     let named = |c: &k8s_openapi::api::core::v1::Container| c.name == pieces::SIDEKEY;
-    spec.containers.iter().any(named)
-        || spec.init_containers.iter().flatten().any(named)
-        || spec
+    spec.containers.iter().any(named) || spec.init_containers.iter().flatten().any(named)
+}
+
+/// An injected template again: only app containers added since (by another admission webhook,
+/// which is why the webhook asks to be reinvoked) are pointed at sidekey; the rest is unchanged.
+fn rewire(template: &PodTemplateSpec) -> Outcome {
+    let mut out = template.clone();
+    if let Some(spec) = out.spec.as_mut() {
+        let tls = spec
             .volumes
             .iter()
             .flatten()
-            .any(|v| pieces::VOLUME_NAMES.contains(&v.name.as_str()))
+            .any(|v| v.name == pieces::TRUST_VOLUME);
+        let apps = spec
+            .containers
+            .iter_mut()
+            .filter(|c| c.name != pieces::SIDEKEY);
+        for container in apps {
+            app_env::wire(container, tls);
+        }
+    }
+    if out == *template {
+        return Outcome::Skipped(Skipped::AlreadyInjected);
+    }
+    Outcome::Injected(Box::new(out))
 }
+
+#[cfg(test)]
+#[path = "inject_tests.rs"]
+mod tests;

@@ -151,9 +151,6 @@ pub(super) fn volumes(parts: &Parts) -> Vec<Volume> {
     volumes
 }
 
-/// Names of every volume [`volumes`] may add, so an app volume of the same name is noticed.
-pub(super) const VOLUME_NAMES: [&str; 4] = [CONFIG_VOLUME, CA_VOLUME, CA_CERT_VOLUME, TRUST_VOLUME];
-
 fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
