@@ -86,6 +86,48 @@ fn kubernetes_check_fails_when_an_app_field_is_overwritten() {
     );
 }
 
+/// `ca bundle --ca-cert`: the init step's command needs the CA certificate and
+/// nothing else (no config exists in its working directory); a missing file
+/// is an error naming the flag.
+#[test]
+fn ca_bundle_needs_only_the_ca_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = Command::new(env!("CARGO_BIN_EXE_sidekey"))
+        .args(["ca", "generate", "--out", "ca"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", all(&gen));
+    let bundle = |cert: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sidekey"))
+            .args([
+                "ca",
+                "bundle",
+                "--out",
+                "trust/bundle.pem",
+                "--ca-cert",
+                cert,
+            ])
+            .current_dir(dir.path())
+            .env_remove("SIDEKEY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = bundle("ca/ca.crt");
+    assert!(out.status.success(), "{}", all(&out));
+    let pem = fs::read_to_string(dir.path().join("trust/bundle.pem")).unwrap();
+    let ca = fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
+    assert!(pem.contains(ca.trim()) && !pem.contains("PRIVATE KEY"));
+
+    let out = bundle("ca/missing.crt");
+    assert!(!out.status.success());
+    assert!(
+        all(&out).contains("--ca-cert: cannot read ca/missing.crt"),
+        "{}",
+        all(&out)
+    );
+}
+
 /// The example's proxy.toml, with the Secrets mounted as kubelet mounts them
 /// with `defaultMode: 0444` and no pod fsGroup (files root:root, mode 0444):
 /// sidekey running as 65532 without supplementary groups checks it, writes
