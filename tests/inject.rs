@@ -176,6 +176,13 @@ fn the_apps_security_context_proxy_and_no_proxy_are_kept() {
         b["containers"][0]["securityContext"]
     );
     assert_eq!(env(app, "LOG_LEVEL"), Some("debug"));
+    // One volume at two paths: both mounts as they were, then sidekey's trust mount.
+    let mounts = app["volumeMounts"].as_array().unwrap();
+    assert_eq!(
+        mounts[..2],
+        b["containers"][0]["volumeMounts"].as_array().unwrap()[..]
+    );
+    assert_eq!(mounts[2]["name"], "sidekey-trust");
     assert_eq!(env(app, "HTTPS_PROXY"), Some(PROXY));
     let no_proxy = env(app, "NO_PROXY").unwrap();
     assert!(

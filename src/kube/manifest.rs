@@ -155,8 +155,9 @@ fn inject_object(
 }
 
 /// Writes the injected template over the original, key by key, so fields the typed template does not
-/// know (a newer API's) survive. Lists of named entries (containers, volumes) merge by name, in the
-/// injected order; an `env` list is taken whole, since the injection may drop a `valueFrom`.
+/// know (a newer API's) survive. Lists of uniquely named entries (containers, volumes) merge by
+/// name, in the injected order; other lists, and `env` (the injection may drop a `valueFrom`), are
+/// taken whole.
 pub(super) fn merge_into(slot: &mut Value, new: Value, key: Option<&str>) {
     match (slot, new) {
         (Value::Mapping(old), Value::Mapping(new)) => {
@@ -170,7 +171,9 @@ pub(super) fn merge_into(slot: &mut Value, new: Value, key: Option<&str>) {
                 }
             }
         }
-        (Value::Sequence(old), Value::Sequence(new)) if key != Some("env") => {
+        (Value::Sequence(old), Value::Sequence(new))
+            if key != Some("env") && names_unique(old) && names_unique(&new) =>
+        {
             let name_of = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
             let merged = new
                 .into_iter()
@@ -191,6 +194,17 @@ pub(super) fn merge_into(slot: &mut Value, new: Value, key: Option<&str>) {
         }
         (slot, new) => *slot = new,
     }
+}
+
+/// Whether every entry has a name no other entry has: one volume mounted at two paths (two
+/// `volumeMounts` with the same name) must not merge into one.
+fn names_unique(items: &[Value]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    items.iter().all(|v| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| seen.insert(n.to_owned()))
+    })
 }
 
 /// Kubernetes reads manifests as YAML 1.1, serde_norway as 1.2: there `0440` is a string, not octal,
