@@ -137,6 +137,10 @@ fn every_workload_kind_gets_sidekey_and_other_objects_stay_byte_for_byte() {
             "{kind}: {bundle_mounts:?}"
         );
     }
+    // Written so that YAML 1.1 (kubectl) reads strings as strings.
+    for quoted in [r#"canary: "no""#, r#"build: "1_000""#, r#"value: "off""#] {
+        assert!(out.contains(quoted), "{quoted} not quoted:\n{out}");
+    }
     // YAML 1.1 octal and a numeric quantity, read as Kubernetes reads them.
     let deployment = pod_spec(&docs[2]);
     assert_eq!(deployment["volumes"][0]["configMap"]["defaultMode"], 0o440);

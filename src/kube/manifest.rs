@@ -47,9 +47,7 @@ pub fn inject_manifests(
             continue;
         }
         injected += n;
-        let text = serde_norway::to_string(&doc)
-            .map_err(|source| ManifestError::Yaml { index, source })?;
-        out.push_str(&text);
+        out.push_str(&super::emit::document(&doc));
     }
     Ok((out, injected))
 }

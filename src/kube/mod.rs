@@ -2,6 +2,7 @@
 //! `sidekey webhook` on pods at admission, so both add exactly the same sidecar.
 
 mod app_env;
+mod emit;
 pub mod inject;
 pub mod manifest;
 mod pieces;
