@@ -6,6 +6,7 @@ mod emit;
 pub mod inject;
 pub mod manifest;
 mod pieces;
+mod raw;
 pub mod review;
 pub mod webhook;
 

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::{json, Value};
 
-use super::manifest::{merge_into, yaml11_compat};
+use super::raw::{merge_into, yaml11_compat};
 use super::{inject, Defaults, Outcome, Skipped};
 
 /// The top-level keys of a pod the injection may change, as JSON pointers and their path.
