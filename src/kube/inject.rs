@@ -53,6 +53,8 @@ pub enum Skipped {
     AlreadyInjected,
     /// A pod template without a spec or without containers: nothing to point at sidekey.
     NoContainers,
+    /// `hostNetwork: true`: the pod's loopback is the node's, so sidekey's port would be too.
+    HostNetwork,
 }
 
 /// Adds sidekey to `template`. Never touches the pod's or a container's `securityContext`, nor any
@@ -76,6 +78,10 @@ pub fn inject(template: &PodTemplateSpec, defaults: &Defaults) -> Outcome {
     let Some(spec) = template.spec.as_ref().filter(|s| !s.containers.is_empty()) else {
         return Outcome::Skipped(Skipped::NoContainers);
     };
+    if spec.host_network == Some(true) {
+        // sidekey's 127.0.0.1:3128 would be the node's, shared by every such pod on it.
+        return Outcome::Skipped(Skipped::HostNetwork);
+    }
     if already_injected(spec) {
         return rewire(template);
     }

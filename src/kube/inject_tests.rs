@@ -182,3 +182,15 @@ fn a_pod_without_containers_is_left_alone() {
         Outcome::Skipped(Skipped::NoContainers)
     );
 }
+
+#[test]
+fn a_host_network_pod_is_left_alone() {
+    let mut t = template(&[], vec![app("a")]);
+    if let Some(spec) = t.spec.as_mut() {
+        spec.host_network = Some(true);
+    }
+    assert_eq!(
+        inject(&t, &Defaults::default()),
+        Outcome::Skipped(Skipped::HostNetwork)
+    );
+}

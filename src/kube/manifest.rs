@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_norway::Value;
 
 use super::raw::{merge_into, yaml11_compat};
-use super::{inject, Defaults, Outcome, ANNOTATION_INJECT};
+use super::{inject, Defaults, Outcome, Skipped, ANNOTATION_INJECT};
 
 /// A document `inject` cannot work on; names the document so the user finds it.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +145,13 @@ fn inject_object(
     let mut raw = slot.clone();
     yaml11_compat(&mut raw, None);
     let template: PodTemplateSpec = serde_norway::from_value(raw).map_err(fail)?;
-    let Outcome::Injected(new) = inject(&template, defaults) else {
-        return Ok(0);
+    let new = match inject(&template, defaults) {
+        Outcome::Injected(new) => new,
+        Outcome::Skipped(Skipped::HostNetwork) => {
+            tracing::warn!(document = index, %kind, %name, "hostNetwork pod: sidekey not added");
+            return Ok(0);
+        }
+        Outcome::Skipped(_) => return Ok(0),
     };
     let new = serde_norway::to_value(&*new).map_err(fail)?;
     merge_into(slot, new, None);
