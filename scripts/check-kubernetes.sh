@@ -99,8 +99,8 @@ for p in "${placeholders[@]}"; do wiring+=(--placeholders "$p"); done
 "$venv/bin/python" "${wiring[@]}" --self-test "$out/example.yaml" || fail "the wiring checker's self-test"
 "$venv/bin/python" "${wiring[@]}" "${args[@]}" || fail "sidekey wiring (see above)"
 app=scripts/check-kubernetes-app.py
+"$venv/bin/python" "$app" "${compare[@]}" || fail "an app field was changed (see above)"
 "$venv/bin/python" "$app" --self-test "$fixtures/own-settings.yaml" "$out/inject-own-settings.yaml" ||
     fail "the app comparison's self-test"
-"$venv/bin/python" "$app" "${compare[@]}" || fail "an app field was changed (see above)"
 
 echo "check-kubernetes: ok: $deploy/example, classic, shared-store, keycloak and injector render and every $fixtures fixture injects, validate against Kubernetes $k8s_version (strict), wire sidekey correctly and leave the app alone ($("$kubectl" version --client | grep Kustomize), kubernetes-validate $("$venv/bin/kubernetes-validate" --version))"

@@ -60,7 +60,7 @@ fn kubernetes_check_fails_when_an_app_field_is_overwritten() {
     fs::write(
         &fake,
         format!(
-            "#!/bin/sh\n\"{}\" \"$@\" | sed -e 's/runAsUser: 1000/runAsUser: 65532/' -e 's/value: .corp.example,10.0.0.0\\/8,/value: /'\n",
+            "#!/bin/sh\n\"{}\" \"$@\" | sed -e 's/runAsUser: 1000/runAsUser: 65532/' -e 's/value: \".corp.example,10.0.0.0\\/8,/value: \"/'\n",
             env!("CARGO_BIN_EXE_sidekey")
         ),
     )
