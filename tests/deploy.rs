@@ -84,6 +84,7 @@ fn kubernetes_check_fails_when_an_app_field_is_overwritten() {
         text.contains("env NO_PROXY lost the app's entries"),
         "{text}"
     );
+    assert!(text.contains("FAIL an app field was changed"), "{text}");
 }
 
 /// `ca bundle --ca-cert`: the init step's command needs the CA certificate and
