@@ -237,6 +237,25 @@ async fn annotated_pods_are_patched_others_allowed_unchanged() {
     // Reinvocation: the injected pod comes back; nothing more to do.
     let (_, again) = mutate(&client, &hook, "a2", &patched).await;
     assert!(again.is_none(), "a second pass patched again: {again:?}");
+    // Reinvocation after another webhook added a container: only that container is wired.
+    let mut grown = patched.clone();
+    grown["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "log-shipper", "image": "registry.example.com/shipper:1" }));
+    let (_, patch) = mutate(&client, &hook, "a3", &grown).await;
+    let patch: json_patch::Patch = serde_json::from_value(patch.expect("a patch")).unwrap();
+    json_patch::patch(&mut grown, &patch).unwrap();
+    let shipper = &grown["spec"]["containers"][1];
+    assert_eq!(env(shipper, "HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
+    assert_eq!(
+        grown["spec"]["initContainers"],
+        patched["spec"]["initContainers"]
+    );
+    assert_eq!(
+        grown["spec"]["containers"][0],
+        patched["spec"]["containers"][0]
+    );
 
     // Not annotated, or annotated "false": allowed, no patch.
     for annotations in [json!({}), json!({ "sidekey.io/inject": "false" })] {
