@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub mod fuzzing;
 pub mod inbound;
 mod io;
+pub mod kube;
 pub mod log;
 pub(crate) mod metrics;
 pub(crate) mod private_file;

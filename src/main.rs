@@ -41,8 +41,18 @@ async fn dispatch(cmd: Command) -> ExitCode {
             command: CaCommand::Generate { out, force },
         } => cli::ca_generate(&out, force, &mut stdout),
         Command::Ca {
-            command: CaCommand::Bundle { out, config },
+            command:
+                CaCommand::Bundle {
+                    out,
+                    ca_cert: Some(cert),
+                    ..
+                },
+        } => cli::ca_bundle_from("--ca-cert", &cert, &out, &mut stdout),
+        Command::Ca {
+            command: CaCommand::Bundle { out, config, .. },
         } => cli::ca_bundle(&config.path(), &out, &mut stdout),
+        Command::Inject(args) => cli::kube::inject(&args, &mut stdout),
+        Command::Webhook(args) => cli::kube::webhook(args).await,
         Command::Login {
             client,
             no_browser,

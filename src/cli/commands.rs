@@ -121,15 +121,23 @@ pub fn ca_bundle(config_path: &Path, out_path: &Path, out: &mut dyn Write) -> an
             config_path.display()
         )
     })?;
+    ca_bundle_from("tls.ca_cert", cert, out_path, out)
+}
+
+/// `ca bundle --ca-cert PATH`: the same bundle from the CA certificate alone, so the init step that
+/// writes it mounts neither the config nor any secret (`key` names the source in errors).
+pub fn ca_bundle_from(
+    key: &str,
+    cert: &Path,
+    out_path: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let ca_pem = std::fs::read_to_string(cert)
-        .map_err(|e| anyhow::anyhow!("tls.ca_cert: cannot read {}: {e}", cert.display()))?;
+        .map_err(|e| anyhow::anyhow!("{key}: cannot read {}: {e}", cert.display()))?;
     {
         use rustls_pki_types::pem::PemObject;
         rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
-            anyhow::anyhow!(
-                "tls.ca_cert: {} is not a PEM certificate: {e}",
-                cert.display()
-            )
+            anyhow::anyhow!("{key}: {} is not a PEM certificate: {e}", cert.display())
         })?;
     }
     let found = rustls_native_certs::load_native_certs();

@@ -116,6 +116,29 @@ impl TestCa {
         (c, k)
     }
 
+    /// A server certificate for `names` (cert PEM, key PEM) signed by this CA, for servers that read
+    /// their certificate from files.
+    pub fn server_cert_pem(&self, names: &[&str]) -> (String, String) {
+        let (chain, key) = self.leaf(names);
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        (
+            pem("CERTIFICATE", chain[0].as_ref()),
+            pem("PRIVATE KEY", key.secret_der()),
+        )
+    }
+
     /// A client certificate (cert PEM, key PEM) signed by this CA.
     pub fn client_cert(&self, cn: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
