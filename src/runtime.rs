@@ -35,22 +35,22 @@ impl Runtime {
         let extra = &config.tls.extra_roots;
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
-            let tokens = match &settings.client {
+            let credential = match &settings.client {
                 Some(name) => {
                     let client = config.clients.get(name).ok_or_else(|| {
                         anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name)
                     })?;
-                    Some(
+                    Some(crate::credential::Credential::new(
                         tokens
                             .source(client, extra)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
-                    )
+                    ))
                 }
                 None => None,
             };
             routes.push(Route {
                 settings: settings.clone(),
-                tokens,
+                credential,
             });
         }
         let (deny, timeout) = (
@@ -67,6 +67,7 @@ impl Runtime {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
             None => None,
         };
+        tokens.logins.configure(config.login.clone());
         // Only now that the config is accepted: forget clients it dropped.
         let keys: Vec<u64> = config.clients.values().map(|c| c.cache_key()).collect();
         tokens.retain(&keys);

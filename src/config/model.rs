@@ -23,6 +23,25 @@ pub struct ValidConfig {
     pub clients: BTreeMap<String, Arc<ClientSettings>>,
     pub routes: Vec<RouteSettings>,
     pub store: StoreSettings,
+    /// `[login]`: present when some client is per-user.
+    pub login: Option<LoginSettings>,
+}
+
+/// `[login]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: url::Url,
+    pub return_to: Vec<url::Url>,
+    pub link_ttl: Duration,
+}
+
+impl LoginSettings {
+    /// `public_url` + `path` (`/start`, `/callback`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url.as_str().trim_end_matches('/'))
+    }
 }
 
 /// `[store]`, validated.
@@ -118,6 +137,8 @@ pub struct RouteSettings {
     /// Query parameters set or replaced (name, value template).
     pub set_query: Vec<(String, Template)>,
     pub retry_on_401: bool,
+    /// Set only where the app's request lacks the header.
+    pub default_headers: Vec<(HeaderName, HeaderTemplate)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -140,6 +161,8 @@ pub enum ClientAuth {
         key_id: Option<String>,
         alg: JwtAlg,
     },
+    /// client_secret_jwt: an HS256 assertion keyed with client_secret.
+    ClientSecretJwt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -177,6 +200,20 @@ pub enum GrantSettings {
         actor_token_type: Option<String>,
     },
     Capillary,
+    /// Per-user accounts: each end user's code exchange and refresh.
+    AuthorizationCode {
+        authorize_url: url::Url,
+    },
+    /// RFC 7523 §2.1: a signed assertion is the grant.
+    JwtBearer {
+        key: Template,
+        key_id: Option<String>,
+        alg: JwtAlg,
+        /// The assertion's `sub`; default client_id.
+        subject: Option<Template>,
+        /// The assertion's `aud`; default token_url.
+        audience: Option<String>,
+    },
     Custom {
         body: Template,
         content_type: ContentType,
@@ -203,6 +240,8 @@ impl GrantSettings {
             Self::RefreshToken { .. } => "refresh_token",
             Self::TokenExchange { .. } => "token_exchange",
             Self::Capillary => "capillary",
+            Self::AuthorizationCode { .. } => "authorization_code",
+            Self::JwtBearer { .. } => "jwt_bearer",
             Self::Custom { .. } => "custom",
         }
     }
@@ -228,6 +267,12 @@ pub struct ClientSettings {
     pub tls_identity: Option<(Template, Template)>,
     /// `sidekey login`: extra query parameters of the authorize URL.
     pub authorize_params: Vec<(String, String)>,
+    /// Per-user accounts: the app's header naming the end user.
+    pub user: Option<HeaderName>,
+    /// Extra headers on every token request.
+    pub token_headers: Vec<(HeaderName, Template)>,
+    /// No request for this long: no more background refreshes.
+    pub idle_after: Duration,
 }
 
 impl ClientSettings {
@@ -242,6 +287,7 @@ impl ClientSettings {
                 .chain(&self.audience),
         );
         t.extend(self.params.iter().map(|(_, v)| v));
+        t.extend(self.token_headers.iter().map(|(_, v)| v));
         if let Some((cert, key)) = &self.tls_identity {
             t.extend([cert, key]);
         }
@@ -269,7 +315,13 @@ impl ClientSettings {
                 t.push(body);
                 t.extend(refresh_token.iter().chain(refresh_body).chain(code_body));
             }
-            GrantSettings::ClientCredentials | GrantSettings::Capillary => {}
+            GrantSettings::JwtBearer { key, subject, .. } => {
+                t.push(key);
+                t.extend(subject);
+            }
+            GrantSettings::ClientCredentials
+            | GrantSettings::Capillary
+            | GrantSettings::AuthorizationCode { .. } => {}
         }
         t
     }

@@ -69,6 +69,9 @@ struct State {
     /// 401s are not about token age, so refetching would only hammer the
     /// token endpoint. Until then, 401s go back to the app as they are.
     distrust_401_until: Option<Instant>,
+    /// When a request last asked for a token: a client idle for
+    /// `idle_after` stops refreshing in the background.
+    last_used: Option<Instant>,
 }
 
 /// The running fetch of one slot. Dropped without `land` (the task
@@ -163,6 +166,7 @@ impl Slot {
     pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, FetchError> {
         let fut = {
             let mut st = self.lock();
+            st.last_used = Some(Instant::now());
             if let Some(t) = st.current.as_ref().filter(|t| t.is_valid()) {
                 return Ok(t.clone());
             }
@@ -323,8 +327,16 @@ impl Slot {
     fn background_fetch(self: &Arc<Self>) {
         let mut st = self.lock();
         st.timer = None;
-        let wanted =
-            st.demand || (self.refresh_ahead && st.current.as_ref().is_some_and(|t| t.is_valid()));
+        // Unused for idle_after: no more refreshes (some IdPs bill per
+        // token); the next request fetches on demand.
+        let in_use = st
+            .last_used
+            .is_some_and(|at| at.elapsed() < self.settings.idle_after);
+        let wanted = st.demand
+            || (self.refresh_ahead && in_use && st.current.as_ref().is_some_and(|t| t.is_valid()));
+        if self.refresh_ahead && !in_use && !st.demand {
+            tracing::debug!(client = %self.settings.name, idle_after = ?self.settings.idle_after, "no request for idle_after: not refreshing in the background");
+        }
         if st.inflight.is_none() && wanted {
             drop(self.start_fetch(&mut st));
         }

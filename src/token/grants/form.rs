@@ -10,6 +10,7 @@ use super::endpoint::{field, parse_oauth, send};
 use super::refresh_state::RefreshState;
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 pub async fn fetch(
     http: &reqwest::Client,
@@ -71,7 +72,33 @@ pub async fn fetch(
                 put("actor_token_type", Secret::new(ty));
             }
         }
-        GrantSettings::Capillary | GrantSettings::Custom { .. } => {
+        GrantSettings::JwtBearer {
+            key,
+            key_id,
+            alg,
+            subject,
+            audience,
+        } => {
+            // RFC 7523 §2.1 (Google and Salesforce service accounts): the
+            // assertion is the grant; issuer client_id, subject `subject`.
+            let id = field(s.client_id.as_ref(), "client_id")?
+                .ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
+            let sub = field(subject.as_ref(), "subject")?.unwrap_or_else(|| id.clone());
+            let key = field(Some(key), "private_key")?.unwrap_or_default();
+            let aud = audience.as_deref().unwrap_or(s.token_url.as_str());
+            let assertion = client_auth::signed(
+                &client_auth::Claims::new(id.expose(), sub.expose(), aud),
+                key.expose(),
+                key_id.as_deref(),
+                alg,
+            )
+            .map_err(|e| FetchError::Setup(format!("private_key: {e}")))?;
+            put("grant_type", Secret::new(JWT_BEARER));
+            put("assertion", Secret::new(assertion));
+        }
+        GrantSettings::Capillary
+        | GrantSettings::Custom { .. }
+        | GrantSettings::AuthorizationCode { .. } => {
             return Err(FetchError::Setup("not a form grant".into()))
         }
     }
@@ -137,6 +164,7 @@ async fn post(
         .post(s.token_url.clone())
         .header("accept", "application/json");
     let req = client_auth::apply(s, req, &mut form)?;
+    let req = super::endpoint::token_headers(s, req)?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
         .finish();

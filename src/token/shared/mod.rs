@@ -8,6 +8,7 @@
 
 mod backend;
 mod seal;
+mod users;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

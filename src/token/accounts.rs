@@ -1,0 +1,360 @@
+//! Per-user accounts: a client (authorization_code, or custom with
+//! code_body) that holds one token per end user of the app, each user
+//! having connected once in a browser (`login/`). The user's access and
+//! refresh token live in `[store]` (sealed; keyed by the client and a
+//! digest of the user id), so they survive restarts and replicas share
+//! them; in memory each user has an on-demand cache slot. A refresh the
+//! IdP refuses disconnects the user: the next request asks for a login.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use http::{HeaderName, HeaderValue};
+use lru::LruCache;
+use sha2::Digest;
+
+use super::cache::{FetchToken, Slot};
+use super::grants::{custom, form, Fetcher};
+use super::model::{FetchError, Token, TokenResponse};
+use super::shared::{unix_ms, Store, Stored};
+use crate::config::{ClientSettings, GrantSettings};
+use crate::login::Logins;
+use crate::metrics::{ClientLabel, Metrics};
+use crate::secret::Secret;
+
+type UserKey = [u8; 32];
+
+/// Users with a cache slot in memory; their records stay in the store.
+const MAX_USERS_IN_MEMORY: usize = 10_000;
+
+/// Why a per-user request has no token.
+#[derive(Debug)]
+pub enum AccountError {
+    UserMissing(HeaderName),
+    LoginRequired { login_url: String },
+    Fetch(FetchError),
+}
+
+/// What is kept per user.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Record {
+    refresh_token: Option<String>,
+    access: Option<Stored>,
+}
+
+pub struct Accounts {
+    pub settings: Arc<ClientSettings>,
+    header: HeaderName,
+    fetcher: Arc<Fetcher>,
+    metrics: Arc<Metrics>,
+    records: Arc<Records>,
+    slots: Mutex<LruCache<UserKey, Arc<Slot>>>,
+    logins: Arc<Logins>,
+    /// Users known to be connected here (the `sidekey_login_users` gauge).
+    connected: Mutex<HashSet<UserKey>>,
+}
+
+impl Accounts {
+    pub fn new(
+        settings: Arc<ClientSettings>,
+        header: HeaderName,
+        fetcher: Fetcher,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<Store>>,
+        logins: Arc<Logins>,
+    ) -> Arc<Self> {
+        let records = Arc::new(Records {
+            client: format!("{:?}", settings.cache_key()),
+            store,
+            memory: DashMap::new(),
+        });
+        Arc::new(Self {
+            settings,
+            header,
+            fetcher: Arc::new(fetcher),
+            metrics,
+            records,
+            slots: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_USERS_IN_MEMORY).unwrap_or(NonZeroUsize::MIN),
+            )),
+            logins,
+            connected: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The app's header naming the user; it never goes upstream.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// The user's token, or a login link when the user has none.
+    pub async fn token(
+        &self,
+        value: Option<&HeaderValue>,
+    ) -> Result<(Arc<Slot>, Arc<Token>), AccountError> {
+        let user = value
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| AccountError::UserMissing(self.header.clone()))?;
+        let key = digest(user);
+        let slot = self.slot(key);
+        match slot.get().await {
+            Ok(token) => {
+                self.mark(key, true);
+                Ok((slot, token))
+            }
+            Err(e) if self.records.load(&key).await.is_none() => {
+                // Not connected (or the IdP refused the refresh): a fresh
+                // slot next time, so a login just made is seen at once.
+                self.forget(&key);
+                tracing::debug!(client = %self.settings.name, error = %e, "user not connected: login required");
+                let login_url = self
+                    .logins
+                    .issue(&self.settings.name, user)
+                    .ok_or_else(|| {
+                        AccountError::Fetch(FetchError::Setup("no [login] configured".into()))
+                    })?;
+                Err(AccountError::LoginRequired { login_url })
+            }
+            Err(e) => Err(AccountError::Fetch(e)),
+        }
+    }
+
+    fn slot(&self, key: UserKey) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.get(&key) {
+            return Arc::clone(s);
+        }
+        let fetch = UserFetch {
+            key,
+            records: Arc::clone(&self.records),
+            fetcher: Arc::clone(&self.fetcher),
+        };
+        let slot = Slot::on_demand(
+            Arc::clone(&self.settings),
+            Box::new(fetch),
+            Arc::clone(&self.metrics),
+        );
+        slots.put(key, Arc::clone(&slot));
+        slot
+    }
+
+    fn forget(&self, key: &UserKey) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop(key);
+        self.mark(*key, false);
+    }
+
+    fn mark(&self, key: UserKey, on: bool) {
+        let n = {
+            let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+            if on {
+                c.insert(key);
+            } else {
+                c.remove(&key);
+            }
+            c.len()
+        };
+        self.metrics
+            .login_users
+            .get_or_create(&ClientLabel {
+                client: self.settings.name.clone(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The last step of a login: exchanges the code (the standard form with
+    /// the PKCE verifier, or a custom client's `code_body`).
+    pub async fn exchange(
+        &self,
+        code: &str,
+        verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenResponse, FetchError> {
+        let s = &self.settings;
+        let GrantSettings::Custom {
+            code_body: Some(code_body),
+            content_type,
+            token_path,
+            expires_in_path,
+            refresh_token_path,
+            ..
+        } = &s.grant
+        else {
+            return form::exchange_code(self.fetcher.http(), s, code, verifier, redirect_uri).await;
+        };
+        let extra = |name: &str| match name {
+            "auth_code" => Some(Secret::new(code)),
+            "redirect_uri" => Some(Secret::new(redirect_uri)),
+            "code_verifier" => Some(Secret::new(verifier)),
+            _ => None,
+        };
+        let body = custom::render(s, code_body, "code_body", *content_type, &extra)?;
+        let (status, bytes) = custom::post_for(
+            self.fetcher.http(),
+            s,
+            s.token_url.clone(),
+            *content_type,
+            body,
+        )
+        .await?;
+        custom::parse(
+            status,
+            &bytes,
+            token_path,
+            expires_in_path.as_ref(),
+            refresh_token_path.as_ref(),
+        )
+    }
+
+    /// Keeps what a login (or the password form) got for `user`: only the
+    /// tokens.
+    pub async fn connect(&self, user: &str, resp: TokenResponse) -> Result<(), FetchError> {
+        let key = digest(user);
+        let record = record_of(&self.settings, resp, None)?;
+        self.records.save(&key, &record).await;
+        self.forget(&key);
+        self.mark(key, true);
+        Ok(())
+    }
+
+    /// `DELETE /users/CLIENT/USER`: the user's tokens go, here and in the store.
+    pub async fn disconnect(&self, user: &str) {
+        let key = digest(user);
+        self.records.delete(&key).await;
+        self.forget(&key);
+    }
+
+    /// Connected users seen by this process (never who they are).
+    pub fn users(&self) -> usize {
+        self.connected.lock().map_or(0, |c| c.len())
+    }
+}
+
+fn digest(user: &str) -> UserKey {
+    sha2::Sha256::digest(user.as_bytes()).into()
+}
+
+/// A record from a token response; `old_refresh` is kept when the IdP
+/// does not rotate.
+fn record_of(
+    s: &ClientSettings,
+    resp: TokenResponse,
+    old_refresh: Option<String>,
+) -> Result<Record, FetchError> {
+    let refresh_token = resp
+        .refresh_token
+        .as_ref()
+        .map(|r| r.expose().to_string())
+        .or(old_refresh);
+    let token = Token::from_response(resp, s.default_ttl)?;
+    Ok(Record {
+        refresh_token,
+        access: Some(token.to_stored()),
+    })
+}
+
+/// The users' records: in `[store]`, or in memory without one.
+struct Records {
+    client: String,
+    store: Option<Arc<Store>>,
+    memory: DashMap<UserKey, Vec<u8>>,
+}
+
+impl Records {
+    async fn load(&self, key: &UserKey) -> Option<Record> {
+        let bytes = match &self.store {
+            Some(store) => store.load_user(&self.client, key).await?,
+            None => self.memory.get(key).map(|r| r.value().clone())?,
+        };
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    async fn save(&self, key: &UserKey, record: &Record) {
+        let Ok(bytes) = serde_json::to_vec(record) else {
+            return;
+        };
+        match &self.store {
+            Some(store) => {
+                store.save_user(&self.client, key, &bytes).await;
+            }
+            None => {
+                self.memory.insert(*key, bytes);
+            }
+        }
+    }
+
+    async fn delete(&self, key: &UserKey) {
+        match &self.store {
+            Some(store) => store.delete_user(&self.client, key).await,
+            None => {
+                self.memory.remove(key);
+            }
+        }
+    }
+}
+
+/// Fetches for one user: the stored access token while it is valid, else
+/// a refresh with the user's refresh token (rotation kept).
+struct UserFetch {
+    key: UserKey,
+    records: Arc<Records>,
+    fetcher: Arc<Fetcher>,
+}
+
+impl FetchToken for UserFetch {
+    fn fetch<'a>(
+        &'a self,
+        s: &'a ClientSettings,
+    ) -> BoxFuture<'a, Result<TokenResponse, FetchError>> {
+        Box::pin(async move {
+            let not_connected = || FetchError::Setup("the user has not connected".into());
+            let record = self
+                .records
+                .load(&self.key)
+                .await
+                .ok_or_else(not_connected)?;
+            let now = unix_ms();
+            if let Some(a) = record.access.filter(|a| a.expires_unix_ms > now + 1000) {
+                return Ok(TokenResponse {
+                    access_token: Secret::new(a.access_token),
+                    token_type: Some(a.token_type),
+                    expires_in: Some((a.expires_unix_ms - now) / 1000),
+                    id_token: a.id_token.map(Secret::new),
+                    ..Default::default()
+                });
+            }
+            let Some(rt) = record.refresh_token else {
+                self.records.delete(&self.key).await;
+                return Err(not_connected());
+            };
+            let result = match &s.grant {
+                GrantSettings::Custom { .. } => {
+                    custom::fetch(self.fetcher.http(), s, Some(Secret::new(rt.clone()))).await
+                }
+                _ => form::refresh(self.fetcher.http(), s, Secret::new(rt.clone())).await,
+            };
+            match result {
+                Ok(resp) => {
+                    let record = record_of(s, resp.clone(), Some(rt))?;
+                    self.records.save(&self.key, &record).await;
+                    Ok(resp)
+                }
+                // The IdP refused the user's refresh token (revoked,
+                // expired): the user must connect again.
+                Err(e @ (FetchError::OAuth { .. } | FetchError::Status(400 | 401))) => {
+                    tracing::info!(client = %s.name, error = %e, "a user's refresh token was refused: the user must log in again");
+                    self.records.delete(&self.key).await;
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
