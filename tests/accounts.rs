@@ -1,0 +1,323 @@
+//! Per-user accounts end to end: an app calls for user alice, gets
+//! `login_required`, alice's browser follows `login_url` through the
+//! authorization server back to sidekey's callback, and from then on
+//! alice's calls carry alice's token, across a restart, until the IdP
+//! revokes it. Forged callbacks, reused links and foreign `return_to`
+//! are refused before any code is exchanged.
+//! // App: reqwest through the proxy, naming the user in X-User.
+//! // Browser: reqwest without redirects, cookies kept by hand.
+//! // Proxy: sidekey in-process, [login] on a loopback port, file [store].
+//! // Token server: /authorize signs the browser in as `x-test-user`;
+//! //   /token issues tokens naming the user of the code (tok-N-for-alice).
+//! // Upstream: records what arrived.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed setup step should fail the test loudly"
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::sidekey::{free_port, Proxy};
+use support::token_server::TokenServer;
+use support::upstream::Upstream;
+
+/// A per-user authorization-code client, a route using it, `[login]` on
+/// `login` and a file store at `store`.
+fn config(ts: &TokenServer, login: std::net::SocketAddr, store: &std::path::Path) -> String {
+    format!(
+        "[clients.crm]\ngrant = \"authorization_code\"\ntoken_url = \"{token}\"\nauthorize_url = \"{authorize}\"\n\
+         client_id = \"app\"\nclient_secret = \"app-secret\"\nscopes = [\"crm.read\"]\naudience = \"https://crm.example\"\n\
+         user = \"<<request.header.X-User>>\"\n\n\
+         [[routes]]\nname = \"crm\"\nhosts = [\"127.0.0.1\"]\nclient = \"crm\"\n\
+         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n\n\
+         [login]\nlisten = \"{login}\"\npublic_url = \"http://{login}\"\nreturn_to = [\"https://app.example/settings/\"]\nlink_ttl = \"1m\"\n\n\
+         [store]\nbackend = \"file\"\npath = \"{store}\"\nencryption_key = \"{key}\"\n",
+        token = ts.url("/token"),
+        authorize = ts.url("/authorize"),
+        store = store.display(),
+        key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )
+}
+
+async fn call_as(proxy: &Proxy, up: &Upstream, user: Option<&str>) -> reqwest::Response {
+    let mut req = proxy.client().get(format!("http://{}/contacts", up.addr));
+    if let Some(u) = user {
+        req = req.header("x-user", u);
+    }
+    req.send().await.unwrap()
+}
+
+/// The login link of a `login_required` answer (header and body agree).
+async fn login_url(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["x-sidekey-error"], "login_required");
+    let header = resp.headers()["x-sidekey-login"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "login_required");
+    assert_eq!(body["client"], "crm");
+    assert_eq!(body["login_url"], header.as_str());
+    header
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// `name=value` of the login cookie the browser was given.
+fn cookie(resp: &reqwest::Response) -> String {
+    let set = resp.headers()["set-cookie"].to_str().unwrap();
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    assert!(!set.contains("Secure"), "public_url is http: no Secure");
+    set.split(';').next().unwrap().to_string()
+}
+
+fn code_exchanges(ts: &TokenServer) -> usize {
+    ts.requests()
+        .iter()
+        .filter(|r| r.field("grant_type") == Some("authorization_code"))
+        .count()
+}
+
+/// Browser: login link -> authorization server (signed in as `user`) ->
+/// back to the callback with the cookie. Returns the callback's answer.
+async fn connect(link: &str, user: &str, return_to: Option<&str>) -> reqwest::Response {
+    let b = browser();
+    let link = match return_to {
+        Some(r) => format!("{link}&return_to={}", urlencode(r)),
+        None => link.to_string(),
+    };
+    let start = b.get(&link).send().await.unwrap();
+    assert_eq!(start.status(), 302, "{}", start.text().await.unwrap());
+    assert_eq!(start.headers()["x-frame-options"], "DENY");
+    let jar = cookie(&start);
+    let authorize = location(&start);
+    let idp = b
+        .get(&authorize)
+        .header("x-test-user", user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(idp.status(), 302);
+    b.get(location(&idp))
+        .header("cookie", jar)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn a_user_connects_once_and_calls_carry_their_own_token() {
+    let ts = TokenServer::start().await;
+    ts.set_ttl(3);
+    let up = Upstream::start().await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("tokens.json");
+    let login = free_port();
+    let proxy = Proxy::start("", &config(&ts, login, &store)).await;
+
+    // App: no user header at all.
+    let resp = call_as(&proxy, &up, None).await;
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["x-sidekey-error"], "user_missing");
+
+    // App: alice has not connected.
+    let link = login_url(call_as(&proxy, &up, Some("alice")).await).await;
+    assert!(
+        link.starts_with(&format!("http://{login}/start?t=")),
+        "{link}"
+    );
+    assert_eq!(up.count(), 0, "nothing went upstream without a token");
+
+    // Browser: a return_to outside the allowed prefixes is refused, and
+    // the link still works afterwards.
+    let b = browser();
+    let foreign = b
+        .get(format!(
+            "{link}&return_to={}",
+            urlencode("https://evil.example/")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 400);
+    assert!(foreign.headers().get("location").is_none());
+
+    // Browser: the real login, with the authorization request checked.
+    let start = b.get(&link).send().await.unwrap();
+    assert_eq!(start.status(), 302);
+    let jar = cookie(&start);
+    let authorize = url::Url::parse(&location(&start)).unwrap();
+    let q: std::collections::HashMap<_, _> = authorize.query_pairs().into_owned().collect();
+    assert_eq!(q["response_type"], "code");
+    assert_eq!(q["client_id"], "app");
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["scope"], "crm.read");
+    assert_eq!(q["audience"], "https://crm.example");
+    assert_eq!(q["redirect_uri"], format!("http://{login}/callback"));
+    let idp = b
+        .get(authorize.as_str())
+        .header("x-test-user", "alice")
+        .send()
+        .await
+        .unwrap();
+    let callback = location(&idp);
+
+    // Attacker: the same callback without the browser's cookie, and with a
+    // wrong state, are refused and exchange nothing.
+    let forged = b.get(&callback).send().await.unwrap();
+    assert_eq!(forged.status(), 400);
+    let wrong_state = callback.replace("state=", "state=x");
+    let forged = b
+        .get(&wrong_state)
+        .header("cookie", jar.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert_eq!(
+        code_exchanges(&ts),
+        0,
+        "no code exchanged for a forged callback"
+    );
+
+    // Browser: the real callback.
+    let done = b.get(&callback).header("cookie", jar).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.headers()["cache-control"], "no-store");
+    assert_eq!(code_exchanges(&ts), 1);
+    let exchange = ts
+        .requests()
+        .into_iter()
+        .find(|r| r.field("grant_type") == Some("authorization_code"))
+        .unwrap();
+    assert!(exchange
+        .field("code_verifier")
+        .is_some_and(|v| v.len() >= 43));
+
+    // Browser: the link was used; it does not work twice.
+    let reused = b.get(&link).send().await.unwrap();
+    assert_eq!(reused.status(), 400);
+
+    // App: alice's call carries alice's token; the user header is gone.
+    let resp = call_as(&proxy, &up, Some("alice")).await;
+    assert_eq!(resp.status(), 200);
+    let seen = up.last().unwrap();
+    let auth = seen.headers["authorization"].to_str().unwrap().to_string();
+    assert!(auth.ends_with("-for-alice"), "{auth}");
+    assert!(seen.headers.get("x-user").is_none());
+
+    // App: bob is not alice.
+    let bob = call_as(&proxy, &up, Some("bob")).await;
+    let bob_link = login_url(bob).await;
+    assert_ne!(bob_link, link);
+
+    // /tokens and /metrics: counts, never who.
+    let tokens = reqwest::get(format!("http://{}/tokens", proxy.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(tokens.contains("\"users\":1"), "{tokens}");
+    assert!(!tokens.contains("alice") && !tokens.contains("tok-"));
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("sidekey_login_users{client=\"crm\"} 1"));
+
+    // Restart: alice's tokens come back from the store, no login needed.
+    proxy.shutdown().await;
+    let proxy = Proxy::start("", &config(&ts, free_port(), &store)).await;
+    let resp = call_as(&proxy, &up, Some("alice")).await;
+    assert_eq!(resp.status(), 200, "alice needs no login after a restart");
+    let auth = up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(auth.ends_with("-for-alice"), "{auth}");
+    let raw = std::fs::read_to_string(&store).unwrap();
+    assert!(
+        !raw.contains("for-alice"),
+        "the store holds sealed values only"
+    );
+
+    // The IdP revokes alice's refresh token: once her access token has
+    // expired (3 s), the refresh is refused and she must log in again.
+    ts.set_validator(|r| match r.field("refresh_token") {
+        Some(rt) if rt.ends_with("-for-alice") => Err("revoked".into()),
+        _ => Ok(()),
+    });
+    support::eventually(
+        Duration::from_secs(15),
+        "alice's revoked login is noticed",
+        || {
+            let c = proxy.client();
+            let url = format!("http://{}/contacts", up.addr);
+            async move {
+                let r = c.get(url).header("x-user", "alice").send().await.unwrap();
+                r.status() == 401
+                    && r.headers()
+                        .get("x-sidekey-error")
+                        .is_some_and(|e| e == "login_required")
+            }
+        },
+    )
+    .await;
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_login_returns_to_an_allowed_page_and_the_admin_can_disconnect() {
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let login = free_port();
+    let proxy = Proxy::start("", &config(&ts, login, &store_dir.path().join("t.json"))).await;
+
+    let link = login_url(call_as(&proxy, &up, Some("carol")).await).await;
+    let done = connect(&link, "carol", Some("https://app.example/settings/crm?x=1")).await;
+    assert_eq!(done.status(), 302);
+    assert_eq!(location(&done), "https://app.example/settings/crm?x=1");
+    let resp = call_as(&proxy, &up, Some("carol")).await;
+    assert_eq!(resp.status(), 200);
+
+    // Admin: only loopback may disconnect; it deletes the user's tokens.
+    let admin = reqwest::Client::new();
+    let del = admin
+        .delete(format!("http://{}/users/crm/carol", proxy.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let again = call_as(&proxy, &up, Some("carol")).await;
+    login_url(again).await;
+    let unknown = admin
+        .delete(format!("http://{}/users/nope/carol", proxy.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    proxy.shutdown().await;
+}
