@@ -321,3 +321,155 @@ async fn a_login_returns_to_an_allowed_page_and_the_admin_can_disconnect() {
     assert_eq!(unknown.status(), 404);
     proxy.shutdown().await;
 }
+
+/// `[login]` on `login` and a plaintext file store (so the test can read
+/// what is kept), after a client section.
+fn login_and_store(login: std::net::SocketAddr, store: &std::path::Path) -> String {
+    format!(
+        "[[routes]]\nname = \"crm\"\nhosts = [\"127.0.0.1\"]\nclient = \"crm\"\n\
+         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n\n\
+         [login]\nlisten = \"{login}\"\npublic_url = \"http://{login}\"\n\n\
+         [store]\nbackend = \"file\"\npath = \"{}\"\n",
+        store.display()
+    )
+}
+
+#[tokio::test]
+async fn a_custom_client_with_code_body_holds_a_token_per_user() {
+    // Capacity's user-level tokens: a custom code exchange and refresh body.
+    let ts = TokenServer::start().await;
+    ts.set_ttl(2);
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let login = free_port();
+    let cfg = format!(
+        "[clients.crm]\ngrant = \"custom\"\ntoken_url = \"{token}\"\nauthorize_url = \"{authorize}\"\nclient_id = \"app\"\n\
+         content_type = \"application/x-www-form-urlencoded\"\n\
+         code_body = \"grant_type=authorization_code&code=<<client.auth_code>>&redirect_uri=<<client.redirect_uri>>&code_verifier=<<client.code_verifier>>&client_id=<<client.client_id>>\"\n\
+         body = \"grant_type=refresh_token&refresh_token=<<client.refresh_token>>\"\n\
+         token_path = \"access_token\"\nrefresh_token_path = \"refresh_token\"\n\
+         user = \"<<request.header.X-User>>\"\n{}",
+        login_and_store(login, &dir.path().join("t.json")),
+        token = ts.url("/token"),
+        authorize = ts.url("/authorize"),
+    );
+    let proxy = Proxy::start("", &cfg).await;
+    let link = login_url(call_as(&proxy, &up, Some("erin")).await).await;
+    assert_eq!(connect(&link, "erin", None).await.status(), 200);
+    let exchange = ts
+        .requests()
+        .into_iter()
+        .find(|r| r.field("grant_type") == Some("authorization_code"))
+        .unwrap();
+    assert_eq!(
+        exchange.field("redirect_uri"),
+        Some(format!("http://{login}/callback").as_str())
+    );
+    assert_eq!(call_as(&proxy, &up, Some("erin")).await.status(), 200);
+    let first = up.last().unwrap().headers["authorization"].clone();
+    assert!(first.to_str().unwrap().ends_with("-for-erin"));
+    // The 2 s token expires; the user's refresh token (from refresh_token_path) renews it.
+    support::eventually(Duration::from_secs(10), "erin's token is refreshed", || {
+        let c = proxy.client();
+        let url = format!("http://{}/contacts", up.addr);
+        let first = first.clone();
+        let up = &up;
+        async move {
+            let r = c.get(url).header("x-user", "erin").send().await.unwrap();
+            r.status() == 200 && up.last().unwrap().headers["authorization"] != first
+        }
+    })
+    .await;
+    let refresh = ts
+        .requests()
+        .into_iter()
+        .find(|r| r.field("grant_type") == Some("refresh_token"))
+        .unwrap();
+    assert!(refresh
+        .field("refresh_token")
+        .unwrap()
+        .ends_with("-for-erin"));
+    assert!(up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .ends_with("-for-erin"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_password_client_without_credentials_asks_each_user_once_and_keeps_only_tokens() {
+    let ts = TokenServer::start().await;
+    ts.set_issue_refresh(true);
+    ts.set_validator(|r| match r.field("grant_type") {
+        Some("password") if r.field("username") != Some("dave") => Err("who?".into()),
+        Some("password") if r.field("password") != Some("pw-secret-123") => Err("wrong".into()),
+        _ => Ok(()),
+    });
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("t.json");
+    let login = free_port();
+    let cfg = format!(
+        "[clients.crm]\ngrant = \"password\"\ntoken_url = \"{}\"\nclient_id = \"app\"\n\
+         user = \"<<request.header.X-User>>\"\n{}",
+        ts.url("/token"),
+        login_and_store(login, &store),
+    );
+    let proxy = Proxy::start("", &cfg).await;
+    let link = login_url(call_as(&proxy, &up, Some("dave")).await).await;
+
+    // Browser: the link shows a form and sets the login's cookie.
+    let b = browser();
+    let page = b.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let jar = cookie(&page);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("default-src 'none'"));
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script"));
+    let state = html
+        .split("name=\"state\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let form = |s: &str| {
+        format!(
+            "state={}&username=dave&password=pw-secret-123",
+            urlencode(s)
+        )
+    };
+    let post = |body: String, cookie: Option<String>| {
+        let mut r = b
+            .post(format!("http://{login}/password"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    // Attacker: a cross-site post without the browser's cookie is refused.
+    assert_eq!(post(form(&state), None).await.unwrap().status(), 400);
+    assert_eq!(ts.calls(), 0, "no sign-in for a forged form");
+    let done = post(form(&state), Some(jar)).await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(ts.calls(), 1);
+
+    assert_eq!(call_as(&proxy, &up, Some("dave")).await.status(), 200);
+    assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
+    let kept = std::fs::read_to_string(&store).unwrap();
+    assert!(
+        !kept.contains("pw-secret-123"),
+        "the password is never kept"
+    );
+    assert!(
+        kept.contains("user:"),
+        "the user's tokens are kept in the store"
+    );
+    proxy.shutdown().await;
+}

@@ -116,6 +116,10 @@ pub(super) fn grant(
             require(raw.client_secret.is_some(), "client_secret", gspan.clone());
             Some(GrantSettings::Capillary)
         }
+        // Per-user: each end user types their own credentials in a form.
+        "password" if raw.user.is_some() && raw.username.is_none() && raw.password.is_none() => {
+            Some(GrantSettings::PasswordForm)
+        }
         "password" => {
             require(raw.username.is_some(), "username", gspan.clone());
             require(raw.password.is_some(), "password", gspan.clone());
@@ -258,7 +262,7 @@ pub(super) fn grant(
         (
             "user",
             raw.user.is_some(),
-            matches!(grant_name, "authorization_code" | "custom"),
+            matches!(grant_name, "authorization_code" | "custom" | "password"),
         ),
         ("subject", raw.subject.is_some(), grant_name == "jwt_bearer"),
         (

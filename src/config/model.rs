@@ -200,6 +200,9 @@ pub enum GrantSettings {
         actor_token_type: Option<String>,
     },
     Capillary,
+    /// Per-user password: each end user signs in once in sidekey's form;
+    /// only the tokens are kept.
+    PasswordForm,
     /// Per-user accounts: each end user's code exchange and refresh.
     AuthorizationCode {
         authorize_url: url::Url,
@@ -236,7 +239,7 @@ impl GrantSettings {
     pub fn name(&self) -> &'static str {
         match self {
             Self::ClientCredentials => "client_credentials",
-            Self::Password { .. } => "password",
+            Self::Password { .. } | Self::PasswordForm => "password",
             Self::RefreshToken { .. } => "refresh_token",
             Self::TokenExchange { .. } => "token_exchange",
             Self::Capillary => "capillary",
@@ -321,7 +324,8 @@ impl ClientSettings {
             }
             GrantSettings::ClientCredentials
             | GrantSettings::Capillary
-            | GrantSettings::AuthorizationCode { .. } => {}
+            | GrantSettings::AuthorizationCode { .. }
+            | GrantSettings::PasswordForm => {}
         }
         t
     }

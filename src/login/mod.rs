@@ -6,6 +6,7 @@
 //! elsewhere is refused (400) before any code is exchanged.
 
 mod pages;
+mod password;
 mod tickets;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Pro
             let cookie = cookie(&req);
             callback(&shared, &settings, &query, cookie.as_deref()).await
         }
+        ("POST", "/password") => password::submit(&shared, &settings, req).await,
         _ => pages::page(StatusCode::NOT_FOUND, "not found", "nothing here"),
     }
 }
@@ -67,6 +69,17 @@ fn start(
         return pages::refused("this login link is for a client that no longer exists");
     };
     let s = &accounts.settings;
+    if s.grant == GrantSettings::PasswordForm {
+        let started = shared
+            .tokens
+            .logins
+            .begin(ticket, return_to.map(str::to_string));
+        return pages::password_form(
+            &started.state,
+            &s.name,
+            set_cookie(settings, &started.cookie),
+        );
+    }
     let authorize_url = match &s.grant {
         GrantSettings::AuthorizationCode { authorize_url }
         | GrantSettings::Custom {
@@ -147,7 +160,12 @@ async fn callback(
         return pages::refused("the authorization server's answer is not usable");
     }
     tracing::info!(client = %login.ticket.client, "a user connected");
-    match login.return_to {
+    connected(settings, login.return_to)
+}
+
+/// After a login: back to the app's page, or a short "connected" page.
+fn connected(settings: &LoginSettings, return_to: Option<String>) -> Response<ProxyBody> {
+    match return_to {
         Some(to) => pages::redirect(&to, Some(clear_cookie(settings))),
         None => pages::page(
             StatusCode::OK,

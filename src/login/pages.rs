@@ -44,6 +44,28 @@ pub fn redirect(to: &str, cookie: Option<String>) -> Response<ProxyBody> {
     resp
 }
 
+/// The form of a per-user password client. It posts back to `password`
+/// with the login's state; the browser's cookie proves it is the browser
+/// that opened the link (the CSRF check).
+pub fn password_form(state: &str, client: &str, cookie: String) -> Response<ProxyBody> {
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Connect {c}</title></head>\n<body><h1>Connect {c}</h1>\n<form method=\"post\" action=\"password\">\n<input type=\"hidden\" name=\"state\" value=\"{s}\">\n<p><label>Username <input name=\"username\" autocomplete=\"username\"></label></p>\n<p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label></p>\n<p><button type=\"submit\">Connect</button></p>\n</form></body></html>\n",
+        c = escape(client),
+        s = escape(state)
+    );
+    let mut resp = Response::new(body::full(html));
+    secure(&mut resp);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Ok(c) = HeaderValue::from_str(&cookie) {
+        h.insert(header::SET_COOKIE, c);
+    }
+    resp
+}
+
 fn secure(resp: &mut Response<ProxyBody>) {
     let h = resp.headers_mut();
     for (k, v) in [

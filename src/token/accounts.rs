@@ -213,6 +213,21 @@ impl Accounts {
         )
     }
 
+    /// A per-user password client's sign-in with what the user typed.
+    pub async fn password_login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<TokenResponse, FetchError> {
+        form::password_login(
+            self.fetcher.http(),
+            &self.settings,
+            Secret::new(username),
+            Secret::new(password),
+        )
+        .await
+    }
+
     /// Keeps what a login (or the password form) got for `user`: only the
     /// tokens.
     pub async fn connect(&self, user: &str, resp: TokenResponse) -> Result<(), FetchError> {

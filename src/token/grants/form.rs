@@ -98,10 +98,26 @@ pub async fn fetch(
         }
         GrantSettings::Capillary
         | GrantSettings::Custom { .. }
-        | GrantSettings::AuthorizationCode { .. } => {
-            return Err(FetchError::Setup("not a form grant".into()))
-        }
+        | GrantSettings::AuthorizationCode { .. }
+        | GrantSettings::PasswordForm => return Err(FetchError::Setup("not a form grant".into())),
     }
+    common(s, &mut form)?;
+    post(http, s, form).await
+}
+
+/// The password grant with an end user's own credentials, typed once in
+/// the login form of a per-user password client; neither is kept.
+pub async fn password_login(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    username: Secret,
+    password: Secret,
+) -> Result<TokenResponse, FetchError> {
+    let mut form = vec![
+        ("grant_type".to_string(), Secret::new("password")),
+        ("username".to_string(), username),
+        ("password".to_string(), password),
+    ];
     common(s, &mut form)?;
     post(http, s, form).await
 }
