@@ -102,25 +102,30 @@ impl Accounts {
             .ok_or_else(|| AccountError::UserMissing(self.header.clone()))?;
         let key = digest(user);
         let slot = self.slot(key);
+        // A user who never connected is no token fetch (nor a failed one).
+        if slot.peek().is_none() && self.records.load(&key).await.is_none() {
+            return Err(self.login_required(&key, user));
+        }
         match slot.get().await {
             Ok(token) => {
                 self.mark(key, true);
                 Ok((slot, token))
             }
-            Err(e) if self.records.load(&key).await.is_none() => {
-                // Not connected (or the IdP refused the refresh): a fresh
-                // slot next time, so a login just made is seen at once.
-                self.forget(&key);
-                tracing::debug!(client = %self.settings.name, error = %e, "user not connected: login required");
-                let login_url = self
-                    .logins
-                    .issue(&self.settings.name, user)
-                    .ok_or_else(|| {
-                        AccountError::Fetch(FetchError::Setup("no [login] configured".into()))
-                    })?;
-                Err(AccountError::LoginRequired { login_url })
+            // The IdP refused the refresh and the user's tokens are gone.
+            Err(_) if self.records.load(&key).await.is_none() => {
+                Err(self.login_required(&key, user))
             }
             Err(e) => Err(AccountError::Fetch(e)),
+        }
+    }
+
+    /// A login link for the user; the slot goes, so a login just made is
+    /// seen at once (no backoff left from the failed attempt).
+    fn login_required(&self, key: &UserKey, user: &str) -> AccountError {
+        self.forget(key);
+        match self.logins.issue(&self.settings.name, user) {
+            Some(login_url) => AccountError::LoginRequired { login_url },
+            None => AccountError::Fetch(FetchError::Setup("no [login] configured".into())),
         }
     }
 
