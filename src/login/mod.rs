@@ -5,6 +5,7 @@
 //! and keeps the user's tokens. Anything forged, reused or pointing
 //! elsewhere is refused (400) before any code is exchanged.
 
+mod browser;
 mod pages;
 mod password;
 mod tickets;
@@ -18,13 +19,13 @@ use sha2::Digest;
 
 pub use tickets::Logins;
 
+use browser::{allowed, clear_cookie, cookie, set_cookie};
+
 use crate::body::ProxyBody;
 use crate::config::{GrantSettings, LoginSettings};
 use crate::runtime::Shared;
 use crate::token::accounts::Accounts;
 use crate::token::TokenSource;
-
-const COOKIE: &str = "sidekey_login";
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let Some(settings) = shared.tokens.logins.settings() else {
@@ -185,85 +186,5 @@ fn accounts(shared: &Shared, client: &str) -> Option<Arc<Accounts>> {
     match shared.tokens.get(rt.config.clients.get(client)?)? {
         TokenSource::Account(a) => Some(a),
         _ => None,
-    }
-}
-
-/// Whether `to` starts with one of the allowed prefixes (compared as
-/// parsed URLs, so `https://app.example.com.evil/` is not under
-/// `https://app.example.com/`).
-fn allowed(settings: &LoginSettings, to: &str) -> bool {
-    let Ok(to) = url::Url::parse(to) else {
-        return false;
-    };
-    settings.return_to.iter().any(|p| {
-        p.scheme() == to.scheme()
-            && p.host() == to.host()
-            && p.port_or_known_default() == to.port_or_known_default()
-            && to.path().starts_with(p.path())
-    })
-}
-
-fn cookie_path(settings: &LoginSettings) -> String {
-    let p = settings.public_url.path().trim_end_matches('/');
-    if p.is_empty() {
-        "/".into()
-    } else {
-        p.to_string()
-    }
-}
-
-fn set_cookie(settings: &LoginSettings, value: &str) -> String {
-    let secure = if settings.public_url.scheme() == "https" {
-        "; Secure"
-    } else {
-        ""
-    };
-    format!(
-        "{COOKIE}={value}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        cookie_path(settings),
-        settings.link_ttl.as_secs()
-    )
-}
-
-fn clear_cookie(settings: &LoginSettings) -> String {
-    format!(
-        "{COOKIE}=; Path={}; Max-Age=0; HttpOnly; SameSite=Lax",
-        cookie_path(settings)
-    )
-}
-
-fn cookie<B>(req: &Request<B>) -> Option<String> {
-    req.headers()
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{COOKIE}="))
-                .map(str::to_string)
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn return_to_must_be_under_an_allowed_prefix() {
-        let s = LoginSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            public_url: url::Url::parse("https://app.example.com/sidekey").unwrap(),
-            return_to: vec![url::Url::parse("https://app.example.com/settings/").unwrap()],
-            link_ttl: std::time::Duration::from_secs(60),
-        };
-        assert!(allowed(&s, "https://app.example.com/settings/crm?ok=1"));
-        assert!(!allowed(&s, "https://app.example.com.evil/settings/"));
-        assert!(!allowed(&s, "http://app.example.com/settings/"));
-        assert!(!allowed(&s, "https://app.example.com/other"));
-        assert!(!allowed(&s, "/settings/"));
-        let c = set_cookie(&s, "v");
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.contains("Secure"));
-        assert!(c.contains("Path=/sidekey"));
     }
 }

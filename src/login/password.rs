@@ -7,7 +7,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use super::{accounts, connected, cookie, pages};
+use super::{accounts, browser::cookie, connected, pages};
 use crate::body::ProxyBody;
 use crate::config::LoginSettings;
 use crate::runtime::Shared;

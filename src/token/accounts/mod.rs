@@ -11,15 +11,14 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue};
 use lru::LruCache;
 use sha2::Digest;
 
-use super::cache::{FetchToken, Slot};
+use super::cache::Slot;
 use super::grants::{custom, form, Fetcher};
 use super::model::{FetchError, Token, TokenResponse};
-use super::shared::{unix_ms, Store, Stored};
+use super::shared::Store;
 use crate::config::{ClientSettings, GrantSettings};
 use crate::login::Logins;
 use crate::metrics::{ClientLabel, Metrics};
@@ -36,13 +35,6 @@ pub enum AccountError {
     UserMissing(HeaderName),
     LoginRequired { login_url: String },
     Fetch(FetchError),
-}
-
-/// What is kept per user.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Record {
-    refresh_token: Option<String>,
-    access: Option<Stored>,
 }
 
 pub struct Accounts {
@@ -261,120 +253,6 @@ fn digest(user: &str) -> UserKey {
     sha2::Sha256::digest(user.as_bytes()).into()
 }
 
-/// A record from a token response; `old_refresh` is kept when the IdP
-/// does not rotate.
-fn record_of(
-    s: &ClientSettings,
-    resp: TokenResponse,
-    old_refresh: Option<String>,
-) -> Result<Record, FetchError> {
-    let refresh_token = resp
-        .refresh_token
-        .as_ref()
-        .map(|r| r.expose().to_string())
-        .or(old_refresh);
-    let token = Token::from_response(resp, s.default_ttl)?;
-    Ok(Record {
-        refresh_token,
-        access: Some(token.to_stored()),
-    })
-}
+mod records;
 
-/// The users' records: in `[store]`, or in memory without one.
-struct Records {
-    client: String,
-    store: Option<Arc<Store>>,
-    memory: DashMap<UserKey, Vec<u8>>,
-}
-
-impl Records {
-    async fn load(&self, key: &UserKey) -> Option<Record> {
-        let bytes = match &self.store {
-            Some(store) => store.load_user(&self.client, key).await?,
-            None => self.memory.get(key).map(|r| r.value().clone())?,
-        };
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    async fn save(&self, key: &UserKey, record: &Record) {
-        let Ok(bytes) = serde_json::to_vec(record) else {
-            return;
-        };
-        match &self.store {
-            Some(store) => {
-                store.save_user(&self.client, key, &bytes).await;
-            }
-            None => {
-                self.memory.insert(*key, bytes);
-            }
-        }
-    }
-
-    async fn delete(&self, key: &UserKey) {
-        match &self.store {
-            Some(store) => store.delete_user(&self.client, key).await,
-            None => {
-                self.memory.remove(key);
-            }
-        }
-    }
-}
-
-/// Fetches for one user: the stored access token while it is valid, else
-/// a refresh with the user's refresh token (rotation kept).
-struct UserFetch {
-    key: UserKey,
-    records: Arc<Records>,
-    fetcher: Arc<Fetcher>,
-}
-
-impl FetchToken for UserFetch {
-    fn fetch<'a>(
-        &'a self,
-        s: &'a ClientSettings,
-    ) -> BoxFuture<'a, Result<TokenResponse, FetchError>> {
-        Box::pin(async move {
-            let not_connected = || FetchError::Setup("the user has not connected".into());
-            let record = self
-                .records
-                .load(&self.key)
-                .await
-                .ok_or_else(not_connected)?;
-            let now = unix_ms();
-            if let Some(a) = record.access.filter(|a| a.expires_unix_ms > now + 1000) {
-                return Ok(TokenResponse {
-                    access_token: Secret::new(a.access_token),
-                    token_type: Some(a.token_type),
-                    expires_in: Some((a.expires_unix_ms - now) / 1000),
-                    id_token: a.id_token.map(Secret::new),
-                    ..Default::default()
-                });
-            }
-            let Some(rt) = record.refresh_token else {
-                self.records.delete(&self.key).await;
-                return Err(not_connected());
-            };
-            let result = match &s.grant {
-                GrantSettings::Custom { .. } => {
-                    custom::fetch(self.fetcher.http(), s, Some(Secret::new(rt.clone()))).await
-                }
-                _ => form::refresh(self.fetcher.http(), s, Secret::new(rt.clone())).await,
-            };
-            match result {
-                Ok(resp) => {
-                    let record = record_of(s, resp.clone(), Some(rt))?;
-                    self.records.save(&self.key, &record).await;
-                    Ok(resp)
-                }
-                // The IdP refused the user's refresh token (revoked,
-                // expired): the user must connect again.
-                Err(e @ (FetchError::OAuth { .. } | FetchError::Status(400 | 401))) => {
-                    tracing::info!(client = %s.name, error = %e, "a user's refresh token was refused: the user must log in again");
-                    self.records.delete(&self.key).await;
-                    Err(e)
-                }
-                Err(e) => Err(e),
-            }
-        })
-    }
-}
+use records::{record_of, Records, UserFetch};
