@@ -473,3 +473,58 @@ async fn a_password_client_without_credentials_asks_each_user_once_and_keeps_onl
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn replicas_share_users_through_redis() {
+    // Redis: a real redis-server; two replicas with one config but their
+    // own login ports.
+    let redis = support::redis::Redis::start().await;
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let cfg = |login: std::net::SocketAddr| {
+        config(&ts, login, std::path::Path::new("unused")).replace(
+            "backend = \"file\"\npath = \"unused\"",
+            &format!(
+                "backend = \"redis\"\nurl = \"{}\"\ntimeout = \"2s\"",
+                redis.url()
+            ),
+        )
+    };
+    let a = Proxy::start("", &cfg(free_port())).await;
+    let b = Proxy::start("", &cfg(free_port())).await;
+
+    // Alice connects through replica a.
+    let link = login_url(call_as(&a, &up, Some("alice")).await).await;
+    assert_eq!(connect(&link, "alice", None).await.status(), 200);
+
+    // Replica b serves alice's token from the store, with no login and no
+    // token request of its own.
+    let calls = ts.calls();
+    assert_eq!(call_as(&b, &up, Some("alice")).await.status(), 200);
+    let auth = up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(auth.ends_with("-for-alice"), "{auth}");
+    assert_eq!(ts.calls(), calls);
+
+    // Redis holds one sealed record, named by digests only.
+    let keys = redis.keys("sidekey:user:*").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(!keys[0].contains("alice"));
+    let value: String = redis.query(redis::cmd("GET").arg(&keys[0])).await.unwrap();
+    assert!(!value.contains("for-alice"), "sealed");
+
+    // Disconnected on b: gone from the store, so a new replica asks for a login.
+    let del = reqwest::Client::new()
+        .delete(format!("http://{}/users/crm/alice", b.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    let c = Proxy::start("", &cfg(free_port())).await;
+    login_url(call_as(&c, &up, Some("alice")).await).await;
+    for p in [a, b, c] {
+        p.shutdown().await;
+    }
+}
