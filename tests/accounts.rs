@@ -528,3 +528,153 @@ async fn replicas_share_users_through_redis() {
         p.shutdown().await;
     }
 }
+
+/// Browser at the real authorization server: follows its redirects through
+/// the login interaction (signed in as `user`), keeping its cookies, until
+/// it is sent back to sidekey's callback (returned).
+async fn through_idp(
+    b: &reqwest::Client,
+    authorize: &str,
+    user: &str,
+    callback_prefix: &str,
+) -> String {
+    let mut url = url::Url::parse(authorize).unwrap();
+    let mut jar: std::collections::BTreeMap<String, String> = Default::default();
+    for _ in 0..10 {
+        let cookies: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let resp = b
+            .get(url.as_str())
+            .header("x-test-user", user)
+            .header("cookie", cookies.join("; "))
+            .send()
+            .await
+            .unwrap();
+        for set in resp.headers().get_all("set-cookie") {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            jar.insert(k.to_string(), v.to_string());
+        }
+        assert!(
+            resp.status().is_redirection(),
+            "IdP answered {}: {}",
+            resp.status(),
+            resp.text().await.unwrap()
+        );
+        let next = url
+            .join(resp.headers()["location"].to_str().unwrap())
+            .unwrap();
+        if next.as_str().starts_with(callback_prefix) {
+            return next.to_string();
+        }
+        url = next;
+    }
+    panic!("the authorization server did not send the browser back within 10 redirects");
+}
+
+#[tokio::test]
+async fn with_a_real_authorization_server_calls_carry_the_users_own_subject() {
+    // IdP: oidc-provider with an automated login interaction, 3 s tokens,
+    // and a test-only action that revokes a user's whole grant.
+    let login = free_port();
+    let idp = support::oidc::Oidc::start(serde_json::json!({
+        "ttl": 3,
+        "clients": [{
+            "client_id": "crm-app", "client_secret": "crm-secret",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "redirect_uris": [format!("http://{login}/callback")],
+        }],
+    }))
+    .await;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[clients.crm]\ngrant = \"authorization_code\"\ntoken_url = \"{}\"\nauthorize_url = \"{}/auth\"\n\
+         client_id = \"crm-app\"\nclient_secret = \"crm-secret\"\nscopes = [\"openid\", \"offline_access\"]\n\
+         authorize_params = {{ prompt = \"consent\" }}\nuser = \"<<request.header.X-User>>\"\n{}",
+        idp.token_endpoint,
+        idp.issuer,
+        login_and_store(login, &dir.path().join("t.json")),
+    );
+    let proxy = Proxy::start("", &cfg).await;
+
+    // App -> login_required; browser -> /start -> IdP (as alice) -> callback.
+    let link = login_url(call_as(&proxy, &up, Some("alice")).await).await;
+    let b = browser();
+    let start = b.get(&link).send().await.unwrap();
+    assert_eq!(start.status(), 302);
+    let jar = cookie(&start);
+    let callback = through_idp(
+        &b,
+        &location(&start),
+        "alice",
+        &format!("http://{login}/callback"),
+    )
+    .await;
+    let done = b.get(&callback).header("cookie", jar).send().await.unwrap();
+    assert_eq!(done.status(), 200, "{}", done.text().await.unwrap());
+
+    // Alice's call carries a token the IdP says is alice's.
+    assert_eq!(call_as(&proxy, &up, Some("alice")).await.status(), 200);
+    let auth = up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let token = auth.strip_prefix("Bearer ").unwrap().to_string();
+    let info = idp.introspect("crm-app", "crm-secret", &token).await;
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["sub"], "alice", "{info}");
+    // Bob does not get alice's token.
+    login_url(call_as(&proxy, &up, Some("bob")).await).await;
+
+    // Alice's 3 s token is refreshed with her refresh token, still hers.
+    support::eventually(
+        Duration::from_secs(15),
+        "alice's token is refreshed",
+        || {
+            let c = proxy.client();
+            let url = format!("http://{}/contacts", up.addr);
+            let (up, auth) = (&up, auth.clone());
+            async move {
+                let r = c.get(url).header("x-user", "alice").send().await.unwrap();
+                r.status() == 200 && up.last().unwrap().headers["authorization"] != auth.as_str()
+            }
+        },
+    )
+    .await;
+    let fresh = up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let fresh = fresh.strip_prefix("Bearer ").unwrap();
+    assert_eq!(
+        idp.introspect("crm-app", "crm-secret", fresh).await["sub"],
+        "alice"
+    );
+
+    // The IdP revokes alice's grant: her next refresh is refused and she
+    // must log in again.
+    let revoked = reqwest::Client::new()
+        .post(format!("{}/test/revoke-grant?token={fresh}", idp.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    support::eventually(
+        Duration::from_secs(15),
+        "alice's revoked grant is noticed",
+        || {
+            let c = proxy.client();
+            let url = format!("http://{}/contacts", up.addr);
+            async move {
+                let r = c.get(url).header("x-user", "alice").send().await.unwrap();
+                r.headers()
+                    .get("x-sidekey-error")
+                    .is_some_and(|e| e == "login_required")
+            }
+        },
+    )
+    .await;
+    proxy.shutdown().await;
+    idp.stop().await;
+}
