@@ -296,6 +296,35 @@ async fn a_login_returns_to_an_allowed_page_and_the_admin_can_disconnect() {
     let login = free_port();
     let proxy = Proxy::start("", &config(&ts, login, &store_dir.path().join("t.json"))).await;
 
+    // The IdP refuses (the user clicked "deny"): a 400 page naming the
+    // IdP's error, escaped; nothing exchanged.
+    let link = login_url(call_as(&proxy, &up, Some("carol")).await).await;
+    let b = browser();
+    let start = b.get(&link).send().await.unwrap();
+    let jar = cookie(&start);
+    let authorize = url::Url::parse(&location(&start)).unwrap();
+    let state = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let denied = b
+        .get(format!(
+            "http://{login}/callback?error=%3Cb%3Eaccess_denied&state={state}"
+        ))
+        .header("cookie", jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 400);
+    let page = denied.text().await.unwrap();
+    assert!(
+        page.contains("&lt;b&gt;access_denied") && !page.contains("<b>"),
+        "{page}"
+    );
+    assert_eq!(code_exchanges(&ts), 0);
+
     let link = login_url(call_as(&proxy, &up, Some("carol")).await).await;
     let done = connect(&link, "carol", Some("https://app.example/settings/crm?x=1")).await;
     assert_eq!(done.status(), 302);
