@@ -16,6 +16,8 @@ use crate::token::{FetchError, Slot, Token, TokenSource};
 #[derive(Clone)]
 pub struct Credential {
     source: TokenSource,
+    /// The route's client name, for errors.
+    client: String,
 }
 
 /// One request's hold on a token, and the slot it came from.
@@ -25,8 +27,8 @@ pub struct Lease {
 }
 
 impl Credential {
-    pub fn new(source: TokenSource) -> Self {
-        Self { source }
+    pub fn new(source: TokenSource, client: String) -> Self {
+        Self { source, client }
     }
 
     pub fn source(&self) -> &TokenSource {
@@ -34,7 +36,7 @@ impl Credential {
     }
 
     fn client(&self) -> String {
-        self.source.settings().name.clone()
+        self.client.clone()
     }
 
     /// A token for this request. The header naming the user (an

@@ -44,6 +44,7 @@ impl Runtime {
                         tokens
                             .source(client, extra)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
+                        name.clone(),
                     ))
                 }
                 None => None,

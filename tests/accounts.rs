@@ -707,3 +707,32 @@ async fn with_a_real_authorization_server_calls_carry_the_users_own_subject() {
     proxy.shutdown().await;
     idp.stop().await;
 }
+
+#[tokio::test]
+async fn an_upstream_401_refreshes_the_users_token_and_retries_once() {
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let login = free_port();
+    let proxy = Proxy::start("", &config(&ts, login, &dir.path().join("t.json"))).await;
+    let link = login_url(call_as(&proxy, &up, Some("alice")).await).await;
+    assert_eq!(connect(&link, "alice", None).await.status(), 200);
+    assert_eq!(call_as(&proxy, &up, Some("alice")).await.status(), 200);
+    let first = up.last().unwrap().headers["authorization"].clone();
+
+    // Upstream: rejects alice's first token (revoked at the API, say).
+    let rejected = first.clone();
+    up.set_responder(move |r| {
+        (r.headers.get("authorization") == Some(&rejected)).then(|| (401, vec![], String::new()))
+    });
+    let resp = call_as(&proxy, &up, Some("alice")).await;
+    assert_eq!(resp.status(), 200, "retried with a refreshed token");
+    let second = up.last().unwrap().headers["authorization"].clone();
+    assert_ne!(second, first);
+    assert!(second.to_str().unwrap().ends_with("-for-alice"));
+    assert!(ts
+        .requests()
+        .iter()
+        .any(|r| r.field("grant_type") == Some("refresh_token")));
+    proxy.shutdown().await;
+}

@@ -130,6 +130,7 @@ impl Accounts {
             key,
             records: Arc::clone(&self.records),
             fetcher: Arc::clone(&self.fetcher),
+            served: Mutex::new(None),
         };
         let slot = Slot::on_demand(
             Arc::clone(&self.settings),

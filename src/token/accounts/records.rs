@@ -88,6 +88,25 @@ pub(super) struct UserFetch {
     pub(super) key: UserKey,
     pub(super) records: Arc<Records>,
     pub(super) fetcher: Arc<Fetcher>,
+    /// The access token this slot was last given. The slot asks again only
+    /// when it no longer wants that one (expired, or an upstream rejected
+    /// it), so the same stored token is never handed back: refresh instead.
+    pub(super) served: std::sync::Mutex<Option<Secret>>,
+}
+
+impl UserFetch {
+    fn serve(&self, resp: TokenResponse) -> TokenResponse {
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) = Some(resp.access_token.clone());
+        resp
+    }
+
+    fn served(&self, token: &str) -> bool {
+        self.served
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.expose() == token)
+    }
 }
 
 impl FetchToken for UserFetch {
@@ -103,14 +122,17 @@ impl FetchToken for UserFetch {
                 .await
                 .ok_or_else(not_connected)?;
             let now = unix_ms();
-            if let Some(a) = record.access.filter(|a| a.expires_unix_ms > now + 1000) {
-                return Ok(TokenResponse {
+            let fresh = record
+                .access
+                .filter(|a| a.expires_unix_ms > now + 1000 && !self.served(&a.access_token));
+            if let Some(a) = fresh {
+                return Ok(self.serve(TokenResponse {
                     access_token: Secret::new(a.access_token),
                     token_type: Some(a.token_type),
                     expires_in: Some((a.expires_unix_ms - now) / 1000),
                     id_token: a.id_token.map(Secret::new),
                     ..Default::default()
-                });
+                }));
             }
             let Some(rt) = record.refresh_token else {
                 self.records.delete(&self.key).await;
@@ -126,7 +148,7 @@ impl FetchToken for UserFetch {
                 Ok(resp) => {
                     let record = record_of(s, resp.clone(), Some(rt))?;
                     self.records.save(&self.key, &record).await;
-                    Ok(resp)
+                    Ok(self.serve(resp))
                 }
                 // The IdP refused the user's refresh token (revoked,
                 // expired): the user must connect again.
