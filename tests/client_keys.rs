@@ -227,3 +227,38 @@ fn per_user_clients_need_login_and_user_only_where_it_means_something() {
     .unwrap_err();
     assert!(e.contains("<<request.header.NAME>>"), "{e}");
 }
+
+#[test]
+fn new_client_keys_are_checked_with_errors_naming_the_client() {
+    let load = |text: &str| {
+        sidekey::config::load_str(std::path::Path::new("proxy.toml"), text, &|_| None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let base = "[clients.c]\ntoken_url = \"https://idp.example/token\"\nclient_id = \"a\"\n";
+    let e = load(&format!("{base}client_auth = \"client_secret_jwt\"\n")).unwrap_err();
+    assert!(
+        e.contains("client \"c\"") && e.contains("client_secret_jwt"),
+        "{e}"
+    );
+    let e = load(&format!("{base}grant = \"jwt_bearer\"\n")).unwrap_err();
+    assert!(e.contains("private_key is required"), "{e}");
+    let e = load(&format!(
+        "{base}client_secret = \"s\"\ntoken_headers = {{ \"bad header\" = \"v\" }}\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("token_headers"), "{e}");
+    let e = load(&format!("{base}client_secret = \"s\"\nsubject = \"x\"\n")).unwrap_err();
+    assert!(
+        e.contains("subject is not used by grant \"client_credentials\""),
+        "{e}"
+    );
+    let e = load("[login]\nlisten = \"127.0.0.1:0\"\npublic_url = \"not a url\"\n").unwrap_err();
+    assert!(e.contains("login.public_url"), "{e}");
+    let e = load(&format!(
+        "[clients.p]\ngrant = \"custom\"\ntoken_url = \"https://idp.example/token\"\nbody = \"{{}}\"\ntoken_path = \"t\"\n\
+         user = \"<<request.header.X-User>>\"\n[login]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://a.example\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.contains("needs code_body"), "{e}");
+}
