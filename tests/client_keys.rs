@@ -255,10 +255,10 @@ fn new_client_keys_are_checked_with_errors_naming_the_client() {
     );
     let e = load("[login]\nlisten = \"127.0.0.1:0\"\npublic_url = \"not a url\"\n").unwrap_err();
     assert!(e.contains("login.public_url"), "{e}");
-    let e = load(&format!(
-        "[clients.p]\ngrant = \"custom\"\ntoken_url = \"https://idp.example/token\"\nbody = \"{{}}\"\ntoken_path = \"t\"\n\
+    let e = load(
+        "[clients.p]\ngrant = \"custom\"\ntoken_url = \"https://idp.example/token\"\nbody = \"{}\"\ntoken_path = \"t\"\n\
          user = \"<<request.header.X-User>>\"\n[login]\nlisten = \"127.0.0.1:0\"\npublic_url = \"https://a.example\"\n"
-    ))
+    )
     .unwrap_err();
     assert!(e.contains("needs code_body"), "{e}");
 }
