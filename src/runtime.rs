@@ -163,6 +163,11 @@ impl Shared {
                 if cfg.store != current.config.store {
                     tracing::warn!("[store] changes take effect only after a restart");
                 }
+                if cfg.login.as_ref().map(|l| l.listen)
+                    != current.config.login.as_ref().map(|l| l.listen)
+                {
+                    tracing::warn!("login.listen changes take effect only after a restart");
+                }
                 Runtime::build(cfg, &self.tokens, Some(&current)).map_err(|e| format!("{e:#}"))
             });
         let outcome = match result {
