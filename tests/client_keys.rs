@@ -262,3 +262,25 @@ fn new_client_keys_are_checked_with_errors_naming_the_client() {
     .unwrap_err();
     assert!(e.contains("needs code_body"), "{e}");
 }
+
+#[tokio::test]
+async fn sidekey_login_puts_the_clients_audience_on_the_authorize_url() {
+    // `sidekey login` (the binary) prints the authorize URL; nothing is followed.
+    let ts = TokenServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::sidekey::free_port().port();
+    let cfg_path = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[clients.u]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\nredirect_uri = \"http://127.0.0.1:{port}/callback\"\n\
+             client_id = \"cli\"\nclient_secret = \"s\"\nstate_file = \"{}\"\naudience = \"https://api.example\"\n",
+            ts.url("/token"),
+            ts.url("/authorize"),
+            dir.path().join("rt.json").display()
+        ),
+    )
+    .unwrap();
+    let login = support::login::Login::start(&cfg_path, "u").await;
+    assert_eq!(login.query()["audience"], "https://api.example");
+}
