@@ -39,7 +39,7 @@ fn table() -> RouteTable {
             .into_iter()
             .map(|settings| Route {
                 settings,
-                tokens: None,
+                credential: None,
             })
             .collect(),
     )

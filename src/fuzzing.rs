@@ -83,7 +83,7 @@ pub fn config(text: &str) -> Result<(), Finding> {
                 .iter()
                 .map(|settings| Route {
                     settings: settings.clone(),
-                    tokens: None,
+                    credential: None,
                 })
                 .collect();
             let _ = RouteTable::new(routes);
@@ -699,7 +699,7 @@ pub fn route_match(text: &str) -> Result<(), Finding> {
             .iter()
             .map(|s| Route {
                 settings: s.clone(),
-                tokens: None,
+                credential: None,
             })
             .collect(),
     );

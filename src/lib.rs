@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub(crate) mod connect;
+pub(crate) mod credential;
 pub(crate) mod drain;
 pub(crate) mod error;
 pub mod fuzzing;
@@ -14,9 +15,10 @@ pub mod inbound;
 mod io;
 pub mod kube;
 pub mod log;
+pub(crate) mod login;
 pub(crate) mod metrics;
-pub(crate) mod private_file;
 pub(crate) mod parent_proxy;
+pub(crate) mod private_file;
 pub(crate) mod proxy;
 pub mod rewrite;
 pub(crate) mod roots;
@@ -47,6 +49,9 @@ pub use runtime::Shared;
 pub struct Server {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// `[login]`: where end users connect per-user accounts.
+    pub login_addr: Option<SocketAddr>,
+    login: Option<(CancellationToken, JoinHandle<()>)>,
     shared: Arc<Shared>,
     proxy_stop: CancellationToken,
     proxy_task: JoinHandle<()>,
@@ -107,6 +112,36 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
+    // Only when some client is per-user: `[login]` alone opens no port.
+    let login_at = shared
+        .runtime()
+        .config
+        .login
+        .as_ref()
+        .filter(|_| {
+            let rt = shared.runtime();
+            rt.config.clients.values().any(|c| c.user.is_some())
+        })
+        .map(|l| l.listen);
+    let (login_addr, login) = match login_at {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on login {addr}: {e}"))?;
+            let a = l.local_addr()?;
+            let stop = CancellationToken::new();
+            let s = Arc::clone(&shared);
+            let task = tokio::spawn(server::accept_loop(
+                l,
+                limits,
+                Arc::new(drain::Drain::new()),
+                stop.clone(),
+                move |_conn, req| login::handle(Arc::clone(&s), req),
+            ));
+            (Some(a), Some((stop, task)))
+        }
+        None => (None, None),
+    };
     let watcher = match watch::spawn(&path, Arc::clone(&shared)) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -118,6 +153,8 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
     Ok(Server {
         proxy_addr,
         admin_addr,
+        login_addr,
+        login,
         shared,
         proxy_stop,
         proxy_task,
@@ -161,6 +198,10 @@ impl Server {
             tracing::warn!(cut, "drain timeout: connections still open were cut");
         } else {
             tracing::info!("drained: every connection finished");
+        }
+        if let Some((stop, task)) = self.login {
+            stop.cancel();
+            let _ = task.await;
         }
         if let Some((stop, drain, task)) = self.admin {
             stop.cancel();

@@ -35,22 +35,23 @@ impl Runtime {
         let token_egress = config.token_egress();
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
-            let tokens = match &settings.client {
+            let credential = match &settings.client {
                 Some(name) => {
                     let client = config.clients.get(name).ok_or_else(|| {
                         anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name)
                     })?;
-                    Some(
+                    Some(crate::credential::Credential::new(
                         tokens
                             .source(client, &token_egress)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
-                    )
+                        name.clone(),
+                    ))
                 }
                 None => None,
             };
             routes.push(Route {
                 settings: settings.clone(),
-                tokens,
+                credential,
             });
         }
         let (deny, timeout) = (
@@ -68,6 +69,7 @@ impl Runtime {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
             None => None,
         };
+        tokens.logins.configure(config.login.clone());
         // Only now that the config is accepted: forget clients it dropped.
         let keys: Vec<_> = config.clients.values().map(|c| c.cache_key()).collect();
         tokens.retain(&keys);
@@ -162,6 +164,11 @@ impl Shared {
                 }
                 if cfg.store != current.config.store {
                     tracing::warn!("[store] changes take effect only after a restart");
+                }
+                if cfg.login.as_ref().map(|l| l.listen)
+                    != current.config.login.as_ref().map(|l| l.listen)
+                {
+                    tracing::warn!("login.listen changes take effect only after a restart");
                 }
                 Runtime::build(cfg, &self.tokens, Some(&current)).map_err(|e| format!("{e:#}"))
             });

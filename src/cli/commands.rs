@@ -63,6 +63,9 @@ pub async fn token(
         TokenSource::PerUser(_) => anyhow::bail!(
             "client {client:?} exchanges each user's own token (on-behalf-of): there is no token to fetch without a user"
         ),
+        TokenSource::Account(_) => anyhow::bail!(
+            "client {client:?} holds one token per end user (per-user accounts): there is no token to fetch without a user"
+        ),
     };
     let token = slot
         .get()

@@ -100,6 +100,13 @@ pub async fn login(
         if !s.scopes.is_empty() {
             q.append_pair("scope", &s.scopes.join(" "));
         }
+        // The client's audience, as the token requests carry it (Auth0
+        // and others want it on the authorize URL); authorize_params wins.
+        if let Some(aud) = crate::token::grants::field(s.audience.as_ref(), "audience")? {
+            if !s.authorize_params.iter().any(|(k, _)| k == "audience") {
+                q.append_pair("audience", aud.expose());
+            }
+        }
         // `audience`, `prompt`, … as the IdP wants them.
         for (k, v) in &s.authorize_params {
             q.append_pair(k, v);

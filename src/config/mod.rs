@@ -19,8 +19,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use diag::ConfigError;
-pub use key::ClientKey;
 pub use egress::UPSTREAM_PROXY_ENV;
+pub use key::ClientKey;
 pub use model::*;
 
 /// Every problem found in one config file, rendered as `file:line:col: message`.

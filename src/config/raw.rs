@@ -21,6 +21,26 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub store: Option<Spanned<RawStore>>,
+    /// Per-user accounts: where end users' browsers connect them.
+    #[serde(default)]
+    pub login: Option<Spanned<RawLogin>>,
+}
+
+/// `[login]`: the listener end users' browsers reach for per-user clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    /// Where the login pages listen. Required.
+    pub listen: Spanned<String>,
+    /// How browsers reach `listen` (through the app's ingress); the
+    /// redirect URI is this plus `/callback`. Required.
+    pub public_url: Spanned<String>,
+    /// Allowed prefixes of `?return_to`. Default is none (a "connected" page).
+    #[serde(default)]
+    pub return_to: Vec<Spanned<String>>,
+    /// How long a login link works (once). Default is `10m`.
+    #[serde(default, with = "humantime_serde")]
+    pub link_ttl: Option<Duration>,
 }
 
 /// `[store]`: where tokens are kept besides memory.
@@ -223,6 +243,8 @@ pub struct RawTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
+    /// Default is `client_credentials`.
+    #[serde(default = "default_grant")]
     pub grant: Spanned<String>,
     pub token_url: Spanned<String>,
     pub client_id: Option<Spanned<String>>,
@@ -279,6 +301,25 @@ pub struct RawClient {
     pub authorize_params: BTreeMap<String, String>,
     /// on-behalf-of: cached tokens, one per user. Default is `10000`.
     pub max_subjects: Option<Spanned<usize>>,
+    /// Per-user accounts: `<<request.header.NAME>>`, the app's header
+    /// naming the end user. Default is none (one token for the client).
+    pub user: Option<Spanned<String>>,
+    /// Extra headers on every token request (an API gateway's
+    /// subscription key). Default is none.
+    #[serde(default)]
+    pub token_headers: BTreeMap<String, Spanned<String>>,
+    /// No request for this long: stop refreshing in the background.
+    /// Default is `1h`.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_after: Option<Duration>,
+    /// jwt_bearer: the assertion's `sub`. Default is `client_id`.
+    pub subject: Option<Spanned<String>>,
+    /// jwt_bearer: the assertion's `aud`. Default is `token_url`.
+    pub assertion_audience: Option<Spanned<String>>,
+}
+
+fn default_grant() -> Spanned<String> {
+    Spanned::new(0..0, "client_credentials".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +343,9 @@ pub struct RawRoute {
     pub set_query: BTreeMap<String, Spanned<String>>,
     #[serde(default = "default_true")]
     pub retry_on_401: bool,
+    /// Like `set_headers`, but only where the app's request lacks the header.
+    #[serde(default)]
+    pub default_headers: BTreeMap<String, Spanned<String>>,
 }
 
 fn default_true() -> bool {

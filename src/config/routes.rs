@@ -109,50 +109,22 @@ pub(super) fn route(
         }
     };
     let route_client = client.as_ref().and_then(|c| clients.get(c)).map(|c| &**c);
-    let mut set_headers = Vec::new();
-    for (k, v) in &raw.set_headers {
-        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
-            errs.at(
-                v.span(),
-                ctx(&format!("header {k:?}: not a valid header name")),
-            );
-            continue;
-        };
-        match Template::parse(v.get_ref(), Context::Header, env) {
-            Err(e) => errs.at(v.span(), ctx(&format!("header {k:?}: {e}"))),
-            Ok(t) if t.uses_oauth() && raw.client.is_none() => errs.at(
-                v.span(),
-                ctx(&format!(
-                    "header {k:?}: uses <<oauth.*>> but the route has no client"
-                )),
-            ),
-            Ok(t) if no_id_token(&t, route_client).is_some() => {
-                let why = no_id_token(&t, route_client).unwrap_or_default();
-                errs.at(v.span(), ctx(&format!("header {k:?}: {why}")))
-            }
-            Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
-                Some(Ok(mut v)) => {
-                    // Header values may be credentials: keep them out of
-                    // Debug output and HTTP/2 header compression tables.
-                    v.set_sensitive(true);
-                    set_headers.push((hname, HeaderTemplate::Static(v)))
-                }
-                Some(Err(_)) => errs.at(
-                    v.span(),
-                    ctx(&format!("header {k:?}: not a valid header value")),
-                ),
-                // The fixed parts of a per-request template (an env value
-                // with a CR/LF, say) are checked now, not on every request.
-                None if t.literals().any(|l| HeaderValue::from_str(l).is_err()) => errs.at(
-                    v.span(),
-                    ctx(&format!(
-                        "header {k:?}: not a valid header value (control characters such as CR/LF, perhaps from an environment variable)"
-                    )),
-                ),
-                None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
-            },
-        }
-    }
+    let set_headers = header_templates(
+        &raw.set_headers,
+        raw.client.is_some(),
+        route_client,
+        env,
+        errs,
+        &ctx,
+    );
+    let default_headers = header_templates(
+        &raw.default_headers,
+        raw.client.is_some(),
+        route_client,
+        env,
+        errs,
+        &ctx,
+    );
     let mut set_query = Vec::new();
     for (k, v) in &raw.set_query {
         if k.is_empty() {
@@ -205,6 +177,7 @@ pub(super) fn route(
         remove_headers,
         set_query,
         retry_on_401: raw.retry_on_401,
+        default_headers,
     })
 }
 
@@ -230,6 +203,63 @@ fn no_id_token(t: &Template, client: Option<&ClientSettings>) -> Option<String> 
         )),
         _ => None,
     }
+}
+
+/// `set_headers` and `default_headers`: each value a template, literal
+/// ones turned into header values once, here.
+fn header_templates(
+    map: &std::collections::BTreeMap<String, toml::Spanned<String>>,
+    has_client: bool,
+    route_client: Option<&ClientSettings>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Errors,
+    ctx: &dyn Fn(&str) -> String,
+) -> Vec<(HeaderName, HeaderTemplate)> {
+    let mut set_headers = Vec::new();
+    for (k, v) in map {
+        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
+            errs.at(
+                v.span(),
+                ctx(&format!("header {k:?}: not a valid header name")),
+            );
+            continue;
+        };
+        match Template::parse(v.get_ref(), Context::Header, env) {
+            Err(e) => errs.at(v.span(), ctx(&format!("header {k:?}: {e}"))),
+            Ok(t) if t.uses_oauth() && !has_client => errs.at(
+                v.span(),
+                ctx(&format!(
+                    "header {k:?}: uses <<oauth.*>> but the route has no client"
+                )),
+            ),
+            Ok(t) if no_id_token(&t, route_client).is_some() => {
+                let why = no_id_token(&t, route_client).unwrap_or_default();
+                errs.at(v.span(), ctx(&format!("header {k:?}: {why}")))
+            }
+            Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
+                Some(Ok(mut v)) => {
+                    // Header values may be credentials: keep them out of
+                    // Debug output and HTTP/2 header compression tables.
+                    v.set_sensitive(true);
+                    set_headers.push((hname, HeaderTemplate::Static(v)))
+                }
+                Some(Err(_)) => errs.at(
+                    v.span(),
+                    ctx(&format!("header {k:?}: not a valid header value")),
+                ),
+                // The fixed parts of a per-request template (an env value
+                // with a CR/LF, say) are checked now, not on every request.
+                None if t.literals().any(|l| HeaderValue::from_str(l).is_err()) => errs.at(
+                    v.span(),
+                    ctx(&format!(
+                        "header {k:?}: not a valid header value (control characters such as CR/LF, perhaps from an environment variable)"
+                    )),
+                ),
+                None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
+            },
+        }
+    }
+    set_headers
 }
 
 /// `api.example.com`, `*.example.com`, either with `:port`, or an IP literal.

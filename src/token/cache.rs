@@ -77,6 +77,9 @@ struct State {
     /// Issue time (Unix ms) of the newest token this slot held: a stored
     /// token older than it (an old sealed value written back) is not taken.
     newest_issued_ms: u64,
+    /// When a request last asked for a token: a client idle for
+    /// `idle_after` stops refreshing in the background.
+    last_used: Option<Instant>,
 }
 
 /// The running fetch of one slot. Dropped without `land` (the task
@@ -171,6 +174,7 @@ impl Slot {
     pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, FetchError> {
         let fut = {
             let mut st = self.lock();
+            st.last_used = Some(Instant::now());
             if let Some(t) = st.current.as_ref().filter(|t| t.is_valid()) {
                 return Ok(t.clone());
             }
@@ -335,8 +339,16 @@ impl Slot {
     fn background_fetch(self: &Arc<Self>) {
         let mut st = self.lock();
         st.timer = None;
-        let wanted =
-            st.demand || (self.refresh_ahead && st.current.as_ref().is_some_and(|t| t.is_valid()));
+        // Unused for idle_after: no more refreshes (some IdPs bill per
+        // token); the next request fetches on demand.
+        let in_use = st
+            .last_used
+            .is_some_and(|at| at.elapsed() < self.settings.idle_after);
+        let wanted = st.demand
+            || (self.refresh_ahead && in_use && st.current.as_ref().is_some_and(|t| t.is_valid()));
+        if self.refresh_ahead && !in_use && !st.demand {
+            tracing::debug!(client = %self.settings.name, idle_after = ?self.settings.idle_after, "no request for idle_after: not refreshing in the background");
+        }
         if st.inflight.is_none() && wanted {
             drop(self.start_fetch(&mut st));
         }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::accounts::Accounts;
 use super::cache::Slot;
 use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
 use super::shared::Store;
 use crate::config::{ClientKey, ClientSettings, GrantSettings};
+use crate::login::Logins;
 use crate::metrics::Metrics;
 
 /// Where a route's tokens come from: one cache slot for the client, or one
@@ -19,13 +21,16 @@ use crate::metrics::Metrics;
 pub enum TokenSource {
     Client(Arc<Slot>),
     PerUser(Arc<PerUser>),
+    /// Per-user accounts: one token per end user who connected.
+    Account(Arc<Accounts>),
 }
 
 impl TokenSource {
-    fn settings(&self) -> &Arc<ClientSettings> {
+    pub(crate) fn settings(&self) -> &Arc<ClientSettings> {
         match self {
             Self::Client(s) => &s.settings,
             Self::PerUser(p) => &p.settings,
+            Self::Account(a) => &a.settings,
         }
     }
 }
@@ -38,6 +43,8 @@ pub struct TokenStore {
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
     shared: Option<Arc<Store>>,
+    /// Login links and logins in progress of per-user accounts.
+    pub logins: Arc<Logins>,
 }
 
 impl TokenStore {
@@ -51,6 +58,7 @@ impl TokenStore {
             egress: DashMap::new(),
             metrics,
             shared,
+            logins: Arc::new(Logins::new()),
         }
     }
 
@@ -74,6 +82,18 @@ impl TokenStore {
         }
         let fetcher = Fetcher::new(settings, egress)?;
         let metrics = Arc::clone(&self.metrics);
+        if let Some(header) = &settings.user {
+            let source = TokenSource::Account(Accounts::new(
+                Arc::clone(settings),
+                header.clone(),
+                fetcher,
+                metrics,
+                self.shared.clone(),
+                Arc::clone(&self.logins),
+            ));
+            self.slots.insert(key, source.clone());
+            return Ok(source);
+        }
         let source = match &settings.grant {
             GrantSettings::TokenExchange {
                 subject_header: Some(header),
@@ -119,7 +139,7 @@ impl TokenStore {
             .iter()
             .filter_map(|r| match r.value() {
                 TokenSource::Client(s) => Some(Arc::clone(s)),
-                TokenSource::PerUser(_) => None,
+                TokenSource::PerUser(_) | TokenSource::Account(_) => None,
             })
             .collect()
     }

@@ -19,7 +19,7 @@ pub async fn fetch(
         .post(s.token_url.clone())
         .header("accept", "application/json")
         .json(&body);
-    let (status, body) = send(req).await?;
+    let (status, body) = send(super::endpoint::token_headers(s, req)?).await?;
     parse(status, &body).map_err(|e| super::idp_text::without_sent(e, &[secret.expose()]))
 }
 

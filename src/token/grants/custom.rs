@@ -39,7 +39,7 @@ pub async fn fetch(
         "refresh_token" => refresh_token.clone(),
         _ => None,
     })?;
-    let (status, body) = post(http, url.clone(), *content_type, rendered).await?;
+    let (status, body) = post_for(http, s, url.clone(), *content_type, rendered).await?;
     let resp = parse(
         status,
         &body,
@@ -110,6 +110,27 @@ pub fn render(
         .map_err(|e| FetchError::Setup(format!("{what}: {e}")))
 }
 
+/// POSTs a rendered body with its content type and the client's
+/// `token_headers`.
+pub async fn post_for(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    url: url::Url,
+    content_type: ContentType,
+    body: Secret,
+) -> Result<(u16, bytes::Bytes), FetchError> {
+    let mime = match content_type {
+        ContentType::Json => "application/json",
+        ContentType::Form => "application/x-www-form-urlencoded",
+    };
+    let req = http
+        .post(url)
+        .header("accept", "application/json")
+        .header("content-type", mime)
+        .body(body.expose().to_string());
+    send(super::endpoint::token_headers(s, req)?).await
+}
+
 /// POSTs a rendered body with its content type.
 pub async fn post(
     http: &reqwest::Client,
@@ -166,15 +187,19 @@ pub fn parse(
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
+    // Without expires_in_path, the standard top-level `expires_in` (RFC
+    // 6749 §5.1) when the endpoint sends one, as most "custom" ones do.
+    let expires_in = match expires_in_path {
+        Some(p) => at_path(&json, p).and_then(number),
+        None => json.get("expires_in").and_then(number),
+    };
     Ok(TokenResponse {
         access_token: Secret::new(token),
         token_type: json
             .get("token_type")
             .and_then(|t| t.as_str())
             .map(str::to_string),
-        expires_in: expires_in_path
-            .and_then(|p| at_path(&json, p))
-            .and_then(number),
+        expires_in,
         refresh_token: str_at(refresh_token_path).map(Secret::new),
         id_token: None,
         scope: None,

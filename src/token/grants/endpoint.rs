@@ -72,6 +72,23 @@ pub(crate) fn egress(
     Ok(b)
 }
 
+/// The client's `token_headers` (an API gateway's subscription key), on
+/// every token request of any grant.
+pub(crate) fn token_headers(
+    s: &crate::config::ClientSettings,
+    mut req: reqwest::RequestBuilder,
+) -> Result<reqwest::RequestBuilder, FetchError> {
+    for (name, t) in &s.token_headers {
+        let v = field(Some(t), &format!("token_headers.{name}"))?.unwrap_or_default();
+        let mut v = http::HeaderValue::from_str(v.expose()).map_err(|_| {
+            FetchError::Setup(format!("token_headers.{name}: not a valid header value"))
+        })?;
+        v.set_sensitive(true);
+        req = req.header(name.clone(), v);
+    }
+    Ok(req)
+}
+
 /// Token responses are a few KiB; anything past this is refused (SPEC), so
 /// a broken or hostile endpoint cannot balloon a 64 MiB sidecar.
 pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;

@@ -11,6 +11,7 @@ use super::idp_text::without_sent;
 use super::refresh_state::RefreshState;
 
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 pub async fn fetch(
     http: &reqwest::Client,
@@ -72,10 +73,52 @@ pub async fn fetch(
                 put("actor_token_type", Secret::new(ty));
             }
         }
-        GrantSettings::Capillary | GrantSettings::Custom { .. } => {
-            return Err(FetchError::Setup("not a form grant".into()))
+        GrantSettings::JwtBearer {
+            key,
+            key_id,
+            alg,
+            subject,
+            audience,
+        } => {
+            // RFC 7523 §2.1 (Google and Salesforce service accounts): the
+            // assertion is the grant; issuer client_id, subject `subject`.
+            let id = field(s.client_id.as_ref(), "client_id")?
+                .ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
+            let sub = field(subject.as_ref(), "subject")?.unwrap_or_else(|| id.clone());
+            let key = field(Some(key), "private_key")?.unwrap_or_default();
+            let aud = audience.as_deref().unwrap_or(s.token_url.as_str());
+            let assertion = client_auth::signed(
+                &client_auth::Claims::new(id.expose(), sub.expose(), aud),
+                key.expose(),
+                key_id.as_deref(),
+                alg,
+            )
+            .map_err(|e| FetchError::Setup(format!("private_key: {e}")))?;
+            put("grant_type", Secret::new(JWT_BEARER));
+            put("assertion", Secret::new(assertion));
         }
+        GrantSettings::Capillary
+        | GrantSettings::Custom { .. }
+        | GrantSettings::AuthorizationCode { .. }
+        | GrantSettings::PasswordForm => return Err(FetchError::Setup("not a form grant".into())),
     }
+    common(s, &mut form)?;
+    post(http, s, form).await
+}
+
+/// The password grant with an end user's own credentials, typed once in
+/// the login form of a per-user password client; neither is kept.
+pub async fn password_login(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    username: Secret,
+    password: Secret,
+) -> Result<TokenResponse, FetchError> {
+    let mut form = vec![
+        ("grant_type".to_string(), Secret::new("password")),
+        ("username".to_string(), username),
+        ("password".to_string(), password),
+    ];
     common(s, &mut form)?;
     post(http, s, form).await
 }
@@ -138,6 +181,7 @@ async fn post(
         .post(s.token_url.clone())
         .header("accept", "application/json");
     let req = client_auth::apply(s, req, &mut form)?;
+    let req = super::endpoint::token_headers(s, req)?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
         .finish();

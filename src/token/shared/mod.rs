@@ -9,6 +9,7 @@
 mod backend;
 mod file;
 mod seal;
+mod users;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
