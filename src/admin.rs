@@ -42,6 +42,12 @@ pub(crate) async fn handle(
             "/tokens is served to loopback peers only\n".to_string(),
         ),
         ("GET", "/tokens") => (StatusCode::OK, "application/json", tokens(&shared)),
+        ("DELETE", path) if path.starts_with("/users/") && !peer.ip().is_loopback() => (
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "/users is served to loopback peers only\n".to_string(),
+        ),
+        ("DELETE", path) if path.starts_with("/users/") => disconnect(&shared, path).await,
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -57,6 +63,39 @@ pub(crate) async fn handle(
     resp
 }
 
+/// `DELETE /users/CLIENT/USER`: a user of a per-user client disconnects
+/// (tokens deleted from memory and the store).
+async fn disconnect(shared: &Shared, path: &str) -> (StatusCode, &'static str, String) {
+    let not_found = |what: &str| (StatusCode::NOT_FOUND, "text/plain", format!("{what}\n"));
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    let Some((client, user)) = path
+        .strip_prefix("/users/")
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(c, u)| Some((decode(c)?, decode(u)?)))
+        .filter(|(c, u)| !c.is_empty() && !u.is_empty())
+    else {
+        return not_found("use DELETE /users/CLIENT/USER");
+    };
+    let rt = shared.runtime();
+    let source = rt
+        .config
+        .clients
+        .get(&client)
+        .and_then(|s| shared.tokens.get(s));
+    match source {
+        Some(TokenSource::Account(accounts)) => {
+            accounts.disconnect(&user).await;
+            tracing::info!(client, "a user was disconnected through the admin port");
+            (StatusCode::NO_CONTENT, "text/plain", String::new())
+        }
+        _ => not_found("no per-user client of that name"),
+    }
+}
+
 /// Per client of the current config: its cache state, never a token.
 fn tokens(shared: &Shared) -> String {
     let rt = shared.runtime();
@@ -70,6 +109,11 @@ fn tokens(shared: &Shared) -> String {
                 "state": "per_user",
                 "subjects": users.subjects(),
                 "max_subjects": users.max_subjects(),
+            }),
+            Some(TokenSource::Account(accounts)) => serde_json::json!({
+                "grant": settings.grant.name(),
+                "state": "per_user",
+                "users": accounts.users(),
             }),
             None => serde_json::json!({ "grant": settings.grant.name(), "state": "unused" }),
         };

@@ -22,7 +22,7 @@ pub fn route_table(cfg: ValidConfig) -> RouteTable {
             .into_iter()
             .map(|settings| Route {
                 settings,
-                tokens: None,
+                credential: None,
             })
             .collect(),
     )

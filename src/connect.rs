@@ -56,6 +56,10 @@ pub(crate) fn decide(rt: &Runtime, target: &Target) -> Action {
 /// 403 for a denied address) rather than a dead tunnel.
 pub(crate) async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError> {
     let proxy = &rt.config.proxy;
+    if let Some(parent) = rt.upstream.parent_for(&target.host) {
+        let deny = &proxy.deny_destinations;
+        return crate::parent_proxy::tunnel(parent, deny, target, proxy.upstream_timeout).await;
+    }
     let addrs =
         upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
     let stream = tokio::time::timeout(proxy.upstream_timeout, TcpStream::connect(&addrs[..]))

@@ -8,6 +8,7 @@ pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub(crate) mod connect;
+pub(crate) mod credential;
 pub(crate) mod drain;
 pub(crate) mod error;
 // The fuzz harness (a loopback token server, reference oracles) stays out
@@ -17,10 +18,15 @@ pub(crate) mod error;
 pub mod fuzz;
 pub(crate) mod inbound;
 mod io;
+pub mod kube;
 pub mod log;
+pub(crate) mod login;
 pub(crate) mod metrics;
+pub(crate) mod parent_proxy;
+pub(crate) mod private_file;
 pub(crate) mod proxy;
 pub(crate) mod rewrite;
+pub(crate) mod roots;
 pub(crate) mod route;
 pub(crate) mod runtime;
 // A leaf: config validates keys with it and token/shared seals with it,
@@ -51,6 +57,9 @@ pub use runtime::Shared;
 pub struct Server {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// `[login]`: where end users connect per-user accounts.
+    pub login_addr: Option<SocketAddr>,
+    login: Option<(CancellationToken, JoinHandle<()>)>,
     shared: Arc<Shared>,
     proxy_stop: CancellationToken,
     proxy_task: JoinHandle<()>,
@@ -111,6 +120,36 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
+    // Only when some client is per-user: `[login]` alone opens no port.
+    let login_at = shared
+        .runtime()
+        .config
+        .login
+        .as_ref()
+        .filter(|_| {
+            let rt = shared.runtime();
+            rt.config.clients.values().any(|c| c.user.is_some())
+        })
+        .map(|l| l.listen);
+    let (login_addr, login) = match login_at {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on login {addr}: {e}"))?;
+            let a = l.local_addr()?;
+            let stop = CancellationToken::new();
+            let s = Arc::clone(&shared);
+            let task = tokio::spawn(server::accept_loop(
+                l,
+                limits,
+                Arc::new(drain::Drain::new()),
+                stop.clone(),
+                move |_conn, req| login::handle(Arc::clone(&s), req),
+            ));
+            (Some(a), Some((stop, task)))
+        }
+        None => (None, None),
+    };
     let watcher = match watch::spawn(&path, Arc::clone(&shared)) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -122,6 +161,8 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
     Ok(Server {
         proxy_addr,
         admin_addr,
+        login_addr,
+        login,
         shared,
         proxy_stop,
         proxy_task,
@@ -165,6 +206,10 @@ impl Server {
             tracing::warn!(cut, "drain timeout: connections still open were cut");
         } else {
             tracing::info!("drained: every connection finished");
+        }
+        if let Some((stop, task)) = self.login {
+            stop.cancel();
+            let _ = task.await;
         }
         if let Some((stop, drain, task)) = self.admin {
             stop.cancel();

@@ -163,7 +163,15 @@ fn build(
         for name in &route.settings.remove_headers {
             headers.remove(name);
         }
-        for (name, value) in &route.settings.set_headers {
+        // default_headers first: a header the app sent is kept (checked
+        // before set_headers could add one of the same name).
+        let defaults = route
+            .settings
+            .default_headers
+            .iter()
+            .filter(|(name, _)| !headers.contains_key(name))
+            .collect::<Vec<_>>();
+        for (name, value) in defaults.into_iter().chain(&route.settings.set_headers) {
             let value = match value {
                 HeaderTemplate::Static(v) => v.clone(),
                 HeaderTemplate::Dynamic(t) => {

@@ -32,25 +32,26 @@ impl Runtime {
         tokens: &TokenStore,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
-        let extra = &config.tls.extra_roots;
+        let token_egress = config.token_egress();
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
-            let tokens = match &settings.client {
+            let credential = match &settings.client {
                 Some(name) => {
                     let client = config.clients.get(name).ok_or_else(|| {
                         anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name)
                     })?;
-                    Some(
+                    Some(crate::credential::Credential::new(
                         tokens
-                            .source(client, extra)
+                            .source(client, &token_egress)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
-                    )
+                        name.clone(),
+                    ))
                 }
                 None => None,
             };
             routes.push(Route {
                 settings: settings.clone(),
-                tokens,
+                credential,
             });
         }
         let (deny, timeout) = (
@@ -58,17 +59,19 @@ impl Runtime {
             config.proxy.upstream_timeout,
         );
         let max_idle = crate::upstream::idle_per_host(config.proxy.limits.max_connections);
-        let key = Upstream::key(deny, extra, timeout, max_idle);
+        let egress = config.upstream_egress();
+        let key = Upstream::key(deny, &egress, timeout, max_idle);
         let upstream = match previous.and_then(|p| p.upstream.reusable_for(key)) {
             Some(same) => same,
-            None => Upstream::new(deny.clone(), extra, timeout, max_idle)?,
+            None => Upstream::new(deny.clone(), &egress, timeout, max_idle)?,
         };
         let intercept = match &config.tls.ca {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
             None => None,
         };
+        tokens.logins.configure(config.login.clone());
         // Only now that the config is accepted: forget clients it dropped.
-        let keys: Vec<u64> = config.clients.values().map(|c| c.cache_key()).collect();
+        let keys: Vec<_> = config.clients.values().map(|c| c.cache_key()).collect();
         tokens.retain(&keys);
         Ok(Self {
             routes: RouteTable::new(routes),
@@ -105,7 +108,8 @@ impl Shared {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         // The store lives as long as the process: changing it needs a restart.
-        let store = crate::token::shared::Store::build(&config.store, Arc::clone(&metrics))?;
+        let store =
+            crate::token::shared::Store::build(&config.store, &config.tls, Arc::clone(&metrics))?;
         let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens, None)?;
         Ok(Arc::new(Self {
@@ -160,6 +164,11 @@ impl Shared {
                 }
                 if cfg.store != current.config.store {
                     tracing::warn!("[store] changes take effect only after a restart");
+                }
+                if cfg.login.as_ref().map(|l| l.listen)
+                    != current.config.login.as_ref().map(|l| l.listen)
+                {
+                    tracing::warn!("login.listen changes take effect only after a restart");
                 }
                 Runtime::build(cfg, &self.tokens, Some(&current)).map_err(|e| format!("{e:#}"))
             });

@@ -203,6 +203,12 @@ impl Template {
         })
     }
 
+    /// Whether `<<oauth.idToken>>` is used (claims are not: they fall back
+    /// to the access token).
+    pub fn uses_id_token(&self) -> bool {
+        self.segments.contains(&Segment::IdToken)
+    }
+
     /// The `<<client.FIELD>>` names used.
     pub fn client_fields(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {

@@ -516,6 +516,77 @@ async fn id_token_and_decoded_claims_fill_headers() {
 }
 
 #[tokio::test]
+async fn a_custom_client_reads_its_id_token_at_id_token_path() {
+    // Token server: a vendor JSON answer with the id_token nested under
+    // `auth`; its access token is opaque.
+    let ts = TokenServer::start().await;
+    let id = jwt(serde_json::json!({"sub": "user-9", "org": {"id": "in-7"}}));
+    ts.set_extra(serde_json::json!({"auth": {"idToken": id}}));
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "[clients.v]\ngrant = \"custom\"\ntoken_url = \"{}\"\nclient_id = \"v\"\n\
+         body = '{{\"key\": \"k\"}}'\ntoken_path = \"access_token\"\nid_token_path = \"auth.idToken\"\n{}",
+        ts.url("/token"),
+        route("r")
+            .client("v")
+            .header("X-Id-Token", "<<oauth.idToken>>")
+            .header("X-Org", "<<oauth.tokenDecoded.org.id>>")
+    );
+    let proxy = Proxy::start("", &cfg).await;
+    assert_eq!(call(&proxy, &up).await.status(), 200);
+    let h = up.last().unwrap().headers;
+    assert_eq!(h["x-id-token"], id.as_str());
+    assert_eq!(h["x-org"], "in-7", "claims come from the id_token");
+}
+
+#[test]
+fn check_rejects_an_id_token_no_response_of_the_client_can_carry() {
+    // Capillary and a custom client without id_token_path never get an
+    // id_token: every request would be a 503, so `check` says so instead.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let client = |name: &str, grant: &str| {
+        let extra = if grant == "custom" {
+            "body = '{}'\ntoken_path = \"t\"\n"
+        } else {
+            "client_secret = \"s\"\n"
+        };
+        format!("[clients.{name}]\ngrant = \"{grant}\"\ntoken_url = \"https://i.example/t\"\nclient_id = \"i\"\n{extra}")
+    };
+    let route = |name: &str, client: &str, header: &str| {
+        format!("[[routes]]\nname = \"{name}\"\nhosts = [\"{name}.example\"]\nclient = \"{client}\"\nset_headers = {{ \"X-Id\" = \"{header}\" }}\n")
+    };
+    std::fs::write(
+        &path,
+        [
+            client("cap", "capillary"),
+            client("vendor", "custom"),
+            client("std", "client_credentials"),
+            route("a", "cap", "<<oauth.idToken>>"),
+            route("b", "vendor", "Id <<oauth.idToken>>"),
+            // Claims fall back to the access token, a JWT at Capillary.
+            route("c", "cap", "<<oauth.tokenDecoded.sub>>"),
+            // A standard answer may carry an id_token.
+            route("d", "std", "<<oauth.idToken>>"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let (code, text) = support::sidekey::check(&path);
+    assert_eq!(code, Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("p.toml:")).collect();
+    assert_eq!(errors.len(), 2, "{text}");
+    assert!(
+        errors[0].contains("route \"a\": header \"X-Id\": <<oauth.idToken>> cannot be rendered: client \"cap\" (grant \"capillary\")"),
+        "{text}"
+    );
+    assert!(
+        errors[1].contains("route \"b\"") && errors[1].contains("has no id_token_path"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn several_child_orgs_pick_their_own_client_and_the_selector_is_removed() {
     // One parent with two child orgs on Capillary, each with its own key.
     let ts = TokenServer::start().await;

@@ -128,6 +128,40 @@ async fn no_subject_is_401_subject_missing_and_no_exchange() {
 }
 
 #[tokio::test]
+async fn only_a_bearer_credential_is_exchanged_as_the_subject() {
+    // App: sends its user's password (Basic) or a bare value in
+    // Authorization. Token server: must never see either as subject_token.
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", &obo_config(&ts, "")).await;
+    for value in [
+        format!("Basic {}", b64("alice:hunter2")),
+        "Digest username=\"alice\"".to_string(),
+        jwt("alice", 3600),
+    ] {
+        let r = proxy
+            .client()
+            .get(format!("http://{}/orders", up.addr))
+            .header("authorization", &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{value}");
+        assert_eq!(r.headers()["x-sidekey-error"], "subject_missing", "{value}");
+    }
+    assert_eq!(ts.calls(), 0, "nothing but a Bearer token is a subject");
+    assert_eq!(up.count(), 0);
+    // A Bearer credential still is.
+    assert_eq!(
+        get_as(&proxy, &up, Some(&jwt("alice", 3600)))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ts.calls(), 1);
+}
+
+#[tokio::test]
 async fn a_rejected_user_gets_401_and_other_users_keep_working() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
@@ -151,6 +185,70 @@ async fn a_rejected_user_gets_401_and_other_users_keep_working() {
     let r = get_as(&proxy, &up, Some(&jwt("carol", 3600))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn idp_text_never_echoes_the_subject_nor_forges_a_text_log_line() {
+    // Token server: refuses mallory, echoing her token and a CR/LF with a
+    // forged log line; refuses trent with a 5000-character description.
+    // Proxy: the real binary with text logs, as an operator runs it.
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let mallory = jwt("mallory", 3600);
+    let trent = jwt("trent", 3600);
+    let (m, t) = (mallory.clone(), trent.clone());
+    ts.set_validator(move |r| match r.field("subject_token") {
+        Some(s) if s == m => Err(format!(
+            "subject {s} revoked\r\n2026-01-01T00:00:00Z  INFO sidekey: FORGED admin login ok"
+        )),
+        Some(s) if s == t => Err("y".repeat(5000)),
+        _ => Ok(()),
+    });
+    let bin = Binary::start_logging("text", "", &obo_config(&ts, ""), &[]).await;
+    for user in [&mallory, &trent] {
+        let r = bin
+            .client()
+            .get(format!("http://{}/orders", up.addr))
+            .header("authorization", format!("Bearer {user}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains(&user[..24]),
+            "the subject in the body: {body}"
+        );
+        assert!(!body.contains(&"y".repeat(257)), "uncut: {body}");
+    }
+    // Both refusals are logged (the access lines come last).
+    let logs = || bin.logs();
+    support::eventually(Duration::from_secs(10), "the refusals are logged", || {
+        let n = logs().matches("FORGED").count() + logs().matches("yyyy").count();
+        async move { n >= 2 }
+    })
+    .await;
+    let logs = logs();
+    for (i, line) in logs.lines().enumerate() {
+        assert!(
+            !line.contains(&mallory[..24]),
+            "subject logged at line {i}: {line}"
+        );
+        assert!(
+            !line.contains(&trent[..24]),
+            "subject logged at line {i}: {line}"
+        );
+        assert!(
+            !line.contains(&"y".repeat(257)),
+            "uncut at line {i}: {line}"
+        );
+        if line.contains("FORGED") {
+            assert!(
+                line.contains("revoked\\r\\n2026-01-01T00:00:00Z"),
+                "the CR/LF must stay escaped on the same line: {line}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -84,7 +84,7 @@ pub async fn login(
     let verifier = b64.encode(rand::random::<[u8; 32]>());
     let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let state = b64.encode(rand::random::<[u8; 16]>());
-    let fetcher = Fetcher::new(s, &cfg.tls.extra_roots)?;
+    let fetcher = Fetcher::new(s, &cfg.token_egress())?;
     let client_id = crate::token::grants::field(s.client_id.as_ref(), "client_id")?
         .ok_or_else(|| anyhow::anyhow!("client {client:?}: client_id is required"))?;
 
@@ -99,6 +99,13 @@ pub async fn login(
             .append_pair("code_challenge_method", "S256");
         if !s.scopes.is_empty() {
             q.append_pair("scope", &s.scopes.join(" "));
+        }
+        // The client's audience, as the token requests carry it (Auth0
+        // and others want it on the authorize URL); authorize_params wins.
+        if let Some(aud) = crate::token::grants::field(s.audience.as_ref(), "audience")? {
+            if !s.authorize_params.iter().any(|(k, _)| k == "audience") {
+                q.append_pair("audience", aud.expose());
+            }
         }
         // `audience`, `prompt`, … as the IdP wants them.
         for (k, v) in &s.authorize_params {

@@ -25,7 +25,7 @@ pub fn config(text: &str) -> Result<(), Finding> {
                 .iter()
                 .map(|settings| Route {
                     settings: settings.clone(),
-                    tokens: None,
+                    credential: None,
                 })
                 .collect();
             let _ = RouteTable::new(routes);

@@ -66,7 +66,7 @@ pub fn route_match(text: &str) -> Result<(), Finding> {
             .iter()
             .map(|s| Route {
                 settings: s.clone(),
-                tokens: None,
+                credential: None,
             })
             .collect(),
     );

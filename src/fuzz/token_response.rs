@@ -103,8 +103,11 @@ impl TokenEndpoint {
             rt,
             addr,
             reply,
-            fetcher: Fetcher::new(&*client_for(addr, Grant::OAuth, "", "")?, &[])
-                .map_err(|e| e.to_string())?,
+            fetcher: Fetcher::new(
+                &*client_for(addr, Grant::OAuth, "", "")?,
+                &crate::config::Egress::default(),
+            )
+            .map_err(|e| e.to_string())?,
             clients: HashMap::new(),
         };
         me.settings(Grant::OAuth, "", "")?;

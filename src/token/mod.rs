@@ -2,6 +2,7 @@
 //! cache that fetches once for any number of waiters and refreshes ahead of
 //! expiry. `grants/` speaks to token endpoints; `cache` decides when.
 
+pub(crate) mod accounts;
 pub(crate) mod cache;
 pub(crate) mod grants;
 mod jwt;

@@ -11,6 +11,7 @@ pub mod held;
 pub mod intercept;
 pub mod login;
 pub mod oidc;
+pub mod parent_proxy;
 pub mod pki;
 pub mod raw_http;
 pub mod redis;
