@@ -2,7 +2,7 @@
 //! for any peer (probes, Prometheus); `/tokens` for loopback peers only,
 //! since it tells which credentials exist and when they expire.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{header, Request, Response, StatusCode};
@@ -36,7 +36,7 @@ pub async fn handle(
                 shared.metrics.encode(),
             )
         }
-        ("GET", "/tokens") if !peer.ip().is_loopback() => (
+        ("GET", "/tokens") if !is_loopback(peer.ip()) => (
             StatusCode::FORBIDDEN,
             "text/plain",
             "/tokens is served to loopback peers only\n".to_string(),
@@ -55,6 +55,18 @@ pub async fn handle(
         header::HeaderValue::from_static(ctype),
     );
     resp
+}
+
+/// Whether the peer is this host. On a dual-stack `[::]` listener an IPv4
+/// client arrives as `::ffff:127.0.0.1`, which `Ipv6Addr::is_loopback`
+/// does not count: the mapped address is unwrapped first.
+pub fn is_loopback(peer: IpAddr) -> bool {
+    match peer {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
 }
 
 /// Per client of the current config: its cache state, never a token.
@@ -76,4 +88,27 @@ fn tokens(shared: &Shared) -> String {
         clients.insert(name.clone(), status);
     }
     serde_json::json!({ "clients": clients }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn ipv4_mapped_loopback_is_loopback() {
+        for (ip, want) in [
+            ("127.0.0.1", true),
+            ("127.3.2.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:127.9.9.9", true),
+            ("::ffff:10.0.0.1", false),
+            ("10.0.0.1", false),
+            ("::", false),
+            ("fe80::1", false),
+            ("::ffff:0.0.0.1", false),
+        ] {
+            assert_eq!(is_loopback(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
 }
