@@ -153,7 +153,9 @@ pub async fn forward<'r>(
                 .spawn(tunnel::splice_upgrades(on_client, on_upstream));
         }
     }
-    Ok(rewrite::downstream_response(resp.map(body::boxed)))
+    let mut resp = rewrite::downstream_response(resp.map(body::boxed));
+    rewrite::strip_set_query(route, &mut resp);
+    Ok(resp)
 }
 
 /// Token stage: the route client's token, from its cache slot, or for an

@@ -13,6 +13,10 @@
 
 mod support;
 
+use support::sidekey::Proxy;
+use support::token_server::TokenServer;
+use support::upstream::Upstream;
+
 /// Starts sidekey in-process with the whole config as given (the
 /// `[proxy]` section included), for tests that choose its listeners.
 async fn start_raw(config: &str) -> (sidekey::Server, tempfile::TempDir) {
@@ -46,4 +50,59 @@ async fn tokens_answers_an_ipv4_mapped_loopback_peer() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"clients\""), "{body}");
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn set_query_parameters_are_removed_from_redirects() {
+    // Token server: issues tok-1.
+    let ts = TokenServer::start().await;
+    // Upstream: redirects to another host, echoing the query it got (as
+    // many login and paging endpoints do).
+    let up = Upstream::start().await;
+    up.set_responder(|r| {
+        let q = r.uri.query().unwrap_or("");
+        Some((
+            302,
+            vec![
+                (
+                    "location".into(),
+                    format!("http://elsewhere.example/cb?{q}#top"),
+                ),
+                ("content-location".into(), format!("/items?{q}")),
+            ],
+            String::new(),
+        ))
+    });
+    let proxy = Proxy::start(
+        "",
+        &format!(
+            "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\
+             [[routes]]\nname = \"q\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
+             set_query = {{ access_token = \"<<oauth.token>>\" }}\n",
+            ts.url("/token")
+        ),
+    )
+    .await;
+    // App: does not follow redirects, to see what it would follow.
+    let app = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.url()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = app
+        .get(format!("http://{}/items?page=2", up.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    // Upstream: the token did arrive in the query.
+    let sent = up.last().unwrap().uri.to_string();
+    assert!(sent.contains("access_token=tok-1"), "{sent}");
+    // App: neither header carries it any more; the rest is intact.
+    assert_eq!(
+        r.headers()["location"],
+        "http://elsewhere.example/cb?page=2#top"
+    );
+    assert_eq!(r.headers()["content-location"], "/items?page=2");
+    proxy.shutdown().await;
 }
