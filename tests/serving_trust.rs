@@ -106,3 +106,56 @@ async fn set_query_parameters_are_removed_from_redirects() {
     assert_eq!(r.headers()["content-location"], "/items?page=2");
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn login_ignores_callbacks_with_a_wrong_state_and_keeps_waiting() {
+    // Token server: the authorize endpoint redirects back with code-123
+    // and the login's state; the token endpoint issues a refresh token.
+    let ts = TokenServer::start().await;
+    ts.set_issue_refresh(true);
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("rt.json");
+    let port = support::sidekey::free_port().port();
+    let cfg_path = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[clients.u]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\nredirect_uri = \"http://127.0.0.1:{port}/callback\"\n\
+             client_id = \"cli\"\nclient_secret = \"cli-secret\"\nstate_file = \"{}\"\n",
+            ts.url("/token"),
+            ts.url("/authorize"),
+            state_file.display()
+        ),
+    )
+    .unwrap();
+    // sidekey login: waits on the loopback callback.
+    let login = support::login::Login::start(&cfg_path, "u").await;
+    // Another local process: hits the callback with a forged code, then a
+    // forged error, neither with the login's state.
+    let other = reqwest::Client::builder().no_proxy().build().unwrap();
+    for query in [
+        "code=evil&state=forged",
+        "error=access_denied&state=forged",
+        "code=evil",
+    ] {
+        let r = other
+            .get(format!("http://127.0.0.1:{port}/callback?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+    }
+    // Browser: the real redirect still completes the login.
+    login.follow().await;
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert_eq!(saved["refresh_token"], "rt-1");
+    assert_eq!(
+        ts.requests()
+            .iter()
+            .filter(|r| r.field("code") == Some("evil"))
+            .count(),
+        0,
+        "a forged code was exchanged"
+    );
+}
