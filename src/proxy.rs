@@ -148,9 +148,11 @@ pub async fn forward<'r>(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = downstream_upgrade {
             let on_upstream = hyper::upgrade::on(&mut resp);
-            shared
-                .drain
-                .spawn(tunnel::splice_upgrades(on_client, on_upstream));
+            shared.drain.spawn(tunnel::splice_upgrades(
+                on_client,
+                on_upstream,
+                Arc::clone(&shared.drain),
+            ));
         }
     }
     let mut resp = rewrite::downstream_response(resp.map(body::boxed));

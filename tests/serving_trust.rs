@@ -16,6 +16,10 @@ mod support;
 use support::sidekey::Proxy;
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use std::time::Duration;
 
 /// Starts sidekey in-process with the whole config as given (the
 /// `[proxy]` section included), for tests that choose its listeners.
@@ -158,4 +162,87 @@ async fn login_ignores_callbacks_with_a_wrong_state_and_keeps_waiting() {
         0,
         "a forged code was exchanged"
     );
+}
+
+/// Reads `s` up to the end of a response head.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test]
+async fn idle_tunnels_and_websockets_close_a_second_into_a_drain() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // Upstream: plain HTTP, and a WebSocket echo on /ws.
+    let up = Upstream::start().await;
+    let port = up.addr.port();
+    // Proxy: a long drain timeout that an idle pooled connection must not
+    // hold the shutdown for.
+    let proxy = Proxy::start(
+        &format!("drain_timeout = \"30s\"\nconnect_ports = [{port}]"),
+        "",
+    )
+    .await;
+    // App 1: a blind tunnel that carried one request and is now pooled.
+    let mut tunnel = TcpStream::connect(proxy.addr).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut tunnel).await.starts_with("HTTP/1.1 200"));
+    tunnel
+        .write_all(b"GET /pooled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_head(&mut tunnel).await.starts_with("HTTP/1.1 200"));
+    // App 2: a WebSocket that exchanged one message and went quiet.
+    let mut ws_tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    ws_tcp
+        .write_all(
+            format!(
+                "GET http://127.0.0.1:{port}/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(read_head(&mut ws_tcp).await.starts_with("HTTP/1.1 101"));
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        ws_tcp,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "hello"
+    );
+    // Shutdown: both are closed about a second in, not after 30 s.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), proxy.shutdown())
+        .await
+        .expect("an idle tunnel or WebSocket held the drain");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "drain took {took:?}");
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel is still open");
+    assert!(n.is_ok() || rest.is_empty());
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the WebSocket is still open");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
 }
