@@ -103,7 +103,12 @@ pub async fn serve_connection<IO, H, F>(
     };
     let h2 = prefix.starts_with(H2_PREFACE);
     let clock = Clock::new();
-    let io = TokioIo::new(Tracked::new(io, prefix, Arc::clone(&clock)));
+    let io = if h2 {
+        Tracked::h2(io, prefix, Arc::clone(&clock))
+    } else {
+        Tracked::new(io, prefix, Arc::clone(&clock))
+    };
+    let io = TokioIo::new(io);
     let inflight = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&inflight);
     let svc = service_fn(move |req| {
@@ -261,3 +266,6 @@ impl Drop for Busy {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;
