@@ -246,3 +246,101 @@ async fn idle_tunnels_and_websockets_close_a_second_into_a_drain() {
         .expect("the WebSocket is still open");
     assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
 }
+
+/// One probe as the kubelet sends it: a new connection, one GET, 1 s to
+/// answer. Returns how long the answer took.
+async fn probe(admin: std::net::SocketAddr, path: &str) -> Duration {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = client
+        .get(format!("http://{admin}{path}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
+    assert_eq!(r.status(), 200, "{path}");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_while_hundreds_of_connections_crowd_the_admin_port() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Proxy: the real binary (its file descriptors are its own).
+    let bin = support::sidekey::Binary::start("", "", &[]).await;
+    let admin = bin.admin;
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut held = tokio::task::JoinSet::new();
+    // Each crowding client connects in its own task: once the port stops
+    // accepting, a connect can wait for a free slot.
+    for i in 0..400 {
+        let open = Arc::clone(&open);
+        held.spawn(async move {
+            let Ok(Ok(mut tcp)) =
+                tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(admin)).await
+            else {
+                return;
+            };
+            open.fetch_add(1, Ordering::Relaxed);
+            match i % 4 {
+                // 100 HTTP/2 connections that never send a request (the
+                // client answers PINGs).
+                0 => {
+                    let io = hyper_util::rt::TokioIo::new(tcp);
+                    let handshake = hyper::client::conn::http2::handshake::<
+                        _,
+                        _,
+                        http_body_util::Empty<bytes::Bytes>,
+                    >(hyper_util::rt::TokioExecutor::new(), io);
+                    if let Ok((_sender, conn)) = handshake.await {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+                    }
+                }
+                // 100 slowloris: a request head, a byte every 200 ms.
+                1 => {
+                    if tcp
+                        .write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: ")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    for _ in 0..100 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if tcp.write_all(b"a").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                // 200 that send nothing.
+                _ => {
+                    let mut buf = [0u8; 64];
+                    let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut buf)).await;
+                }
+            }
+        });
+    }
+    // All connected (or 5 s passed, should connects be held back).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::Relaxed) < 400 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kubelet: probes every 500 ms for 4 s, while they are all open and
+    // as the admin port's timeouts close them.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..8 {
+        for path in ["/healthz", "/readyz"] {
+            slowest = slowest.max(probe(admin, path).await);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "slowest probe among {} crowding connections: {slowest:?}",
+        open.load(Ordering::Relaxed)
+    );
+    held.abort_all();
+}
