@@ -13,6 +13,7 @@
 
 mod support;
 
+use support::intercept::Interception;
 use support::sidekey::Proxy;
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
@@ -343,4 +344,63 @@ async fn health_and_readiness_answer_while_hundreds_of_connections_crowd_the_adm
         open.load(Ordering::Relaxed)
     );
     held.abort_all();
+}
+
+/// App: an HTTP/2 connection over `io` that sends no request; its
+/// connection task (which answers the server's PINGs) ends when sidekey
+/// closes the connection.
+async fn idle_h2<IO>(io: IO) -> tokio::task::JoinHandle<()>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _sender = sender;
+        let _ = conn.await;
+    })
+}
+
+#[tokio::test]
+async fn idle_h2_connections_do_not_fill_max_connections_despite_sidekeys_pings() {
+    // Proxy: 8 connections at most, 3 s idle (PINGs every 1.5 s); it
+    // intercepts `localhost`.
+    let s = Interception::start(
+        "max_connections = 8\nidle_timeout = \"3s\"",
+        "[[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nset_headers = { \"X-Injected\" = \"yes\" }\n",
+    )
+    .await;
+    let plain = Upstream::start().await;
+    // Apps: 4 HTTP/2 connections to the proxy itself (prior knowledge) and
+    // 4 inside intercepted TLS, none sending a request.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(idle_h2(TcpStream::connect(s.proxy.addr).await.unwrap()).await);
+        idle.push(idle_h2(s.tls(&[b"h2"]).await).await);
+    }
+    // A ninth app: gets in once the idle ones are closed.
+    let started = std::time::Instant::now();
+    let r = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(s.proxy.url()).unwrap())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+        .get(format!("http://{}/ninth", plain.addr))
+        .send()
+        .await
+        .expect("the ninth client was kept out by idle HTTP/2 connections");
+    assert_eq!(r.status(), 200);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    for conn in idle {
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("an idle HTTP/2 connection is still open")
+            .unwrap();
+    }
 }

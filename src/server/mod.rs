@@ -35,6 +35,15 @@ const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// PINGs at least twice per idle timeout (not below a second), so a dead
+/// peer of a long request is noticed before an idle one would be closed.
+/// They never count as activity (see `Tracked::h2`).
+fn h2_keepalive(idle_timeout: Duration) -> Duration {
+    H2_KEEPALIVE
+        .min(idle_timeout / 2)
+        .max(Duration::from_secs(1))
+}
+
 /// An accepted client connection. Whatever carries its bytes (the served
 /// connection, then a tunnel or an intercepted stream after CONNECT) holds
 /// this, so `max_connections` counts it until the last of them ends.
@@ -136,7 +145,7 @@ pub async fn serve_connection<IO, H, F>(
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .keep_alive_interval(Some(H2_KEEPALIVE))
+            .keep_alive_interval(Some(h2_keepalive(limits.idle_timeout)))
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
             .serve_connection(io, svc);
         Box::pin(watch.drive(conn)).await;
