@@ -27,7 +27,7 @@ impl Clock {
         })
     }
 
-    fn touch(&self) {
+    pub fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }

@@ -120,15 +120,23 @@ pub async fn serve_connection<IO, H, F>(
     let io = TokioIo::new(io);
     let inflight = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&inflight);
+    let busy_clock = Arc::clone(&clock);
     let svc = service_fn(move |req| {
-        let busy = Busy::enter(&counted);
+        let busy = Busy::enter(&counted, &busy_clock);
         // hyper keeps the slot for a request's future for the life of the
         // connection; the pipeline's future is ~3 KiB. Boxed, the slot is a
         // pointer and an idle keep-alive connection does not hold the rest.
         let fut = Box::pin(handler(req));
         async move {
             let resp = fut.await;
-            drop(busy);
+            // On HTTP/2 sidekey's writes are not activity (`Tracked::h2`):
+            // a response still streaming keeps its request in flight.
+            let resp = if h2 {
+                resp.map(|b| crate::body::boxed(Streaming::new(b, busy)))
+            } else {
+                drop(busy);
+                resp
+            };
             Ok::<_, Infallible>(resp)
         }
     });
@@ -199,8 +207,8 @@ impl Watch {
         tokio::pin!(conn);
         let idle_timeout = self.idle_timeout;
         let mut closing = false;
+        let mut check_at = self.clock.last() + idle_timeout;
         loop {
-            let idle_at = self.clock.last() + idle_timeout;
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -212,13 +220,20 @@ impl Watch {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                () = tokio::time::sleep_until(idle_at), if !closing => {
-                    let idle = self.inflight.load(Ordering::Relaxed) == 0
-                        && self.clock.last() + idle_timeout <= Instant::now();
-                    if idle {
+                () = tokio::time::sleep_until(check_at), if !closing => {
+                    let now = Instant::now();
+                    let idle_at = self.clock.last() + idle_timeout;
+                    if self.inflight.load(Ordering::Relaxed) > 0 {
+                        // Not idle, whatever the clock says; look again
+                        // later (a request's end touches the clock), never
+                        // at a time already past, which would spin.
+                        check_at = now + idle_timeout;
+                    } else if idle_at <= now {
                         tracing::debug!("idle connection closed");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                    } else {
+                        check_at = idle_at;
                     }
                 }
             }
@@ -260,21 +275,8 @@ async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, within: Duration) -> Option<B
 /// Past this, the head is hyper's to judge (and refuse as too large).
 const MAX_SNIFF: usize = 64 * 1024;
 
-/// A request being handled on a connection: it is not idle meanwhile.
-struct Busy(Arc<AtomicUsize>);
-
-impl Busy {
-    fn enter(n: &Arc<AtomicUsize>) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(n))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+mod busy;
+use busy::{Busy, Streaming};
 
 #[cfg(test)]
 mod tests;

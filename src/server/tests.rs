@@ -66,3 +66,57 @@ async fn an_h2_connection_with_requests_stays_open_until_they_stop() {
         .expect("still open a minute after the last request")
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_h2_response_still_streaming_keeps_its_connection() {
+    use http_body_util::BodyExt;
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let limits = ConnLimits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+        max_connections: 1,
+    };
+    // Server: `/stream` sends a byte every 30 s for 150 s (small enough
+    // that the client sends no WINDOW_UPDATE: only sidekey writes).
+    let served = tokio::spawn(serve_connection(
+        server,
+        limits,
+        Arc::new(Drain::new()),
+        |req: Request<hyper::body::Incoming>| async move {
+            if req.uri().path() != "/stream" {
+                return Response::new(crate::body::empty());
+            }
+            let frames = futures_util::stream::unfold(0u8, |n| async move {
+                if n == 5 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Some((
+                    Ok::<_, crate::body::BoxError>(http_body::Frame::data(Bytes::from_static(
+                        b".",
+                    ))),
+                    n + 1,
+                ))
+            });
+            Response::new(crate::body::boxed(http_body_util::StreamBody::new(frames)))
+        },
+    ));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://x/stream").body(Empty::new()).unwrap();
+    let body = sender
+        .send_request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes().len(), 5);
+    // 150 s after the request, 0 s after the body's end: still open.
+    assert!(!served.is_finished());
+    get(&mut sender).await;
+}
