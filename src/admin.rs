@@ -2,7 +2,7 @@
 //! for any peer (probes, Prometheus); `/tokens` for loopback peers only,
 //! since it tells which credentials exist and when they expire.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{header, Request, Response, StatusCode};
@@ -36,13 +36,13 @@ pub(crate) async fn handle(
                 shared.metrics.encode(),
             )
         }
-        ("GET", "/tokens") if !peer.ip().is_loopback() => (
+        ("GET", "/tokens") if !is_loopback(peer.ip()) => (
             StatusCode::FORBIDDEN,
             "text/plain",
             "/tokens is served to loopback peers only\n".to_string(),
         ),
         ("GET", "/tokens") => (StatusCode::OK, "application/json", tokens(&shared)),
-        ("DELETE", path) if path.starts_with("/users/") && !peer.ip().is_loopback() => (
+        ("DELETE", path) if path.starts_with("/users/") && !is_loopback(peer.ip()) => (
             StatusCode::FORBIDDEN,
             "text/plain",
             "/users is served to loopback peers only\n".to_string(),
@@ -96,6 +96,18 @@ async fn disconnect(shared: &Shared, path: &str) -> (StatusCode, &'static str, S
     }
 }
 
+/// Whether the peer is this host. On a dual-stack `[::]` listener an IPv4
+/// client arrives as `::ffff:127.0.0.1`, which `Ipv6Addr::is_loopback`
+/// does not count: the mapped address is unwrapped first.
+pub(crate) fn is_loopback(peer: IpAddr) -> bool {
+    match peer {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    }
+}
+
 /// Per client of the current config: its cache state, never a token.
 fn tokens(shared: &Shared) -> String {
     let rt = shared.runtime();
@@ -120,4 +132,27 @@ fn tokens(shared: &Shared) -> String {
         clients.insert(name.clone(), status);
     }
     serde_json::json!({ "clients": clients }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn ipv4_mapped_loopback_is_loopback() {
+        for (ip, want) in [
+            ("127.0.0.1", true),
+            ("127.3.2.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("::ffff:127.9.9.9", true),
+            ("::ffff:10.0.0.1", false),
+            ("10.0.0.1", false),
+            ("::", false),
+            ("fe80::1", false),
+            ("::ffff:0.0.0.1", false),
+        ] {
+            assert_eq!(is_loopback(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::config::ConnectPolicy;
+use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::inbound::Target;
 use crate::runtime::Runtime;
@@ -77,11 +78,16 @@ pub(crate) async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, Pro
 }
 
 /// Copies bytes both ways until both sides close or the tunnel is idle.
-pub(crate) async fn tunnel<A>(client: A, server: TcpStream, idle: Duration, target: &Target)
-where
+pub(crate) async fn tunnel<A>(
+    client: A,
+    server: TcpStream,
+    idle: Duration,
+    target: &Target,
+    drain: &Drain,
+) where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match tunnel::copy_bidirectional(client, server, idle).await {
+    match tunnel::copy_bidirectional(client, server, idle, drain).await {
         Ok((up, down)) => tracing::debug!(host = %target.host, up, down, "tunnel closed"),
         Err(e) => tracing::debug!(host = %target.host, error = %e, "tunnel ended"),
     }

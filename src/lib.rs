@@ -108,10 +108,7 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
             let s = Arc::clone(&shared);
             let task = tokio::spawn(server::accept_loop(
                 l,
-                config::ConnLimits {
-                    max_connections: ADMIN_MAX_CONNECTIONS,
-                    ..limits
-                },
+                admin_limits(limits),
                 Arc::clone(&drain),
                 stop.clone(),
                 move |conn, req| admin::handle(Arc::clone(&s), conn.peer, req),
@@ -171,8 +168,25 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
     })
 }
 
-/// Probes and a Prometheus scraper need a handful at most.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Probes and a Prometheus scraper need a handful; the rest of the cap is
+/// headroom, so that hundreds of idle or slow connections (a scanner, a
+/// misbehaving client) do not keep a liveness probe from being accepted
+/// and get the pod restarted.
+const ADMIN_MAX_CONNECTIONS: usize = 1024;
+/// A probe sends its request as soon as it connects and does not reuse the
+/// connection; a scraper that does reconnects cheaply. So the admin port
+/// frees a silent or trickling connection's slot within seconds, however
+/// long the proxy's own timeouts are.
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const ADMIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn admin_limits(proxy: config::ConnLimits) -> config::ConnLimits {
+    let mut l = proxy;
+    l.max_connections = ADMIN_MAX_CONNECTIONS;
+    l.header_read_timeout = proxy.header_read_timeout.min(ADMIN_HEADER_READ_TIMEOUT);
+    l.idle_timeout = proxy.idle_timeout.min(ADMIN_IDLE_TIMEOUT);
+    l
+}
 
 impl Server {
     pub fn shared(&self) -> &Arc<Shared> {

@@ -150,12 +150,16 @@ pub(crate) async fn forward<'r>(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = downstream_upgrade {
             let on_upstream = hyper::upgrade::on(&mut resp);
-            shared
-                .drain
-                .spawn(tunnel::splice_upgrades(on_client, on_upstream));
+            shared.drain.spawn(tunnel::splice_upgrades(
+                on_client,
+                on_upstream,
+                Arc::clone(&shared.drain),
+            ));
         }
     }
-    Ok(rewrite::downstream_response(resp.map(body::boxed)))
+    let mut resp = rewrite::downstream_response(resp.map(body::boxed));
+    rewrite::strip_set_query(route, &mut resp);
+    Ok(resp)
 }
 
 /// How long a 401 waits for the rest of a small request body that the

@@ -126,10 +126,13 @@ async fn connect(
             let stream = connect::open(rt, &target).await?;
             let idle = rt.config.proxy.tunnel_idle_timeout;
             let on_upgrade = hyper::upgrade::on(req);
+            let drain = Arc::clone(&shared.drain);
             shared.drain.spawn(async move {
                 let _conn = conn;
                 match on_upgrade.await {
-                    Ok(up) => connect::tunnel(TokioIo::new(up), stream, idle, &target).await,
+                    Ok(up) => {
+                        connect::tunnel(TokioIo::new(up), stream, idle, &target, &drain).await;
+                    }
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
             });
