@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# sidekey against other forward proxies that add a header, on this machine,
-# in one run (machines are noisy: compare the ratios within a run).
+# sidekey against other proxies that add a header, on this machine, in one
+# run (machines are noisy: compare the ratios within a run).
 #
 #   upstream   nginx: 200 only with `Authorization: Bearer bench-token`, else 403
-#   plain HTTP (wrk -t1, absolute-form via bench/compare/wrk.lua):
+#   plain HTTP (wrk -t1 via bench/compare/wrk.lua):
 #              direct (wrk -H sends the header) | sidekey | squid | tinyproxy
+#              (forward proxies, absolute-form) | HAProxy | nginx as a reverse
+#              proxy (origin-form; each sets the header and forwards on pooled
+#              keep-alive connections: the same L7 work, the cost to beat)
 #              (each proxy injects the header: configs in bench/compare/)
 #   HTTPS      (examples/bench_client, c=TLS_CONCURRENCY): through sidekey,
 #              plain HTTP | CONNECT intercepted (leaf cached) | CONNECT blind
@@ -23,7 +26,7 @@
 #        COMPARE_TMPDIR (/dev/shm: tmpfs, as tinyproxy fsyncs every log line; else /tmp)
 #   --quick: DURATION=2 ROUNDS=1 CONCURRENCY="1 50"
 #
-# Installs nginx-light, wrk, tinyproxy and squid from Debian when missing
+# Installs nginx-light, wrk, tinyproxy, squid and haproxy from Debian when missing
 # (needs root), builds sidekey (release) and bench_client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,12 +45,12 @@ TLS_CONCURRENCY=${TLS_CONCURRENCY:-50}
 OUT=${OUT:-bench/results/compare-latest.md}
 TINYPROXY_LOG_LEVEL=${TINYPROXY_LOG_LEVEL:-Connect}
 WARMUP=1
-HTTP_TARGETS=(direct sidekey squid tinyproxy)
+HTTP_TARGETS=(direct sidekey haproxy nginx_proxy squid tinyproxy)
 TLS_TARGETS=(sidekey_http sidekey_intercept sidekey_tunnel direct_tls)
 
 # ---------------------------------------------------------------- install
 missing=()
-for p in nginx-light wrk tinyproxy squid; do
+for p in nginx-light wrk tinyproxy squid haproxy; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -56,7 +59,7 @@ if ((${#missing[@]})); then
         exit 1
     fi
     echo "installing from Debian: ${missing[*]}"
-    # Packages must not start their system services (port 80, 3128, 8888):
+    # Packages must not start their system services (port 80, 3128, 8888, haproxy):
     # the benchmark starts its own instances. Same guard Docker images use.
     made_policy=""
     if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -71,6 +74,7 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 SQUID=$(command -v squid || echo /usr/sbin/squid)
 TINYPROXY=$(command -v tinyproxy || echo /usr/bin/tinyproxy)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 # ---------------------------------------------------------------- build
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
@@ -124,8 +128,9 @@ trap 'exit 130' INT TERM
 . bench/lib.sh
 UP_PORT=$(free_port) UP_TLS_PORT=$(free_port) UP_TLS_OPEN_PORT=$(free_port)
 SK_PORT=$(free_port) SQUID_PORT=$(free_port) TP_PORT=$(free_port)
+HA_PORT=$(free_port) NGP_PORT=$(free_port)
 
-mkdir -p "$tmp"/{conf,pki,nginx,squid,tinyproxy}
+mkdir -p "$tmp"/{conf,pki,nginx,nginx-proxy,haproxy,squid,tinyproxy}
 # Upstream TLS: a throwaway CA and a leaf for localhost and 127.0.0.1, both ECDSA P-256.
 (
     cd "$tmp/pki"
@@ -139,10 +144,11 @@ mkdir -p "$tmp"/{conf,pki,nginx,squid,tinyproxy}
 )
 "$SIDEKEY" ca generate --out "$tmp/ca" > /dev/null
 
-for f in nginx.conf squid.conf tinyproxy.conf sidekey.toml; do
+for f in nginx.conf nginx-proxy.conf haproxy.cfg squid.conf tinyproxy.conf sidekey.toml; do
     sed -e "s|@TMP@|$tmp|g" -e "s|@UP_PORT@|$UP_PORT|g" -e "s|@UP_TLS_PORT@|$UP_TLS_PORT|g" \
         -e "s|@UP_TLS_OPEN_PORT@|$UP_TLS_OPEN_PORT|g" -e "s|@SK_PORT@|$SK_PORT|g" \
         -e "s|@SQUID_PORT@|$SQUID_PORT|g" -e "s|@TP_PORT@|$TP_PORT|g" \
+        -e "s|@HA_PORT@|$HA_PORT|g" -e "s|@NGP_PORT@|$NGP_PORT|g" \
         -e "s|@TP_LOG_LEVEL@|$TINYPROXY_LOG_LEVEL|g" \
         "bench/compare/$f" > "$tmp/conf/$f"
 done
@@ -177,12 +183,22 @@ pids+=("$SQUID_PID")
 "$TINYPROXY" -d -c "$tmp/conf/tinyproxy.conf" > "$tmp/tinyproxy/stdout.log" 2>&1 &
 TP_PID=$!
 pids+=("$TP_PID")
+"$NGINX" -p "$tmp/nginx-proxy" -e "$tmp/nginx-proxy/error.log" -c "$tmp/conf/nginx-proxy.conf" \
+    2>> "$tmp/nginx-proxy/error.log" &
+NGP_PID=$!
+pids+=("$NGP_PID")
+# -db: stays in the foreground; the per-request log goes to stdout, a file.
+"$HAPROXY" -db -f "$tmp/conf/haproxy.cfg" > "$tmp/haproxy/access.log" 2> "$tmp/haproxy/error.log" &
+HA_PID=$!
+pids+=("$HA_PID")
 
 wait_port nginx "$NGINX_PID" "$UP_PORT" "$tmp/nginx/error.log"
 wait_port nginx "$NGINX_PID" "$UP_TLS_PORT" "$tmp/nginx/error.log"
 wait_port sidekey "$SK_PID" "$SK_PORT" "$tmp/sidekey.log"
 wait_port squid "$SQUID_PID" "$SQUID_PORT" "$tmp/squid/cache.log"
 wait_port tinyproxy "$TP_PID" "$TP_PORT" "$tmp/tinyproxy/stdout.log"
+wait_port nginx-proxy "$NGP_PID" "$NGP_PORT" "$tmp/nginx-proxy/error.log"
+wait_port haproxy "$HA_PID" "$HA_PORT" "$tmp/haproxy/error.log"
 
 # ---------------------------------------------------------------- checks
 UP_URL="http://127.0.0.1:$UP_PORT/"
@@ -202,6 +218,8 @@ check "direct, with the header" 200 --noproxy '*' -H "Authorization: Bearer benc
 check "via sidekey (injects)" 200 -x "http://127.0.0.1:$SK_PORT" "$UP_URL"
 check "via squid (injects)" 200 -x "http://127.0.0.1:$SQUID_PORT" "$UP_URL"
 check "via tinyproxy (injects)" 200 -x "http://127.0.0.1:$TP_PORT" "$UP_URL"
+check "via HAProxy, reverse (injects)" 200 --noproxy '*' "http://127.0.0.1:$HA_PORT/"
+check "via nginx, reverse (injects)" 200 --noproxy '*' "http://127.0.0.1:$NGP_PORT/"
 check "direct TLS, no header (nginx refuses)" 403 --noproxy '*' --cacert "$tmp/pki/ca.crt" \
     "https://localhost:$UP_TLS_PORT/"
 check "sidekey CONNECT intercepted (injects; mints the leaf)" 200 -x "http://127.0.0.1:$SK_PORT" \
@@ -263,6 +281,11 @@ load() { # target concurrency seconds
             -s bench/compare/wrk.lua "http://127.0.0.1:$SQUID_PORT") || true ;;
         tinyproxy) out=$(TARGET=$UP_URL timeout "$bound" wrk -t1 -c"$c" -d"${d}s" --latency \
             -s bench/compare/wrk.lua "http://127.0.0.1:$TP_PORT") || true ;;
+        # Reverse proxies: origin-form (no TARGET), no header from wrk.
+        haproxy) out=$(TARGET='' timeout "$bound" wrk -t1 -c"$c" -d"${d}s" --latency \
+            -s bench/compare/wrk.lua "http://127.0.0.1:$HA_PORT/") || true ;;
+        nginx_proxy) out=$(TARGET='' timeout "$bound" wrk -t1 -c"$c" -d"${d}s" --latency \
+            -s bench/compare/wrk.lua "http://127.0.0.1:$NGP_PORT/") || true ;;
         sidekey_intercept) out=$(timeout "$bound" "$BENCH_CLIENT" --mode intercept --target "localhost:$UP_TLS_PORT" \
             --proxy "127.0.0.1:$SK_PORT" --ca "$tmp/ca/ca.crt" --connections "$c" --seconds "$d" 2>&1) || true ;;
         sidekey_tunnel) out=$(timeout "$bound" "$BENCH_CLIENT" --mode tunnel --target "127.0.0.1:$UP_TLS_OPEN_PORT" \
@@ -290,6 +313,8 @@ root_of() {
         sidekey*) echo "$SK_PID" ;;
         squid) echo "$SQUID_PID" ;;
         tinyproxy) echo "$TP_PID" ;;
+        haproxy) echo "$HA_PID" ;;
+        nginx_proxy) echo "$NGP_PID" ;;
     esac
 }
 
@@ -342,10 +367,12 @@ done
 # ---------------------------------------------------------------- report
 mkdir -p "$(dirname "$OUT")"
 logs="sidekey $(wc -l < "$tmp/sidekey.log"), squid $(wc -l < "$tmp/squid/access.log"),"
-logs+=" tinyproxy $(wc -l < "$tmp/tinyproxy/tinyproxy.log")"
+logs+=" tinyproxy $(wc -l < "$tmp/tinyproxy/tinyproxy.log"),"
+logs+=" haproxy $(wc -l < "$tmp/haproxy/access.log"), nginx proxy $(wc -l < "$tmp/nginx-proxy/access.log")"
 ver() { "$@" 2>&1 | head -1 || true; }
 versions="nginx $(ver "$NGINX" -v | sed 's|.*/||'), squid $(ver "$SQUID" -v | awk '{print $4}'),"
 versions+=" tinyproxy $(ver "$TINYPROXY" -v | awk '{print $2}'), wrk $(ver wrk -v | awk '{print $2}'),"
+versions+=" haproxy $(ver "$HAPROXY" -v | awk '{print $3}'),"
 versions+=" sidekey $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2> /dev/null || echo '+uncommitted src')"
 python3 - "$RESULTS" "$OUT" "$CLK_TCK" "$DURATION" "$ROUNDS" "$TLS_CONCURRENCY" "$versions" "${#failures[@]}" \
     "$TINYPROXY_LOG_LEVEL" "$logs" "$(dirname "$tmp")" "$(stat -f -c %T "$tmp")" "$build_note" <<'PY'
@@ -377,7 +404,7 @@ def f(v, nd=0):
 cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 md = [
-    "# sidekey vs. nginx direct, squid, tinyproxy (bench/compare.sh)",
+    "# sidekey vs. nginx direct, HAProxy and nginx as reverse proxies, squid, tinyproxy (bench/compare.sh)",
     "",
     f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
     f"- machine: {nproc} CPUs, {cpu_model}, Linux {platform.release()}",
@@ -390,12 +417,16 @@ md = [
     "- CPU µs/req: utime+stime of every process of the proxy (for direct: of nginx) over the run / requests; "
     "peak RSS: VmHWM summed over those processes, reset to the current RSS before each run",
     "- every proxy writes a per-request log to a file: sidekey its access line (default log level), "
-    f"squid access_log, tinyproxy LogLevel {tp_log} (log lines written in this run: {logs})",
+    f"squid access_log, tinyproxy LogLevel {tp_log}, HAProxy option httplog (to stdout, a file), "
+    f"nginx proxy access_log (log lines written in this run: {logs})",
+    "- HAProxy and nginx (proxy) are reverse proxies (wrk sends origin-form): they parse, set the header "
+    "and forward on pooled keep-alive connections, the L7 work sidekey does for a forward request",
     "- tinyproxy closes each client connection after one response, so its socket errors are wrk "
     "reconnecting, one per request (not failures); non-2xx must be 0 everywhere",
     "",
 ]
 LABEL = {"direct": "direct (nginx)", "direct_tls": "direct TLS (nginx)",
+         "haproxy": "HAProxy (reverse proxy)", "nginx_proxy": "nginx (reverse proxy)",
          "sidekey_http": "sidekey plain HTTP", "sidekey_intercept": "sidekey HTTPS intercepted",
          "sidekey_tunnel": "sidekey HTTPS blind tunnel"}
 concs = sorted({c for (tb, c, _) in runs if tb == "http"})
@@ -404,7 +435,7 @@ for c in concs:
     md += [f"## Plain HTTP, {c} connection{'s' if c > 1 else ''} (wrk -t1 -c{c})", "",
            "| target | req/s | p50 ms | p99 ms | req/s vs direct | proxy CPU µs/req | peak RSS MiB | non-2xx | socket errors | nginx CPU µs/req |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for t in ["direct", "sidekey", "squid", "tinyproxy"]:
+    for t in ["direct", "sidekey", "haproxy", "nginx_proxy", "squid", "tinyproxy"]:
         if ("http", c, t) not in runs:
             continue
         rps = med("http", c, t, "rps")
@@ -454,7 +485,13 @@ target("c=1: sidekey p50 <= direct p50 + 25 µs", (sk_p50 - d_p50) * 1000 <= 25 
        f"+{f((sk_p50 - d_p50) * 1000 if have(sk_p50, d_p50) else None)} µs")
 target(f"HTTPS c={tc}: intercepted CPU/req <= 1.5x plain HTTP", ic <= 1.5 * pc if have(ic, pc) else None,
        f"{f(ic, 1)} vs {f(pc, 1)} µs ({f(ic / pc if have(ic, pc) and pc else None, 2)}x)")
-md += ["## Targets (issue 12)", "", "| target | this run | value |", "|---|---|---|"] + checks + [""]
+ha_cpu, ha_p50 = get("http", 50, "haproxy", "cpu"), get("http", 1, "haproxy", "p50")
+target("c=50: sidekey CPU/req <= HAProxy's", sk_cpu <= ha_cpu if have(sk_cpu, ha_cpu) else None,
+       f"{f(sk_cpu, 1)} vs {f(ha_cpu, 1)} µs")
+target("c=1: sidekey added p50 <= HAProxy's", sk_p50 <= ha_p50 if have(sk_p50, ha_p50) else None,
+       f"+{f((sk_p50 - d_p50) * 1000 if have(sk_p50, d_p50) else None)} vs "
+       f"+{f((ha_p50 - d_p50) * 1000 if have(ha_p50, d_p50) else None)} µs")
+md += ["## Targets", "", "| target | this run | value |", "|---|---|---|"] + checks + [""]
 if int(nfail):
     md += [f"**WARNING: {nfail} run(s) had non-2xx responses or no requests: a proxy did not inject "
            "the header or failed. Those numbers are not comparable.**", ""]

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
-use sidekey::rewrite::{self, Head};
-use sidekey::route::{RequestInfo, Route, RouteTable};
-use sidekey::token::{Token, TokenResponse};
+use sidekey::bench::{self, Head, RequestInfo, RouteTable, Token, TokenResponse};
 
 /// 100 routes: 70 exact hosts, 20 wildcards, 10 path/header-specific.
 fn config_100() -> String {
@@ -34,15 +32,7 @@ fn config_100() -> String {
 fn table() -> RouteTable {
     let cfg = sidekey::config::load_str(Path::new("bench.toml"), &config_100(), &|_| None)
         .expect("bench config");
-    RouteTable::new(
-        cfg.routes
-            .into_iter()
-            .map(|settings| Route {
-                settings,
-                tokens: None,
-            })
-            .collect(),
-    )
+    bench::route_table(cfg)
 }
 
 fn decide(c: &mut Criterion) {
@@ -81,9 +71,7 @@ fn render(c: &mut Criterion) {
     let t = table();
     let token = Token::from_response(
         TokenResponse {
-            access_token: sidekey::secret::Secret::new(
-                "eyJhbGciOi.a-typical-length-access-token.sig",
-            ),
+            access_token: bench::Secret::new("eyJhbGciOi.a-typical-length-access-token.sig"),
             ..Default::default()
         },
         std::time::Duration::from_secs(300),
@@ -105,7 +93,7 @@ fn render(c: &mut Criterion) {
         headers,
         upgrade: false,
     };
-    let target = sidekey::inbound::target(
+    let target = bench::target(
         &"http://api69.example.com/orders?page=2"
             .parse()
             .expect("uri"),
@@ -113,18 +101,11 @@ fn render(c: &mut Criterion) {
     .expect("target");
     c.bench_function("rewrite_request_bearer_plus_static", |b| {
         b.iter(|| {
-            let uri =
-                rewrite::upstream_uri(Some(route), &target, &head.path_and_query, Some(&token))
-                    .expect("uri");
+            let uri = bench::upstream_uri(Some(route), &target, &head.path_and_query, Some(&token))
+                .expect("uri");
             black_box(
-                rewrite::upstream_request(
-                    Some(route),
-                    &head,
-                    uri,
-                    Some(&token),
-                    sidekey::body::empty(),
-                )
-                .expect("request"),
+                bench::upstream_request(Some(route), &head, uri, Some(&token), bench::empty_body())
+                    .expect("request"),
             )
         })
     });
@@ -133,10 +114,9 @@ fn render(c: &mut Criterion) {
 fn tls(c: &mut Criterion) {
     sidekey::init_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
-    sidekey::tls::ca::generate(dir.path()).expect("ca");
-    let ca = sidekey::tls::ca::Ca::load(&dir.path().join("ca.crt"), &dir.path().join("ca.key"))
-        .expect("load");
-    let leaves = sidekey::tls::LeafCache::new(ca);
+    bench::generate_ca(dir.path()).expect("ca");
+    let ca = bench::Ca::load(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).expect("load");
+    let leaves = bench::LeafCache::new(ca);
     c.bench_function("leaf_mint_ecdsa_p256", |b| {
         b.iter(|| black_box(leaves.mint("api.example.com").expect("mint")))
     });

@@ -3,8 +3,10 @@
 kubernetes-validate checks each object against the API schema; this checks
 what the schema cannot: that sidekey's --config resolves to a mounted
 ConfigMap key, every file proxy.toml names is mounted, probes hit the admin
-port, every app container gets the proxy and CA-trust env, Secrets are
-readable by the non-root user, and ca.key never reaches an app container.
+port, every app container gets the proxy (and with [tls] the CA-trust) env,
+Secrets are readable by the non-root user without a pod fsGroup, ca.key never
+reaches an app container, and the memory limit holds max_connections.
+Every workload kind with a pod template is checked.
 
     check-kubernetes-wiring.py [--placeholders SECRETS.yaml ...] native|classic RENDERED.yaml ...
     check-kubernetes-wiring.py [--placeholders SECRETS.yaml ...] --self-test RENDERED_NATIVE.yaml
@@ -29,6 +31,31 @@ UID = 65532  # distroless nonroot, USER in deploy/Dockerfile
 TRUST_ENV = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE"]
 NO_PROXY_MUST = ["localhost", "127.0.0.1", "::1", ".svc", ".cluster.local", "kubernetes.default.svc"]
 DEFAULT_DRAIN_S = 30  # [proxy] drain_timeout default (SPEC.md)
+DEFAULT_MAX_CONNECTIONS = 10000  # [proxy] max_connections default
+CONN_KIB = 19.8  # measured per idle client connection (bench/README.md)
+BASE_MIB = 16  # sidekey's resident baseline, rounded up
+PATHS = {
+    "Deployment": ["spec", "template"],
+    "StatefulSet": ["spec", "template"],
+    "DaemonSet": ["spec", "template"],
+    "ReplicaSet": ["spec", "template"],
+    "Job": ["spec", "template"],
+    "CronJob": ["spec", "jobTemplate", "spec", "template"],
+}
+
+
+def pod_spec(obj):
+    t = obj
+    for k in PATHS[obj["kind"]]:
+        t = t[k]
+    return t["spec"]
+
+
+def mebibytes(q):
+    m = re.fullmatch(r"(\d+)(Mi|Gi)", str(q))
+    if not m:
+        raise ValueError(f"cannot read memory quantity {q!r}")
+    return int(m[1]) * (1024 if m[2] == "Gi" else 1)
 
 
 def seconds(d):
@@ -60,28 +87,27 @@ def volume_keys(volume, secrets, configmaps):
     return None
 
 
-def check_deployment(mode, dep, configmaps, secrets, err):
-    spec = dep["spec"]["template"]["spec"]
+def check_workload(mode, dep, configmaps, secrets, err):
+    spec = pod_spec(dep)
     inits, conts = spec.get("initContainers", []), spec["containers"]
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     names = [c["name"] for c in inits + conts]
-    for n in (SIDEKEY, BUNDLE):
-        if names.count(n) != 1:
-            return err(f"expected exactly one container {n!r}, found {names.count(n)}")
+    if names.count(SIDEKEY) != 1:
+        return err(f"expected exactly one container {SIDEKEY!r}, found {names.count(SIDEKEY)}")
+    if names.count(BUNDLE) > 1:
+        return err(f"expected at most one container {BUNDLE!r}")
     sk = next(c for c in inits + conts if c["name"] == SIDEKEY)
-    bundle = next(c for c in inits + conts if c["name"] == BUNDLE)
+    bundle = next((c for c in inits + conts if c["name"] == BUNDLE), None)
     apps = [c for c in conts if c["name"] != SIDEKEY]
     if not apps:
         err("no app container")
-    if bundle not in inits or bundle.get("restartPolicy"):
+    if bundle is not None and (bundle not in inits or bundle.get("restartPolicy")):
         err(f"{BUNDLE} must be a plain init container (it runs to completion before the app)")
 
     # Where sidekey sits in the pod.
     if mode == "native":
         if sk not in inits or sk.get("restartPolicy") != "Always":
             err("native: sidekey must be an init container with restartPolicy: Always")
-        elif bundle in inits and inits.index(bundle) > inits.index(sk):
-            err(f"native: {BUNDLE} must run before sidekey")
         if not sk.get("startupProbe"):
             err("native: sidekey needs a startupProbe, or app containers start before it is ready")
     else:
@@ -108,15 +134,31 @@ def check_deployment(mode, dep, configmaps, secrets, err):
         return err(f"ConfigMap {cm_name} has no key {rel!r} (keys: {sorted(keys)})")
     cfg = tomllib.loads(configmaps[cm_name][keys[rel]])
     proxy = cfg.get("proxy", {})
-    if "--config" not in bundle.get("args", []) or config_path not in bundle.get("args", []):
-        err(f"{BUNDLE} must read the same --config {config_path}")
+    tls = "ca_cert" in cfg.get("tls", {})
+    if tls and bundle is None:
+        return err(f"proxy.toml has [tls] ca_cert: the app needs the {BUNDLE} step (include sidecar-tls)")
+    if not tls and bundle is not None:
+        err(f"proxy.toml has no [tls] ca_cert: {BUNDLE} has no CA to add (leave sidecar-tls out)")
+    if bundle is not None:
+        # `ca bundle --ca-cert`: the step reads the certificate alone, never the config or a secret.
+        args = bundle.get("args", [])
+        if "--config" in args or "--ca-cert" not in args:
+            err(f"{BUNDLE} must use --ca-cert (no config, no secret), got {args}")
+        else:
+            cert = args[args.index("--ca-cert") + 1]
+            found = mount_for(bundle, volumes, cert)
+            files = volume_keys(found[1], secrets, configmaps) if found and found[1] else None
+            if not found or found[1] is None or "secret" not in found[1]:
+                err(f"{BUNDLE}: --ca-cert {cert} is not on a mounted Secret volume")
+            elif files is None or sorted(files.values()) != ["ca.crt"]:
+                err(f"{BUNDLE}: the volume with {cert} must hold ca.crt only (items), not {files}")
 
-    # Every file the config names is mounted into both containers that load it.
+    # Every file the config names is mounted into sidekey.
     paths = [p for k, p in cfg.get("tls", {}).items() if k in ("ca_cert", "ca_key")]
     paths += cfg.get("tls", {}).get("extra_roots", [])
     paths += re.findall(r"<<file:([^>]+)>>", configmaps[cm_name][keys[rel]])
     ca_secrets = set()
-    for c in (sk, bundle):
+    for c in (sk,):
         for p in paths:
             found = mount_for(c, volumes, p)
             if not found or found[1] is None:
@@ -157,16 +199,14 @@ def check_deployment(mode, dep, configmaps, secrets, err):
         if grace <= need:
             err(f"classic: terminationGracePeriodSeconds {grace} must exceed shutdown_delay + drain_timeout = {need}s")
 
-    # Security.
+    # Security: sidekey's containers carry their own; the pod's is the app's.
     psc = spec.get("securityContext", {})
-    want = {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID}
-    for k, v in want.items():
-        if psc.get(k) != v:
-            err(f"pod securityContext.{k} should be {v}, got {psc.get(k)}")
-    if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
-        err("pod securityContext.seccompProfile.type should be RuntimeDefault")
-    for c in (sk, bundle):
+    for c in [x for x in (sk, bundle) if x is not None]:
         sc = c.get("securityContext", {})
+        if sc.get("runAsNonRoot") is not True or sc.get("runAsUser") != UID or sc.get("runAsGroup") != UID:
+            err(f"{c['name']}: securityContext must set runAsNonRoot and runAsUser/runAsGroup {UID} itself")
+        if sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            err(f"{c['name']}: securityContext.seccompProfile.type should be RuntimeDefault")
         if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False:
             err(f"{c['name']}: needs readOnlyRootFilesystem: true and allowPrivilegeEscalation: false")
         if "ALL" not in sc.get("capabilities", {}).get("drop", []):
@@ -179,24 +219,34 @@ def check_deployment(mode, dep, configmaps, secrets, err):
         if any(e["name"].lower() in ("http_proxy", "https_proxy") for e in c.get("env", [])):
             err(f"{c['name']}: sidekey containers must not get the app's proxy env")
 
-    # Secret files: root-owned with group fsGroup; the uid reads them through
-    # the group, so the group needs read permission.
+    # Memory: every idle client connection costs CONN_KIB.
+    limit = sk.get("resources", {}).get("limits", {}).get("memory")
+    if limit:
+        max_conn = proxy.get("max_connections", DEFAULT_MAX_CONNECTIONS)
+        need = BASE_MIB + max_conn * CONN_KIB / 1024
+        if mebibytes(limit) < need:
+            err(f"sidekey memory limit {limit} < {need:.0f}Mi needed for max_connections = {max_conn} ({CONN_KIB} KiB each): lower max_connections or raise the limit")
+
+    # Secret files are root-owned: without a pod fsGroup sidekey (65532)
+    # reads them as "other" (0444); with the app's fsGroup, 0440 works too.
+    mounted_by_sidekey = {m["name"] for c in (sk, bundle) if c for m in c.get("volumeMounts", [])}
     for v in volumes.values():
+        if v["name"] not in mounted_by_sidekey:
+            continue
         srcs = [v["secret"]] if "secret" in v else [s["secret"] for s in v.get("projected", {}).get("sources", []) if "secret" in s]
         for s in srcs:
             modes = [s.get("defaultMode", v.get("projected", {}).get("defaultMode", 0o644))]
             modes += [i["mode"] for i in s.get("items", []) if "mode" in i]
             for mode_ in modes:
-                if mode_ not in (0o440, 0o444):
-                    err(f"volume {v['name']}: mode {oct(mode_)} is not 0440/0444: the sidekey user reads Secrets through fsGroup")
-            if "fsGroup" not in psc:
-                err(f"volume {v['name']}: Secret volumes need pod securityContext.fsGroup")
+                ok = (0o444,) if "fsGroup" not in psc else (0o440, 0o444)
+                if mode_ not in ok:
+                    err(f"volume {v['name']}: mode {oct(mode_)}: sidekey ({UID}) cannot read it without the pod's fsGroup; use 0444")
 
     # App containers: proxy env, CA-trust env and a read-only trust mount.
     want_proxy = "http://" + proxy.get("listen", "127.0.0.1:3128")
-    bundle_args = bundle.get("args", [])
+    bundle_args = bundle.get("args", []) if bundle else []
     out = bundle_args[bundle_args.index("--out") + 1] if "--out" in bundle_args else None
-    if out is None:
+    if bundle is not None and out is None:
         err(f"{BUNDLE}: args need --out FILE")
     others = apps + [c for c in inits if c["name"] not in (SIDEKEY, BUNDLE)]
     for c in apps:
@@ -209,10 +259,10 @@ def check_deployment(mode, dep, configmaps, secrets, err):
         missing = [h for h in NO_PROXY_MUST if h not in no_proxy]
         if missing:
             err(f"{where}: NO_PROXY lacks {missing}")
-        for k in TRUST_ENV:
+        for k in TRUST_ENV if bundle else []:
             if env.get(k) != out:
                 err(f"{where}: {k} should be the CA bundle {out}, got {env.get(k)}")
-        if out:
+        if bundle and out:
             found = mount_for(c, volumes, out)
             wrote = mount_for(bundle, volumes, out)
             if not found or not wrote or found[0]["name"] != wrote[0]["name"] or "emptyDir" not in (found[1] or {}):
@@ -232,12 +282,12 @@ def check_deployment(mode, dep, configmaps, secrets, err):
 def check(mode, docs, secrets, label):
     errors = []
     configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
-    deps = [d for d in docs if d["kind"] == "Deployment"]
+    deps = [d for d in docs if d["kind"] in PATHS]
     if not deps:
-        errors.append(f"{label}: no Deployment rendered")
+        errors.append(f"{label}: no workload rendered")
     for dep in deps:
-        prefix = f"{label}: deployment/{dep['metadata']['name']}: "
-        check_deployment(mode, dep, configmaps, secrets, lambda msg: errors.append(prefix + msg))
+        prefix = f"{label}: {dep['kind'].lower()}/{dep['metadata']['name']}: "
+        check_workload(mode, dep, configmaps, secrets, lambda msg: errors.append(prefix + msg))
     return errors
 
 
@@ -267,7 +317,10 @@ def self_test(docs, secrets):
         "second app container without HTTP_PROXY": lambda ds: app2(ds)["env"].pop(0),
         "second app container without SSL_CERT_FILE": lambda ds: app2(ds).update(env=[e for e in app2(ds)["env"] if e["name"] != "SSL_CERT_FILE"]),
         "Secret mode 0400": lambda ds: next(v for v in pod(ds)["volumes"] if "secret" in v)["secret"].update(defaultMode=0o400),
-        "no fsGroup": lambda ds: pod(ds)["securityContext"].pop("fsGroup"),
+        "Secret mode 0440 without fsGroup": lambda ds: next(v for v in pod(ds)["volumes"] if "secret" in v)["secret"].update(defaultMode=0o440),
+        "bundle step reads the config": lambda ds: ctr(ds, BUNDLE)["args"].extend(["--config", "/etc/sidekey/proxy.toml"]),
+        "bundle step sees ca.key": lambda ds: next(v for v in pod(ds)["volumes"] if v["name"] == "sidekey-ca-cert")["secret"].pop("items"),
+        "memory limit below max_connections": lambda ds: ctr(ds, SIDEKEY)["resources"]["limits"].update(memory="32Mi"),
         "sidekey not a native sidecar": lambda ds: ctr(ds, SIDEKEY).pop("restartPolicy"),
         "startupProbe on the wrong path": lambda ds: ctr(ds, SIDEKEY)["startupProbe"]["httpGet"].update(path="/healthz"),
         "config mounted elsewhere": lambda ds: next(m for m in ctr(ds, SIDEKEY)["volumeMounts"] if m["mountPath"] == "/etc/sidekey").update(mountPath="/config"),

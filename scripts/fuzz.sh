@@ -10,7 +10,7 @@
 # end; turn each into a stable test in tests/fuzz_regressions.rs.
 # SIDEKEY_FUZZ_KNOWN=class,class lets a run go past findings already
 # reported (classes are the text before ':' in a finding, see
-# src/fuzzing.rs). Bounded: SECONDS per target, one process at a time,
+# src/fuzz/mod.rs). Bounded: SECONDS per target, one process at a time,
 # loopback only (token_response talks to its own endpoint on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."

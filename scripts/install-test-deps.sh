@@ -117,6 +117,31 @@ install_redis() {
     say "installed redis-server $(redis-server --version | cut -d' ' -f3)"
 }
 
+# tests/corporate_proxy.rs runs tinyproxy (Debian's package) as the parent
+# proxy of `upstream_proxy`/`token_proxy`, on an ephemeral loopback port with
+# its own config file; nothing starts it as a service.
+install_tinyproxy() {
+    if command -v tinyproxy >/dev/null || [ -x /usr/bin/tinyproxy ]; then
+        say "tinyproxy installed: $(/usr/bin/tinyproxy -v 2>&1 | head -1)"
+        return
+    fi
+    if ! apt-cache policy tinyproxy 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        say "apt-get update (looking for tinyproxy)"
+        apt-get update -qq
+    fi
+    say "apt-get install tinyproxy"
+    # policy-rc.d keeps the package from starting a system service.
+    local policy=/usr/sbin/policy-rc.d created=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tinyproxy-bin >/dev/null 2>&1 ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tinyproxy >/dev/null
+    [ -n "$created" ] && rm -f "$policy"
+    say "installed $(/usr/bin/tinyproxy -v 2>&1 | head -1)"
+}
+
 install_oidc_provider
 install_kubernetes_tools
 install_redis
+install_tinyproxy

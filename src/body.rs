@@ -10,10 +10,10 @@ use http_body::{Body, Frame};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use tokio::sync::Notify;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
-pub fn full(b: impl Into<Bytes>) -> ProxyBody {
+pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
@@ -21,7 +21,7 @@ pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-pub fn boxed<B>(b: B) -> ProxyBody
+pub(crate) fn boxed<B>(b: B) -> ProxyBody
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
@@ -33,7 +33,7 @@ where
 /// arrives (client-streaming gRPC and interactive uploads must not wait),
 /// while its first `limit` bytes are copied aside. Only a body that ended
 /// within the limit can be replayed.
-pub fn tee<B>(body: B, limit: u64) -> (ProxyBody, Arc<Capture>)
+pub(crate) fn tee<B>(body: B, limit: u64) -> (ProxyBody, Arc<Capture>)
 where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -59,7 +59,7 @@ where
 }
 
 /// The copy of a request body that `tee` keeps.
-pub struct Capture {
+pub(crate) struct Capture {
     state: Mutex<Kept>,
     limit: u64,
     done: Notify,
@@ -75,7 +75,7 @@ enum Kept {
 impl Capture {
     /// The whole body, if it ended within the limit. An upstream may answer
     /// before the last bytes went out; give those up to `wait` to finish.
-    pub async fn replayable(&self, wait: std::time::Duration) -> Option<Bytes> {
+    pub(crate) async fn replayable(&self, wait: std::time::Duration) -> Option<Bytes> {
         let notified = self.done.notified();
         if let Some(done) = self.finished() {
             return done;

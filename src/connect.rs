@@ -7,13 +7,14 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::config::ConnectPolicy;
+use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::inbound::Target;
 use crate::runtime::Runtime;
 use crate::{tunnel, upstream};
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// A route names the host and `[tls]` has a CA: terminate TLS and
     /// serve the decrypted requests through the pipeline.
     Intercept,
@@ -25,7 +26,7 @@ pub enum Action {
 /// What to do with `CONNECT target`. The addresses a tunnel may reach
 /// are checked again after resolution (`open`), so DNS cannot get around
 /// `deny_destinations`.
-pub fn decide(rt: &Runtime, target: &Target) -> Action {
+pub(crate) fn decide(rt: &Runtime, target: &Target) -> Action {
     let proxy = &rt.config.proxy;
     if !proxy.connect_ports.contains(&target.port) {
         return Action::Deny(format!(
@@ -54,8 +55,12 @@ pub fn decide(rt: &Runtime, target: &Target) -> Action {
 
 /// Connects to a tunnel's target first, so a failure is a proper 502 (or
 /// 403 for a denied address) rather than a dead tunnel.
-pub async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError> {
+pub(crate) async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError> {
     let proxy = &rt.config.proxy;
+    if let Some(parent) = rt.upstream.parent_for(&target.host) {
+        let deny = &proxy.deny_destinations;
+        return crate::parent_proxy::tunnel(parent, deny, target, proxy.upstream_timeout).await;
+    }
     let addrs =
         upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
     let stream = tokio::time::timeout(proxy.upstream_timeout, TcpStream::connect(&addrs[..]))
@@ -73,11 +78,16 @@ pub async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, ProxyError
 }
 
 /// Copies bytes both ways until both sides close or the tunnel is idle.
-pub async fn tunnel<A>(client: A, server: TcpStream, idle: Duration, target: &Target)
-where
+pub(crate) async fn tunnel<A>(
+    client: A,
+    server: TcpStream,
+    idle: Duration,
+    target: &Target,
+    drain: &Drain,
+) where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match tunnel::copy_bidirectional(client, server, idle).await {
+    match tunnel::copy_bidirectional(client, server, idle, drain).await {
         Ok((up, down)) => tracing::debug!(host = %target.host, up, down, "tunnel closed"),
         Err(e) => tracing::debug!(host = %target.host, error = %e, "tunnel ended"),
     }

@@ -4,19 +4,17 @@
 //! `drain_timeout`, and cut what is left. Nothing is detached.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub struct Drain {
+pub(crate) struct Drain {
     tracker: TaskTracker,
     /// Finish what is in flight, take nothing new (graceful).
     stop: CancellationToken,
     /// The drain timeout passed: end now.
     cut: CancellationToken,
-    stopped: AtomicBool,
 }
 
 impl Default for Drain {
@@ -26,18 +24,17 @@ impl Default for Drain {
 }
 
 impl Drain {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
             cut: CancellationToken::new(),
-            stopped: AtomicBool::new(false),
         }
     }
 
     /// Spawns a tracked task. At the deadline it is dropped (the socket
     /// closes) unless it has finished.
-    pub fn spawn<F>(&self, task: F)
+    pub(crate) fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -52,23 +49,18 @@ impl Drain {
 
     /// Resolves when a graceful stop begins: connections stop taking new
     /// requests and close once idle.
-    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+    pub(crate) fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.stop.cancelled()
     }
 
-    pub fn is_stopping(&self) -> bool {
-        self.stopped.load(Ordering::Relaxed)
-    }
-
     /// Open client connections (tracked tasks), for the gauge.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.tracker.len()
     }
 
     /// Asks every task to finish, waits up to `timeout`, then cuts what is
     /// left. Returns how many were cut.
-    pub async fn drain(&self, timeout: Duration) -> usize {
-        self.stopped.store(true, Ordering::Relaxed);
+    pub(crate) async fn drain(&self, timeout: Duration) -> usize {
         self.stop.cancel();
         self.tracker.close();
         if tokio::time::timeout(timeout, self.tracker.wait())

@@ -10,7 +10,9 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{ErrorLabels, Metrics, RouteName};
 use crate::token::FetchError;
 
-pub const ERROR_HEADER: &str = "x-sidekey-error";
+pub(crate) const ERROR_HEADER: &str = "x-sidekey-error";
+/// Where a per-user route's user connects their account (`login_required`).
+pub(crate) const LOGIN_HEADER: &str = "x-sidekey-login";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -31,6 +33,10 @@ pub enum ProxyError {
     SubjectMissing(String),
     #[error("the token endpoint refused the user's token for client {client:?}: {source}")]
     SubjectRejected { client: String, source: FetchError },
+    #[error("{0}")]
+    UserMissing(String),
+    #[error("this user has not connected client {client:?}: send the user's browser to login_url")]
+    LoginRequired { client: String, login_url: String },
 
     // === upstream ===
     #[error("cannot reach {authority}: {reason}")]
@@ -48,6 +54,8 @@ impl ProxyError {
             Self::TokenUnavailable { .. } | Self::TokenContent { .. } => "token_unavailable",
             Self::SubjectMissing(_) => "subject_missing",
             Self::SubjectRejected { .. } => "subject_rejected",
+            Self::UserMissing(_) => "user_missing",
+            Self::LoginRequired { .. } => "login_required",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
         }
@@ -61,7 +69,10 @@ impl ProxyError {
             Self::TokenUnavailable { .. } | Self::TokenContent { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::SubjectMissing(_) | Self::SubjectRejected { .. } => StatusCode::UNAUTHORIZED,
+            Self::SubjectMissing(_)
+            | Self::SubjectRejected { .. }
+            | Self::UserMissing(_)
+            | Self::LoginRequired { .. } => StatusCode::UNAUTHORIZED,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -91,12 +102,19 @@ impl ProxyError {
     /// The response the application sees. `route`/`client` are null where
     /// they do not apply.
     pub fn to_response(&self, route: Option<&str>, client: Option<&str>) -> Response<ProxyBody> {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "error": self.code(),
             "message": self.to_string(),
             "route": route,
             "client": client,
         });
+        let login = match self {
+            Self::LoginRequired { login_url, .. } => {
+                json["login_url"] = login_url.as_str().into();
+                HeaderValue::from_str(login_url).ok()
+            }
+            _ => None,
+        };
         let mut resp = Response::new(body::full(json.to_string()));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
@@ -116,6 +134,9 @@ impl ProxyError {
                 http::header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"sidekey\""),
             );
+        }
+        if let Some(url) = login {
+            h.insert(LOGIN_HEADER, url);
         }
         if matches!(self, Self::TokenUnavailable { .. }) {
             h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -80,7 +80,7 @@ pub fn target(uri: &Uri) -> Result<Target, ProxyError> {
 }
 
 /// The target of `CONNECT host:port`.
-pub fn connect_target(uri: &Uri) -> Result<Target, ProxyError> {
+pub(crate) fn connect_target(uri: &Uri) -> Result<Target, ProxyError> {
     let authority = uri
         .authority()
         .filter(|_| {
@@ -127,7 +127,7 @@ fn host_port(authority: &Authority) -> Result<(String, Option<u16>), ProxyError>
 
 /// `host[:port]` of a request for the access log and errors: never the
 /// userinfo, even of a request that is refused for carrying one.
-pub fn log_authority(uri: &Uri) -> &str {
+pub(crate) fn log_authority(uri: &Uri) -> &str {
     let a = uri.authority().map_or("", Authority::as_str);
     a.rsplit_once('@').map_or(a, |(_, host)| host)
 }
@@ -162,7 +162,10 @@ fn host_of(h: &str) -> Result<String, ProxyError> {
 /// `proxy_auth`: Basic credentials (`expected` is `user:password`),
 /// compared in constant time. The scheme name is case-insensitive (RFC 9110
 /// §11.1), so `basic …` and `BASIC …` are as good as `Basic …`.
-pub fn check_proxy_auth<B>(expected: Option<&Secret>, req: &Request<B>) -> Result<(), ProxyError> {
+pub(crate) fn check_proxy_auth<B>(
+    expected: Option<&Secret>,
+    req: &Request<B>,
+) -> Result<(), ProxyError> {
     let Some(expected) = expected else {
         return Ok(());
     };
@@ -206,7 +209,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including those named in `Connection`.
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a
 /// WebSocket-style handshake, which must reach the upstream.
-pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // `TE: trailers` is the one hop-by-hop value that must go on: gRPC
     // servers refuse requests without it. Any other TE value is dropped.
     let te_trailers = h.get_all(header::TE).iter().any(|v| {
@@ -246,7 +249,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// A `Connection: upgrade` request with an `Upgrade` header (WebSocket).
-pub fn is_upgrade(method: &Method, h: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(method: &Method, h: &HeaderMap) -> bool {
     method == Method::GET
         && h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)

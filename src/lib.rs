@@ -3,28 +3,42 @@
 //! `main.rs` wraps it in a CLI.
 
 pub(crate) mod admin;
-pub mod body;
+pub mod bench;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub(crate) mod connect;
+pub(crate) mod credential;
 pub(crate) mod drain;
 pub(crate) mod error;
-pub mod fuzzing;
-pub mod inbound;
+// The fuzz harness (a loopback token server, reference oracles) stays out
+// of the serving library: cargo fuzz sets `--cfg fuzzing`, the regression
+// tests enable the `fuzzing` feature.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+pub mod fuzz;
+pub(crate) mod inbound;
 mod io;
+pub mod kube;
 pub mod log;
+pub(crate) mod login;
 pub(crate) mod metrics;
+pub(crate) mod parent_proxy;
+pub(crate) mod private_file;
 pub(crate) mod proxy;
-pub mod rewrite;
-pub mod route;
-pub mod runtime;
-pub mod secret;
+pub(crate) mod rewrite;
+pub(crate) mod roots;
+pub(crate) mod route;
+pub(crate) mod runtime;
+// A leaf: config validates keys with it and token/shared seals with it,
+// so config never has to import the token stage.
+mod seal;
+pub(crate) mod secret;
 mod server;
 mod service;
 pub mod telemetry;
 pub(crate) mod template;
-pub mod tls;
-pub mod token;
+pub(crate) mod tls;
+pub(crate) mod token;
 mod tunnel;
 pub(crate) mod upstream;
 mod watch;
@@ -44,6 +58,9 @@ pub use runtime::Shared;
 pub struct Server {
     pub proxy_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// `[login]`: where end users connect per-user accounts.
+    pub login_addr: Option<SocketAddr>,
+    login: Option<(CancellationToken, JoinHandle<()>)>,
     shared: Arc<Shared>,
     proxy_stop: CancellationToken,
     proxy_task: JoinHandle<()>,
@@ -92,15 +109,42 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
             let s = Arc::clone(&shared);
             let task = tokio::spawn(server::accept_loop(
                 l,
-                config::ConnLimits {
-                    max_connections: ADMIN_MAX_CONNECTIONS,
-                    ..limits
-                },
+                admin_limits(limits),
                 Arc::clone(&drain),
                 stop.clone(),
                 move |conn, req| admin::handle(Arc::clone(&s), conn.peer, req),
             ));
             (Some(a), Some((stop, drain, task)))
+        }
+        None => (None, None),
+    };
+    // Only when some client is per-user: `[login]` alone opens no port.
+    let login_at = shared
+        .runtime()
+        .config
+        .login
+        .as_ref()
+        .filter(|_| {
+            let rt = shared.runtime();
+            rt.config.clients.values().any(|c| c.user.is_some())
+        })
+        .map(|l| l.listen);
+    let (login_addr, login) = match login_at {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on login {addr}: {e}"))?;
+            let a = l.local_addr()?;
+            let stop = CancellationToken::new();
+            let s = Arc::clone(&shared);
+            let task = tokio::spawn(server::accept_loop(
+                l,
+                limits,
+                Arc::new(drain::Drain::new()),
+                stop.clone(),
+                move |_conn, req| login::handle(Arc::clone(&s), req),
+            ));
+            (Some(a), Some((stop, task)))
         }
         None => (None, None),
     };
@@ -116,6 +160,8 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
     Ok(Server {
         proxy_addr,
         admin_addr,
+        login_addr,
+        login,
         shared,
         proxy_stop,
         proxy_task,
@@ -124,8 +170,25 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
     })
 }
 
-/// Probes and a Prometheus scraper need a handful at most.
-const ADMIN_MAX_CONNECTIONS: usize = 64;
+/// Probes and a Prometheus scraper need a handful; the rest of the cap is
+/// headroom, so that hundreds of idle or slow connections (a scanner, a
+/// misbehaving client) do not keep a liveness probe from being accepted
+/// and get the pod restarted.
+const ADMIN_MAX_CONNECTIONS: usize = 1024;
+/// A probe sends its request as soon as it connects and does not reuse the
+/// connection; a scraper that does reconnects cheaply. So the admin port
+/// frees a silent or trickling connection's slot within seconds, however
+/// long the proxy's own timeouts are.
+const ADMIN_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const ADMIN_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn admin_limits(proxy: config::ConnLimits) -> config::ConnLimits {
+    let mut l = proxy;
+    l.max_connections = ADMIN_MAX_CONNECTIONS;
+    l.header_read_timeout = proxy.header_read_timeout.min(ADMIN_HEADER_READ_TIMEOUT);
+    l.idle_timeout = proxy.idle_timeout.min(ADMIN_IDLE_TIMEOUT);
+    l
+}
 
 impl Server {
     pub fn shared(&self) -> &Arc<Shared> {
@@ -166,6 +229,10 @@ impl Server {
             tracing::warn!(cut, "drain timeout: connections still open were cut");
         } else {
             tracing::info!("drained: every connection finished");
+        }
+        if let Some((stop, task)) = self.login {
+            stop.cancel();
+            let _ = task.await;
         }
         if let Some((stop, drain, task)) = self.admin {
             stop.cancel();

@@ -1,5 +1,6 @@
 //! The `sidekey` binary: parse arguments, set up logging, run a command.
-//! Exit codes: 0 ok, 1 command failed, 64 (EX_USAGE) bad config for `run`.
+//! Exit codes: 0 ok, 1 command failed (and `check` on a config with
+//! errors), 78 (EX_CONFIG) when any other command cannot load its config.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,7 +37,8 @@ async fn dispatch(cmd: Command) -> ExitCode {
     let result = match cmd {
         Command::Run { config } => return run(&config.path()).await,
         Command::Check { config } => {
-            return ExitCode::from(cli::check(&config.path(), &mut stdout) as u8)
+            let code = cli::check(&config.path(), &mut stdout, &mut std::io::stderr());
+            return ExitCode::from(code as u8);
         }
         Command::Token {
             client,
@@ -44,11 +46,21 @@ async fn dispatch(cmd: Command) -> ExitCode {
             config,
         } => cli::token(&config.path(), &client, show, &mut stdout).await,
         Command::Ca {
-            command: CaCommand::Generate { out },
-        } => cli::ca_generate(&out, &mut stdout),
+            command: CaCommand::Generate { out, force },
+        } => cli::ca_generate(&out, force, &mut stdout),
         Command::Ca {
-            command: CaCommand::Bundle { out, config },
+            command:
+                CaCommand::Bundle {
+                    out,
+                    ca_cert: Some(cert),
+                    ..
+                },
+        } => cli::ca_bundle_from("--ca-cert", &cert, &out, &mut stdout),
+        Command::Ca {
+            command: CaCommand::Bundle { out, config, .. },
         } => cli::ca_bundle(&config.path(), &out, &mut stdout),
+        Command::Inject(args) => cli::kube::inject(&args, &mut stdout),
+        Command::Webhook(args) => cli::kube::webhook(args).await,
         Command::Login {
             client,
             no_browser,
@@ -57,12 +69,23 @@ async fn dispatch(cmd: Command) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
-            ExitCode::from(1)
-        }
+        // A config that cannot be loaded prints as `file:line:col: ...`
+        // lines of its own, and is EX_CONFIG whichever command met it.
+        Err(e) => match e.downcast_ref::<sidekey::config::ConfigErrors>() {
+            Some(config) => {
+                let _ = writeln!(std::io::stderr(), "{config}");
+                ExitCode::from(EX_CONFIG)
+            }
+            None => {
+                let _ = writeln!(std::io::stderr(), "error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
+
+/// sysexits.h: configuration error.
+const EX_CONFIG: u8 = 78;
 
 async fn run(path: &std::path::Path) -> ExitCode {
     let config = match sidekey::config::load(path) {
@@ -70,7 +93,7 @@ async fn run(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "{e}");
             tracing::error!(config = %path.display(), "invalid config");
-            return ExitCode::from(64);
+            return ExitCode::from(EX_CONFIG);
         }
     };
     let server = match sidekey::start(config).await {

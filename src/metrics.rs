@@ -72,6 +72,8 @@ pub struct Metrics {
     pub store_operations: Family<StoreLabels, Counter>,
     /// What on-call reads first: errors by code, fetch latency, expiry, reloads, TLS.
     pub op: Operator,
+    /// Connected users of per-user clients.
+    pub login_users: Family<ClientLabel, Gauge>,
     /// Route labels of requests no route handled, made once.
     unmatched: Arc<str>,
     connect: Arc<str>,
@@ -109,6 +111,12 @@ impl Metrics {
         let connections_open = Gauge::default();
         let connections_cut = Counter::default();
         let store_operations = Family::<StoreLabels, Counter>::default();
+        let login_users = Family::<ClientLabel, Gauge>::default();
+        registry.register(
+            "sidekey_login_users",
+            "Connected users of per-user clients, by client",
+            login_users.clone(),
+        );
         registry.register(
             "sidekey_requests",
             "Requests handled, by route and status",
@@ -164,6 +172,7 @@ impl Metrics {
             connect: Arc::from("connect"),
             connections_cut,
             store_operations,
+            login_users,
         }
     }
 

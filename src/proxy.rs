@@ -9,40 +9,39 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{self, Capture, ProxyBody};
+use crate::credential::Lease;
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
-use crate::token::per_user::SubjectError;
-use crate::token::{FetchError, Slot, Token, TokenSource};
 use crate::{config::Unmatched, tunnel};
 
 /// The route of a request (borrowed from the runtime that routed it), for
 /// its log line, metrics and errors.
-pub struct Ctx<'r> {
+pub(crate) struct Ctx<'r> {
     pub route: Option<&'r Route>,
     /// Metric label when no route applies: `unmatched` or `connect`.
     pub label: &'static str,
 }
 
 impl<'r> Ctx<'r> {
-    pub fn new(label: &'static str) -> Self {
+    pub(crate) fn new(label: &'static str) -> Self {
         Self { route: None, label }
     }
 
-    pub fn route_name(&self) -> Option<&'r str> {
+    pub(crate) fn route_name(&self) -> Option<&'r str> {
         self.route.map(Route::name)
     }
 
-    pub fn client(&self) -> Option<&'r str> {
+    pub(crate) fn client(&self) -> Option<&'r str> {
         self.route.and_then(|r| r.settings.client.as_deref())
     }
 }
 
 /// route -> token -> rewrite -> upstream, for a request whose target is
 /// known (absolute-form, or the CONNECT authority of an intercepted tunnel).
-pub async fn forward<'r>(
+pub(crate) async fn forward<'r>(
     shared: &Shared,
     rt: &'r Runtime,
     target: Target,
@@ -90,13 +89,17 @@ pub async fn forward<'r>(
         headers: parts.headers,
         upgrade,
     };
-    let (slot, token) = token(route, &mut head).await?;
+    let lease = match route.and_then(|r| r.credential.as_ref()) {
+        Some(credential) => Some(credential.acquire(&mut head.headers).await?),
+        None => None,
+    };
+    let token = lease.as_ref().map(|l| Arc::clone(l.token()));
     if crate::telemetry::enabled() {
         // The upstream's span becomes a child of this request's span.
         crate::telemetry::inject(&mut head.headers);
     }
     let uri = rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
-    let retry = route.is_some_and(|r| r.settings.retry_on_401) && slot.is_some();
+    let retry = route.is_some_and(|r| r.settings.retry_on_401) && lease.is_some();
     // An idempotent request without a body can go again if a pooled
     // connection closes under it (RFC 9110 §9.2.2).
     let resendable =
@@ -131,11 +134,10 @@ pub async fn forward<'r>(
         },
     };
 
-    if let (true, Some(route), Some(slot), Some(token), Some(head)) = (
+    if let (true, Some(route), Some(lease), Some(head)) = (
         resp.status() == StatusCode::UNAUTHORIZED,
         route,
-        &slot,
-        &token,
+        &lease,
         &kept_head,
     ) {
         let again = Resend {
@@ -145,72 +147,23 @@ pub async fn forward<'r>(
             target: &target,
             upgrade,
         };
-        if let Some(r) = retry_on_401(again, slot, token, kept).await? {
+        if let Some(r) = retry_on_401(again, lease, kept).await? {
             resp = r;
         }
     }
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = downstream_upgrade {
             let on_upstream = hyper::upgrade::on(&mut resp);
-            shared
-                .drain
-                .spawn(tunnel::splice_upgrades(on_client, on_upstream));
+            shared.drain.spawn(tunnel::splice_upgrades(
+                on_client,
+                on_upstream,
+                Arc::clone(&shared.drain),
+            ));
         }
     }
-    Ok(rewrite::downstream_response(resp.map(body::boxed)))
-}
-
-/// Token stage: the route client's token, from its cache slot, or for an
-/// on-behalf-of client from the slot of the user whose token the request
-/// carries. That header is taken out of the request here, so it never
-/// reaches the upstream unexchanged.
-async fn token(
-    route: Option<&Route>,
-    head: &mut Head,
-) -> Result<(Option<Arc<Slot>>, Option<Arc<Token>>), ProxyError> {
-    let Some((route, source)) = route.and_then(|r| Some((r, r.tokens.as_ref()?))) else {
-        return Ok((None, None));
-    };
-    let client = || route.settings.client.clone().unwrap_or_default();
-    let slot = match source {
-        TokenSource::Client(slot) => Arc::clone(slot),
-        TokenSource::PerUser(users) => {
-            let value = head.headers.get(users.header()).cloned();
-            while head.headers.remove(users.header()).is_some() {}
-            match users.slot(value.as_ref()) {
-                Ok(slot) => slot,
-                Err(e @ SubjectError::Missing(_)) => {
-                    return Err(ProxyError::SubjectMissing(e.to_string()))
-                }
-                Err(e @ SubjectError::Expired(_)) => {
-                    return Err(ProxyError::SubjectRejected {
-                        client: client(),
-                        source: FetchError::BadResponse(e.to_string()),
-                    })
-                }
-            }
-        }
-    };
-    let per_user = matches!(source, TokenSource::PerUser(_));
-    match slot.get().await {
-        Ok(token) => Ok((Some(slot), Some(token))),
-        // The IdP refused this user's token: the user's problem (401), not
-        // an outage (503); other users' slots are untouched.
-        Err(source) if per_user && subject_refused(&source) => Err(ProxyError::SubjectRejected {
-            client: client(),
-            source,
-        }),
-        Err(source) => Err(ProxyError::TokenUnavailable {
-            client: client(),
-            source,
-        }),
-    }
-}
-
-/// RFC 8693 answers `invalid_request` for an unacceptable subject token;
-/// most IdPs (Entra's on-behalf-of, oidc-provider) say `invalid_grant`.
-fn subject_refused(e: &FetchError) -> bool {
-    matches!(e, FetchError::OAuth { error, .. } if error == "invalid_grant" || error == "invalid_request")
+    let mut resp = rewrite::downstream_response(resp.map(body::boxed));
+    rewrite::strip_set_query(route, &mut resp);
+    Ok(resp)
 }
 
 /// How long a 401 waits for the rest of a small request body that the
@@ -227,40 +180,32 @@ struct Resend<'a> {
 }
 
 /// The SPEC's 401 rule: drop the rejected token (unless a newer one is
-/// cached), get a fresh one, and resend once if the body was kept. If the
-/// fresh token is rejected too, 401s pass through for a while instead of
-/// costing a token request each (see `Slot::distrust_401`).
+/// cached), get a fresh one, and resend once if the body was kept. The
+/// lease decides what a 401 means (see `Lease::rejected`).
 async fn retry_on_401(
     again: Resend<'_>,
-    slot: &Arc<Slot>,
-    token: &Arc<Token>,
+    lease: &Lease,
     kept: Option<Arc<Capture>>,
 ) -> Result<Option<Response<Incoming>>, ProxyError> {
-    if !slot.trusts_401() {
+    if !lease.rejected() {
         return Ok(None);
     }
-    slot.invalidate(token);
     let kept = match kept {
         Some(k) => k.replayable(REPLAY_WAIT).await,
         None => None,
     };
     let Some(kept) = kept else {
         tracing::info!(
-            client = slot.name(),
+            client = lease.client(),
             "upstream answered 401; body too large to retry, token dropped"
         );
         return Ok(None);
     };
-    let fresh = match slot.get().await {
-        Ok(fresh) if !Arc::ptr_eq(&fresh, token) => fresh,
-        Ok(_) => return Ok(None),
-        Err(e) => {
-            tracing::warn!(client = slot.name(), error = %e, "upstream answered 401 and no fresh token could be had");
-            return Ok(None);
-        }
+    let Some(fresh) = lease.fresh().await else {
+        return Ok(None);
     };
     tracing::info!(
-        client = slot.name(),
+        client = lease.client(),
         route = again.route.name(),
         "upstream answered 401: retrying once with a fresh token"
     );
@@ -278,7 +223,7 @@ async fn retry_on_401(
     )?;
     let resp = again.rt.upstream.send(req, again.upgrade).await?;
     if resp.status() == StatusCode::UNAUTHORIZED {
-        slot.distrust_401();
+        lease.rejected_again();
     }
     Ok(Some(resp))
 }

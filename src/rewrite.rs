@@ -125,7 +125,7 @@ pub fn upstream_request(
 }
 
 /// The upstream request, moving the app's headers (no copy per request).
-pub fn into_upstream_request(
+pub(crate) fn into_upstream_request(
     route: Option<&Route>,
     head: Head,
     uri: Uri,
@@ -163,7 +163,15 @@ fn build(
         for name in &route.settings.remove_headers {
             headers.remove(name);
         }
-        for (name, value) in &route.settings.set_headers {
+        // default_headers first: a header the app sent is kept (checked
+        // before set_headers could add one of the same name).
+        let defaults = route
+            .settings
+            .default_headers
+            .iter()
+            .filter(|(name, _)| !headers.contains_key(name))
+            .collect::<Vec<_>>();
+        for (name, value) in defaults.into_iter().chain(&route.settings.set_headers) {
             let value = match value {
                 HeaderTemplate::Static(v) => v.clone(),
                 HeaderTemplate::Dynamic(t) => {
@@ -194,11 +202,76 @@ fn build(
 }
 
 /// Response filter: hop-by-hop headers and any forged `X-Sidekey-Error` go.
-pub fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
+pub(crate) fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
     let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     inbound::strip_hop_by_hop(resp.headers_mut(), upgrade);
     resp.headers_mut().remove(ERROR_HEADER);
     resp
+}
+
+/// Redirect filter: the parameters `set_query` injected go from the
+/// response's `Location` and `Content-Location`. An upstream that echoes
+/// the request's query into a redirect would otherwise hand the token to
+/// whatever host it names, and clients follow redirects on their own.
+pub fn strip_set_query<B>(route: Option<&Route>, resp: &mut Response<B>) {
+    let set = route.map_or(&[][..], |r| &r.settings.set_query[..]);
+    if set.is_empty() {
+        return;
+    }
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let values: Vec<HeaderValue> = resp.headers().get_all(&name).iter().cloned().collect();
+        let stripped: Vec<Option<Vec<u8>>> = values
+            .iter()
+            .map(|v| without_params(v.as_bytes(), set))
+            .collect();
+        if stripped.iter().all(Option::is_none) {
+            continue;
+        }
+        resp.headers_mut().remove(&name);
+        for (value, stripped) in values.into_iter().zip(stripped) {
+            // Bytes of a valid header value minus whole pairs stay valid;
+            // should that ever fail, the header is dropped, never kept as is.
+            let value = match stripped {
+                None => Some(value),
+                Some(b) => HeaderValue::from_bytes(&b).ok(),
+            };
+            if let Some(v) = value {
+                resp.headers_mut().append(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// A URI reference without the query pairs named in `set`; `None` when it
+/// has none of them. The fragment and the other pairs stay byte for byte.
+fn without_params(value: &[u8], set: &[(String, Template)]) -> Option<Vec<u8>> {
+    let end = value.iter().position(|&b| b == b'#').unwrap_or(value.len());
+    let (uri, fragment) = value.split_at(end);
+    let q = uri.iter().position(|&b| b == b'?')?;
+    let (path, query) = (&uri[..q], &uri[q + 1..]);
+    let named = |pair: &[u8]| {
+        url::form_urlencoded::parse(pair)
+            .next()
+            .is_some_and(|(n, _)| set.iter().any(|(s, _)| *s == n))
+    };
+    let mut removed = false;
+    let mut out = Vec::with_capacity(value.len());
+    out.extend_from_slice(path);
+    let mut sep = b'?';
+    for pair in query.split(|&b| b == b'&') {
+        if named(pair) {
+            removed = true;
+            continue;
+        }
+        out.push(sep);
+        out.extend_from_slice(pair);
+        sep = b'&';
+    }
+    if !removed {
+        return None;
+    }
+    out.extend_from_slice(fragment);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -237,5 +310,32 @@ mod tests {
             Some("example.com:8443")
         );
         assert_eq!(star.path(), "*");
+    }
+
+    #[test]
+    fn set_query_parameters_leave_no_uri_reference() {
+        let t = |s: &str| Template::parse(s, crate::template::Context::Header, &|_| None).unwrap();
+        let set = [
+            ("access_token".to_string(), t("<<oauth.token>>")),
+            ("api-version".to_string(), t("1")),
+        ];
+        let strip =
+            |v: &str| without_params(v.as_bytes(), &set).map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(
+            strip("https://evil.example/cb?x=1&access_token=tok&y=2#frag").as_deref(),
+            Some("https://evil.example/cb?x=1&y=2#frag")
+        );
+        assert_eq!(
+            strip("/next?access_token=tok&api-version=1").as_deref(),
+            Some("/next")
+        );
+        // Percent-encoded names are the same parameter to the next server.
+        assert_eq!(
+            strip("/n?%61ccess_token=tok&a=b").as_deref(),
+            Some("/n?a=b")
+        );
+        assert_eq!(strip("/n?a=b&access_tokens=x"), None);
+        assert_eq!(strip("/n#access_token=not-a-query"), None);
+        assert_eq!(strip("/plain"), None);
     }
 }

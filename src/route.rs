@@ -8,12 +8,12 @@ use std::fmt;
 use http::{HeaderMap, Method};
 
 use crate::config::{HostPattern, RouteSettings};
-use crate::token::TokenSource;
+use crate::credential::Credential;
 
 /// A route and where its client's tokens come from.
 pub struct Route {
     pub settings: RouteSettings,
-    pub tokens: Option<TokenSource>,
+    pub credential: Option<Credential>,
 }
 
 impl Route {

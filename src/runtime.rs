@@ -15,7 +15,7 @@ use crate::tls::Interceptor;
 use crate::token::TokenStore;
 use crate::upstream::Upstream;
 
-pub struct Runtime {
+pub(crate) struct Runtime {
     pub config: ValidConfig,
     pub routes: RouteTable,
     pub upstream: Upstream,
@@ -27,30 +27,31 @@ impl Runtime {
     /// `previous`: the runtime being replaced on reload, whose upstream
     /// client (and its pooled connections) is kept if its settings did not
     /// change.
-    pub fn build(
+    pub(crate) fn build(
         config: ValidConfig,
         tokens: &TokenStore,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
-        let extra = &config.tls.extra_roots;
+        let token_egress = config.token_egress();
         let mut routes = Vec::with_capacity(config.routes.len());
         for settings in &config.routes {
-            let tokens = match &settings.client {
+            let credential = match &settings.client {
                 Some(name) => {
                     let client = config.clients.get(name).ok_or_else(|| {
                         anyhow::anyhow!("route {:?}: client {name:?} is not defined", settings.name)
                     })?;
-                    Some(
+                    Some(crate::credential::Credential::new(
                         tokens
-                            .source(client, extra)
+                            .source(client, &token_egress)
                             .map_err(|e| anyhow::anyhow!("client {name:?}: {e}"))?,
-                    )
+                        name.clone(),
+                    ))
                 }
                 None => None,
             };
             routes.push(Route {
                 settings: settings.clone(),
-                tokens,
+                credential,
             });
         }
         let (deny, timeout) = (
@@ -58,17 +59,19 @@ impl Runtime {
             config.proxy.upstream_timeout,
         );
         let max_idle = crate::upstream::idle_per_host(config.proxy.limits.max_connections);
-        let key = Upstream::key(deny, extra, timeout, max_idle);
+        let egress = config.upstream_egress();
+        let key = Upstream::key(deny, &egress, timeout, max_idle);
         let upstream = match previous.and_then(|p| p.upstream.reusable_for(key)) {
             Some(same) => same,
-            None => Upstream::new(deny.clone(), extra, timeout, max_idle)?,
+            None => Upstream::new(deny.clone(), &egress, timeout, max_idle)?,
         };
         let intercept = match &config.tls.ca {
             Some((cert, key)) => Some(Arc::new(Interceptor::load(cert, key)?)),
             None => None,
         };
+        tokens.logins.configure(config.login.clone());
         // Only now that the config is accepted: forget clients it dropped.
-        let keys: Vec<u64> = config.clients.values().map(|c| c.cache_key()).collect();
+        let keys: Vec<_> = config.clients.values().map(|c| c.cache_key()).collect();
         tokens.retain(&keys);
         Ok(Self {
             routes: RouteTable::new(routes),
@@ -82,12 +85,12 @@ impl Runtime {
 pub struct Shared {
     /// Read by every request: a lock-free load, not a lock and unlock.
     runtime: ArcSwap<Runtime>,
-    pub metrics: Arc<Metrics>,
-    pub tokens: TokenStore,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) tokens: TokenStore,
     /// Set at SIGTERM: `/readyz` answers 503 from then on.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Every task carrying a client's bytes on the proxy port.
-    pub drain: Arc<Drain>,
+    pub(crate) drain: Arc<Drain>,
     /// Of the config file as last loaded: a watch event reloads only
     /// when the content changed.
     config_digest: Mutex<u64>,
@@ -105,7 +108,8 @@ impl Shared {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         // The store lives as long as the process: changing it needs a restart.
-        let store = crate::token::shared::Store::build(&config.store, Arc::clone(&metrics))?;
+        let store =
+            crate::token::shared::Store::build(&config.store, &config.tls, Arc::clone(&metrics))?;
         let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens, None)?;
         let ca = runtime.intercept.as_ref().and_then(|i| i.ca_not_after());
@@ -121,17 +125,17 @@ impl Shared {
     }
 
     /// The current runtime; a request keeps the one it started with.
-    pub fn runtime(&self) -> Arc<Runtime> {
+    pub(crate) fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// A watched file changed: reload if the config's content did, and let
     /// clients whose secret files changed fetch anew.
-    pub fn files_changed(&self) {
+    pub(crate) fn files_changed(&self) {
         let path = self.runtime().config.path.clone();
         let digest = content_digest(&path);
         let changed = {
@@ -162,6 +166,11 @@ impl Shared {
                 }
                 if cfg.store != current.config.store {
                     tracing::warn!("[store] changes take effect only after a restart");
+                }
+                if cfg.login.as_ref().map(|l| l.listen)
+                    != current.config.login.as_ref().map(|l| l.listen)
+                {
+                    tracing::warn!("login.listen changes take effect only after a restart");
                 }
                 Runtime::build(cfg, &self.tokens, Some(&current)).map_err(|e| format!("{e:#}"))
             });

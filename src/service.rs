@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 /// Entry point for every request the application sends to the proxy port.
 /// With `[telemetry]`, the request runs in its `sidekey.request` span.
-pub async fn proxy_request(
+pub(crate) async fn proxy_request(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
@@ -158,10 +158,13 @@ async fn connect(
             let stream = connect::open(rt, &target).await?;
             let idle = rt.config.proxy.tunnel_idle_timeout;
             let on_upgrade = hyper::upgrade::on(req);
+            let drain = Arc::clone(&shared.drain);
             shared.drain.spawn(async move {
                 let _conn = conn;
                 match on_upgrade.await {
-                    Ok(up) => connect::tunnel(TokioIo::new(up), stream, idle, &target).await,
+                    Ok(up) => {
+                        connect::tunnel(TokioIo::new(up), stream, idle, &target, &drain).await;
+                    }
                     Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
                 }
             });

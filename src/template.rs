@@ -16,7 +16,7 @@ pub enum Context {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Segment {
+pub(crate) enum Segment {
     Lit(String),
     Token,
     TokenType,
@@ -88,7 +88,7 @@ pub trait TokenView {
 
 /// `<<oauth.tokenDecoded.a.b>>`: the claim at a dotted path, a string as
 /// is and anything else as compact JSON; the empty path is the whole object.
-pub fn claim_at(claims: &serde_json::Value, path: &[String]) -> Option<String> {
+pub(crate) fn claim_at(claims: &serde_json::Value, path: &[String]) -> Option<String> {
     let v = path.iter().try_fold(claims, |v, p| v.get(p))?;
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
@@ -109,7 +109,7 @@ pub enum RenderError {
 
 /// Every `<<client.FIELD>>` there is; which of them a body may use depends
 /// on the client and the body (checked in `config`).
-pub const CLIENT_FIELDS: &[&str] = &[
+pub(crate) const CLIENT_FIELDS: &[&str] = &[
     "client_id",
     "client_secret",
     "refresh_token",
@@ -201,6 +201,12 @@ impl Template {
                 Segment::Token | Segment::TokenType | Segment::IdToken | Segment::Claim(_)
             )
         })
+    }
+
+    /// Whether `<<oauth.idToken>>` is used (claims are not: they fall back
+    /// to the access token).
+    pub fn uses_id_token(&self) -> bool {
+        self.segments.contains(&Segment::IdToken)
     }
 
     /// The `<<client.FIELD>>` names used.

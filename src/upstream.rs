@@ -1,7 +1,8 @@
 //! Upstream stage: one pooled hyper-util client (HTTP/1.1 and, by ALPN,
-//! HTTP/2) over rustls with the web PKI roots plus `extra_roots`. DNS
-//! answers are filtered against `deny_destinations` here, after
-//! resolution, so DNS rebinding cannot reach a denied address.
+//! HTTP/2) over rustls with `upstream_roots` plus `extra_roots`, directly
+//! or through `upstream_proxy`. DNS answers are filtered against
+//! `deny_destinations` here, after resolution, so DNS rebinding cannot
+//! reach a denied address.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -18,19 +19,22 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
-use rustls_pki_types::pem::PemObject;
 
 use crate::body::ProxyBody;
+use crate::config::{Egress, UpstreamRoots};
 use crate::error::ProxyError;
+use crate::parent_proxy::{self, Parent};
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector<DenyResolver>>;
+type Connector = hyper_rustls::HttpsConnector<parent_proxy::Connector>;
 
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<Connector, ProxyBody>,
     /// HTTP/1.1 only (ALPN `http/1.1`): an `Upgrade` handshake cannot ride HTTP/2.
     client_h1: Client<Connector, ProxyBody>,
     deny: Arc<Vec<IpNet>>,
+    /// `upstream_proxy`, when set.
+    parent: Option<Arc<Parent>>,
     timeout: Duration,
     /// Of the settings it was built from (see `Upstream::key`).
     key: u64,
@@ -39,20 +43,20 @@ pub struct Upstream {
 /// Raised by the resolver when every address of a name is denied.
 #[derive(Debug, thiserror::Error)]
 #[error("{0} resolves only to denied addresses")]
-pub struct DeniedDestination(pub String);
+pub(crate) struct DeniedDestination(pub String);
 
 impl Upstream {
     /// `max_idle_per_host`: pooled idle connections kept per upstream (see
     /// `idle_per_host`).
-    pub fn new(
+    pub(crate) fn new(
         deny: Vec<IpNet>,
-        extra_roots: &[PathBuf],
+        egress: &Egress,
         timeout: Duration,
         max_idle_per_host: usize,
     ) -> anyhow::Result<Self> {
-        let key = Self::key(&deny, extra_roots, timeout, max_idle_per_host);
+        let key = Self::key(&deny, egress, timeout, max_idle_per_host);
         let deny = Arc::new(deny);
-        let tls = client_tls(extra_roots)?;
+        let tls = client_tls(egress.roots, &egress.extra_roots)?;
         let mut http = HttpConnector::new_with_resolver(DenyResolver {
             deny: Arc::clone(&deny),
             inner: GaiResolver::new(),
@@ -60,6 +64,17 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
+        let parent = egress.proxy.clone().map(|proxy| {
+            Arc::new(Parent {
+                proxy,
+                direct: egress.direct.clone(),
+            })
+        });
+        let http = parent_proxy::Connector {
+            http,
+            parent: parent.clone(),
+            deny: Arc::clone(&deny),
+        };
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http();
@@ -82,6 +97,7 @@ impl Upstream {
             client: pool(https),
             client_h1: pool(https_h1),
             deny,
+            parent,
             timeout,
             key,
         })
@@ -89,41 +105,54 @@ impl Upstream {
 
     /// What an upstream client is built from, contents of the extra root
     /// files included. A reload that leaves it unchanged keeps the client,
-    /// and with it the pooled connections and TLS sessions.
+    /// and with it the pooled connections and TLS sessions; a changed
+    /// parent proxy is a new client, so no pooled connection made through
+    /// the old one (or around it) is reused.
     pub fn key(
         deny: &[IpNet],
-        extra_roots: &[PathBuf],
+        egress: &Egress,
         timeout: Duration,
         max_idle_per_host: usize,
     ) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (deny, extra_roots, timeout, max_idle_per_host).hash(&mut h);
-        for path in extra_roots {
-            std::fs::read(path).ok().hash(&mut h);
-        }
+        (deny, egress.digest(), timeout, max_idle_per_host).hash(&mut h);
         h.finish()
     }
 
     /// This client, if it was built from the settings `key` names.
-    pub fn reusable_for(&self, key: u64) -> Option<Self> {
+    pub(crate) fn reusable_for(&self, key: u64) -> Option<Self> {
         (self.key == key).then(|| self.clone())
     }
 
-    pub fn is_denied(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_denied(&self, ip: IpAddr) -> bool {
         is_denied(&self.deny, ip)
     }
 
-    pub fn deny_list(&self) -> &Arc<Vec<IpNet>> {
-        &self.deny
+    /// The parent proxy a connection to `host` goes through, if any.
+    pub fn parent_for(&self, host: &str) -> Option<&Parent> {
+        self.parent.as_deref().filter(|p| p.applies_to(host))
     }
 
     /// Sends `req` (absolute URI); the timeout covers connect and response head.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
-        req: Request<ProxyBody>,
+        mut req: Request<ProxyBody>,
         upgrade: bool,
     ) -> Result<Response<Incoming>, Failed> {
+        // Plain HTTP through a parent goes in absolute-form on the parent's
+        // own connection: its credentials ride on the request. (TLS
+        // carries them in the CONNECT, never to the target.)
+        let via_parent = req.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+            && self
+                .parent_for(req.uri().host().unwrap_or_default())
+                .inspect(|p| {
+                    if let Some(auth) = p.proxy.auth.clone() {
+                        req.headers_mut()
+                            .insert(http::header::PROXY_AUTHORIZATION, auth);
+                    }
+                })
+                .is_some();
         // A reference-counted copy: the text is only made for an error.
         let authority = req.uri().authority().cloned();
         let authority = move || authority.map(|a| a.to_string()).unwrap_or_default();
@@ -140,6 +169,23 @@ impl Upstream {
                 },
                 stale: false,
             }),
+            // The parent's own refusal is sidekey's failure to reach the
+            // upstream, not an answer the app could act on (its proxy is
+            // sidekey, which asked for no credentials).
+            Ok(Ok(resp))
+                if via_parent
+                    && resp.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED =>
+            {
+                Err(Failed {
+                    error: ProxyError::UpstreamUnreachable {
+                        authority: authority(),
+                        reason: "the parent proxy (proxy.upstream_proxy) answered 407: \
+                                 its credentials are missing or wrong"
+                            .into(),
+                    },
+                    stale: false,
+                })
+            }
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(Failed {
                 stale: stale_connection(&e),
@@ -155,11 +201,11 @@ impl Upstream {
 /// connections and a pool of 64, one request in five opened a new one); a
 /// pool as large as `max_connections` (10,000) would keep a whole burst's
 /// sockets and buffers for the idle timeout (3,000 at once: 121 MB RSS).
-pub fn idle_per_host(max_connections: usize) -> usize {
+pub(crate) fn idle_per_host(max_connections: usize) -> usize {
     max_connections.min(IDLE_PER_HOST_MAX)
 }
 
-pub const IDLE_PER_HOST_MAX: usize = 256;
+pub(crate) const IDLE_PER_HOST_MAX: usize = 256;
 
 /// An upstream request that failed.
 #[derive(Debug)]
@@ -227,7 +273,7 @@ fn classify(e: &hyper_util::client::legacy::Error, authority: String) -> ProxyEr
 /// Whether sidekey refuses to connect to `ip`. The unspecified addresses
 /// (`0.0.0.0/8`, `::`) are always refused: connecting to them reaches the
 /// local host, whatever the deny list says about loopback.
-pub fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
+pub(crate) fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
     let ip = match ip {
         // An IPv4-mapped IPv6 address is the IPv4 address in disguise.
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -240,29 +286,12 @@ pub fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
     unspecified || deny.iter().any(|n| n.contains(&ip))
 }
 
-/// rustls client config: ring provider, web PKI roots plus `extra_roots`.
-pub fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for path in extra_roots {
-        let pem = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
-        let mut n = 0;
-        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-            let cert =
-                cert.map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| anyhow::anyhow!("tls.extra_roots: {}: {e}", path.display()))?;
-            n += 1;
-        }
-        if n == 0 {
-            anyhow::bail!(
-                "tls.extra_roots: {} holds no PEM certificate",
-                path.display()
-            );
-        }
-    }
+/// rustls client config: ring provider, `upstream_roots` plus `extra_roots`.
+pub fn client_tls(
+    source: UpstreamRoots,
+    extra_roots: &[PathBuf],
+) -> anyhow::Result<rustls::ClientConfig> {
+    let roots = crate::roots::store(source, extra_roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -272,7 +301,7 @@ pub fn client_tls(extra_roots: &[PathBuf]) -> anyhow::Result<rustls::ClientConfi
 
 /// Resolves names with getaddrinfo and drops denied addresses.
 #[derive(Clone)]
-pub struct DenyResolver {
+pub(crate) struct DenyResolver {
     deny: Arc<Vec<IpNet>>,
     inner: GaiResolver,
 }
@@ -305,7 +334,7 @@ impl tower_service::Service<Name> for DenyResolver {
 }
 
 /// Resolves `host:port` for a tunnel, with the same deny rule.
-pub async fn resolve_allowed(
+pub(crate) async fn resolve_allowed(
     deny: &[IpNet],
     host: &str,
     port: u16,
@@ -341,18 +370,37 @@ mod tests {
     #[test]
     fn the_client_key_changes_with_any_setting_or_root_file_content() {
         let dir = tempfile::tempdir().unwrap();
-        let roots = [dir.path().join("ca.pem")];
-        std::fs::write(&roots[0], "one").unwrap();
+        let egress = Egress {
+            extra_roots: vec![dir.path().join("ca.pem")],
+            ..Egress::default()
+        };
+        std::fs::write(&egress.extra_roots[0], "one").unwrap();
         let t = Duration::from_secs(30);
-        let key = |deny: &[IpNet], t, n| Upstream::key(deny, &roots, t, n);
+        let key = |deny: &[IpNet], t, n| Upstream::key(deny, &egress, t, n);
         let k = key(&[], t, 256);
         assert_eq!(k, key(&[], t, 256), "same settings, same client");
         assert_ne!(k, key(&["10.0.0.0/8".parse().unwrap()], t, 256));
         assert_ne!(k, key(&[], Duration::from_secs(31), 256));
         assert_ne!(k, key(&[], t, 255));
         // A rotated CA file under the same name is a new client.
-        std::fs::write(&roots[0], "two").unwrap();
+        std::fs::write(&egress.extra_roots[0], "two").unwrap();
         assert_ne!(k, key(&[], t, 256));
+        let k = key(&[], t, 256);
+        // So is another parent proxy, another direct list, other roots.
+        let with = |f: &dyn Fn(&mut Egress)| {
+            let mut e = egress.clone();
+            f(&mut e);
+            Upstream::key(&[], &e, t, 256)
+        };
+        let proxy = |u: &str| crate::config::ParentProxy {
+            uri: u.parse().unwrap(),
+            auth: None,
+        };
+        let a = with(&|e| e.proxy = Some(proxy("http://a:3128")));
+        assert_ne!(k, a);
+        assert_ne!(a, with(&|e| e.proxy = Some(proxy("http://b:3128"))));
+        assert_ne!(k, with(&|e| e.direct.suffixes.push("svc".into())));
+        assert_ne!(k, with(&|e| e.roots = UpstreamRoots::System));
     }
 
     #[test]

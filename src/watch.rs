@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 use crate::runtime::Shared;
 
 /// Keeps the watch alive; dropping it stops watching.
-pub struct Watcher(AbortHandle);
+pub(crate) struct Watcher(AbortHandle);
 
 impl Drop for Watcher {
     fn drop(&mut self) {
@@ -26,7 +26,7 @@ impl Drop for Watcher {
     }
 }
 
-pub fn spawn(config: &Path, shared: Arc<Shared>) -> anyhow::Result<Watcher> {
+pub(crate) fn spawn(config: &Path, shared: Arc<Shared>) -> anyhow::Result<Watcher> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let inner = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if ev.is_ok_and(|ev| !matches!(ev.kind, notify::EventKind::Access(_))) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-/// The image's user and group (distroless nonroot), and the pod's fsGroup.
+/// The image's user and group (distroless nonroot), set by sidekey's own containers.
 const UID: u32 = 65532;
 /// kubelet's AtomicWriter puts each version of a volume's files in a folder
 /// named like this, behind the `..data` symlink it swaps on updates.
@@ -34,6 +34,7 @@ const PAYLOAD: &str = "..2026_12_06_10_00_00.123456789";
 fn kubernetes_manifests_render_validate_and_wire_sidekey() {
     let out = Command::new("bash")
         .arg(Path::new(REPO).join("scripts/check-kubernetes.sh"))
+        .env("SIDEKEY_BIN", env!("CARGO_BIN_EXE_sidekey"))
         .output()
         .expect("run bash scripts/check-kubernetes.sh");
     let text = format!(
@@ -48,19 +49,99 @@ fn kubernetes_manifests_render_validate_and_wire_sidekey() {
     eprintln!("{text}");
 }
 
+/// The check fails when an app field is overwritten: an injector that also
+/// sets the pod's runAsUser (what the Component used to do) makes
+/// scripts/check-kubernetes.sh fail, naming the workload and the field.
+#[test]
+fn kubernetes_check_fails_when_an_app_field_is_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    // A sidekey whose inject overwrites the app's runAsUser 1000 and NO_PROXY.
+    let fake = dir.path().join("sidekey");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\n\"{}\" \"$@\" | sed -e 's/runAsUser: 1000/runAsUser: 65532/' -e 's/value: \".corp.example,10.0.0.0\\/8,/value: \"/'\n",
+            env!("CARGO_BIN_EXE_sidekey")
+        ),
+    )
+    .unwrap();
+    set_mode(&fake, 0o755);
+    let out = Command::new("bash")
+        .arg(Path::new(REPO).join("scripts/check-kubernetes.sh"))
+        .env("SIDEKEY_BIN", &fake)
+        .output()
+        .expect("run bash scripts/check-kubernetes.sh");
+    let text = all(&out);
+    assert!(
+        !out.status.success(),
+        "the check passed an overwritten app field:\n{text}"
+    );
+    assert!(
+        text.contains("Deployment/billing: pod securityContext changed"),
+        "should name the workload and the field:\n{text}"
+    );
+    assert!(
+        text.contains("env NO_PROXY lost the app's entries"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL an app field was changed"), "{text}");
+}
+
+/// `ca bundle --ca-cert`: the init step's command needs the CA certificate and
+/// nothing else (no config exists in its working directory); a missing file
+/// is an error naming the flag.
+#[test]
+fn ca_bundle_needs_only_the_ca_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let gen = Command::new(env!("CARGO_BIN_EXE_sidekey"))
+        .args(["ca", "generate", "--out", "ca"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", all(&gen));
+    let bundle = |cert: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sidekey"))
+            .args([
+                "ca",
+                "bundle",
+                "--out",
+                "trust/bundle.pem",
+                "--ca-cert",
+                cert,
+            ])
+            .current_dir(dir.path())
+            .env_remove("SIDEKEY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = bundle("ca/ca.crt");
+    assert!(out.status.success(), "{}", all(&out));
+    let pem = fs::read_to_string(dir.path().join("trust/bundle.pem")).unwrap();
+    let ca = fs::read_to_string(dir.path().join("ca/ca.crt")).unwrap();
+    assert!(pem.contains(ca.trim()) && !pem.contains("PRIVATE KEY"));
+
+    let out = bundle("ca/missing.crt");
+    assert!(!out.status.success());
+    assert!(
+        all(&out).contains("--ca-cert: cannot read ca/missing.crt"),
+        "{}",
+        all(&out)
+    );
+}
+
 /// The example's proxy.toml, with the Secrets mounted as kubelet mounts them
-/// with `defaultMode: 0440` and `fsGroup: 65532` (files root:65532, mode
-/// 0440): sidekey running as 65532 checks it, writes the CA bundle, reads the
-/// client secrets for real (a token fetch), starts, turns ready and stops on
-/// SIGTERM.
+/// with `defaultMode: 0444` and no pod fsGroup (files root:root, mode 0444):
+/// sidekey running as 65532 without supplementary groups checks it, writes
+/// the CA bundle from ca.crt alone, reads the client secrets for real (a
+/// token fetch), starts, turns ready and stops on SIGTERM.
 #[test]
 fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
     if !running_as_root() {
-        eprintln!("skipped: needs root to lay files out as root:65532 and to run sidekey as uid {UID} (CI runs as root)");
+        eprintln!("skipped: needs root to lay files out as root:root and to run sidekey as uid {UID} (CI runs as root)");
         return;
     }
     let token = TokenEndpoint::start();
-    let pod = Pod::new("example/proxy.toml", 0o440, UID, &token);
+    let pod = Pod::new("example/proxy.toml", 0o444, 0, &token);
 
     let check = pod
         .sidekey(&["check", "--config", &pod.config()])
@@ -75,6 +156,7 @@ fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
 
     // The sidekey-ca-bundle init step, into an emptyDir (kubelet makes it
     // 0777): system roots plus the CA certificate, readable by app containers.
+    // As deployed: --ca-cert only, no config and no secret but the certificate.
     let trust = pod.dir.path().join("trust");
     fs::create_dir(&trust).unwrap();
     set_mode(&trust, 0o777);
@@ -85,8 +167,8 @@ fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
             "bundle",
             "--out",
             &bundle,
-            "--config",
-            &pod.config(),
+            "--ca-cert",
+            &pod.dir.path().join("ca/ca.crt").display().to_string(),
             "--log-format",
             "json",
         ])
@@ -142,8 +224,8 @@ fn example_config_runs_as_nonroot_on_kubelet_secret_layout() {
     run.stop();
 }
 
-/// The same files at 0400 root:root, as kubelet leaves them without fsGroup:
-/// the permission is what makes the layout above work.
+/// The same files at 0400 root:root (`defaultMode: 0400`, no fsGroup): the
+/// 0444 mode is what makes the layout above work.
 #[test]
 fn secrets_unreadable_without_fsgroup_fail_with_a_clear_error() {
     if !running_as_root() {
@@ -185,16 +267,43 @@ fn secrets_unreadable_without_fsgroup_fail_with_a_clear_error() {
     );
 }
 
+/// The keycloak overlay's config (no [tls]; its client secret from the
+/// Secret keycloak-client) is valid too.
+#[test]
+fn keycloak_config_passes_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("keycloak");
+    fs::create_dir(&secrets).unwrap();
+    fs::write(secrets.join("client-secret"), "s3cret\n").unwrap();
+    let text =
+        fs::read_to_string(Path::new(REPO).join("deploy/kubernetes/keycloak/proxy.toml")).unwrap();
+    let mounted = format!("{}/", secrets.display());
+    let text = rewrite(&text, &[("/var/run/secrets/sidekey/keycloak/", &mounted)]);
+    let config = dir.path().join("proxy.toml");
+    fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sidekey"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&out).trim(),
+        "ok",
+        "deploy/kubernetes/keycloak/proxy.toml:\n{}",
+        all(&out)
+    );
+}
+
 /// The classic overlay's config (with [proxy] shutdown_delay) is valid too.
 #[test]
 fn classic_config_passes_check() {
     let token = TokenEndpoint::start();
     let gid = if running_as_root() {
-        UID
+        0
     } else {
         fs::metadata("/proc/self").unwrap().gid()
     };
-    let pod = Pod::new("classic/proxy.toml", 0o440, gid, &token);
+    let pod = Pod::new("classic/proxy.toml", 0o444, gid, &token);
     let out = Command::new(&pod.bin)
         .args(["check", "--config", &pod.config()])
         .output()
@@ -210,18 +319,18 @@ fn classic_config_passes_check() {
 /// The shared-store overlay's config ([store] on Redis/Valkey; its password
 /// and encryption key from the Secret sidekey-store, laid out like the other
 /// Secrets) is valid too. `check` does not open the store's files; `run` does
-/// when it builds the store: as the pod's uid it reads them at 0440
-/// root:65532 and turns ready while Redis is unreachable (sidekey then fetches
+/// when it builds the store: as the pod's uid it reads them at 0444
+/// root:root and turns ready while Redis is unreachable (sidekey then fetches
 /// on its own), and without them it refuses to start and names the file.
 #[test]
 fn shared_store_config_passes_check() {
     let token = TokenEndpoint::start();
     let gid = if running_as_root() {
-        UID
+        0
     } else {
         fs::metadata("/proc/self").unwrap().gid()
     };
-    let pod = Pod::new("shared-store/proxy.toml", 0o440, gid, &token);
+    let pod = Pod::new("shared-store/proxy.toml", 0o444, gid, &token);
     let out = Command::new(&pod.bin)
         .args(["check", "--config", &pod.config()])
         .output()
@@ -375,14 +484,14 @@ impl Pod {
             .to_string()
     }
 
-    /// sidekey as the pod runs it: uid and gid 65532, fsGroup 65532 as its
-    /// supplementary group.
+    /// sidekey as the pod runs it: uid and gid 65532, no supplementary
+    /// groups (the pod sets no fsGroup).
     fn sidekey(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("setpriv");
         cmd.args([
             format!("--reuid={UID}"),
             format!("--regid={UID}"),
-            format!("--groups={UID}"),
+            "--clear-groups".to_owned(),
         ])
         .arg(&self.bin)
         .args(args)

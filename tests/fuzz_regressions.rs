@@ -1,5 +1,5 @@
 //! What the fuzz targets in `fuzz/` found, kept as stable tests: each
-//! input goes to the same `sidekey::fuzzing` function the target calls,
+//! input goes to the same `sidekey::fuzz` function the target calls,
 //! which returns `Err("class: …")` when a SPEC invariant breaks (and must
 //! not panic). Plus the seed shapes of every target, so the harness itself
 //! is known to accept valid input. Run the fuzzers with `scripts/fuzz.sh`.
@@ -12,7 +12,7 @@
     reason = "test code: a failed setup step should fail the test loudly"
 )]
 
-use sidekey::fuzzing::{self, Grant, TokenEndpoint};
+use sidekey::fuzz::{self, Grant, TokenEndpoint};
 
 fn ok(r: Result<(), String>) {
     if let Err(f) = r {
@@ -24,30 +24,30 @@ fn ok(r: Result<(), String>) {
 
 #[test]
 fn valid_configs_pass() {
-    ok(fuzzing::config(include_str!("../proxy.toml")));
-    ok(fuzzing::config("[proxy]\nlisten = \"nonsense\"\n"));
-    ok(fuzzing::config("not toml at all ["));
+    ok(fuzz::config(include_str!("../proxy.toml")));
+    ok(fuzz::config("[proxy]\nlisten = \"nonsense\"\n"));
+    ok(fuzz::config("not toml at all ["));
 }
 
 #[test]
 fn valid_templates_pass() {
     let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    ok(fuzzing::template(
+    ok(fuzz::template(
         0,
         "Bearer <<oauth.token>> <<oauth.tokenDecoded.org.id>>",
         &v(&["tok", "Bearer", "id", r#"{"org":{"id":7}}"#]),
     ));
-    ok(fuzzing::template(
+    ok(fuzz::template(
         2,
         r#"{"key": "<<client.client_id>>", "n": <<client.client_secret>>, "e": "<<env.V0>>"}"#,
         &v(&["a\"b", "c\\d\nx"]),
     ));
-    ok(fuzzing::template(
+    ok(fuzz::template(
         0x82,
         "grant_type=x&id=<<client.client_id>>&s=<<client.client_secret>>",
         &v(&["a&b=c", "%20"]),
     ));
-    ok(fuzzing::template(
+    ok(fuzz::template(
         1,
         "<<env.UNSET:-fallback>>-<<env.SET>>",
         &[],
@@ -90,27 +90,25 @@ fn valid_token_answers_pass() {
         true,
     ));
     ok(ep.check(Grant::OAuth, "access_token", "", 200, b"not json", false));
-    ok(fuzzing::token_from_response("opaque", Some(u64::MAX), None));
+    ok(fuzz::token_from_response("opaque", Some(u64::MAX), None));
 }
 
 #[test]
 fn valid_routes_and_requests_pass() {
-    ok(fuzzing::route_match(
+    ok(fuzz::route_match(
         "api.example.com,*.example.com:8080|/v2/|GET,POST|x-org=eu\n*.b.example.com||\n127.0.0.1:8080,::1||\n--\na.b.example.com|8080|GET|/v2/x?y=1|x-org=eu",
     ));
-    ok(fuzzing::route_match(
-        "*.example.com\n--\nexample.com|80|GET|/",
-    ));
-    ok(fuzzing::inbound(0, b"http://API.example.com:8080/x?y"));
-    ok(fuzzing::inbound(0, b"example.com:443"));
-    ok(fuzzing::inbound(0, b"http://[::1]:81/"));
-    ok(fuzzing::inbound(0, b"http://user:pw@example.com/"));
-    ok(fuzzing::inbound(1, b"Basic YXBwOnB3"));
-    ok(fuzzing::inbound(
+    ok(fuzz::route_match("*.example.com\n--\nexample.com|80|GET|/"));
+    ok(fuzz::inbound(0, b"http://API.example.com:8080/x?y"));
+    ok(fuzz::inbound(0, b"example.com:443"));
+    ok(fuzz::inbound(0, b"http://[::1]:81/"));
+    ok(fuzz::inbound(0, b"http://user:pw@example.com/"));
+    ok(fuzz::inbound(1, b"Basic YXBwOnB3"));
+    ok(fuzz::inbound(
         2,
         b"connection: x-a, te\nx-a: 1\nte: gzip, trailers\nkeep-alive: 5\nhost: a\n",
     ));
-    ok(fuzzing::inbound(
+    ok(fuzz::inbound(
         0x82,
         b"connection: upgrade\nupgrade: websocket\nhost: a\n",
     ));
@@ -197,8 +195,8 @@ fn a_fractional_lifetime_string_is_not_ignored() {
 /// failed only later, when the upstream URI would not parse.
 #[test]
 fn a_host_with_stray_brackets_is_refused() {
-    ok(fuzzing::inbound(0, b"http://&[]/"));
-    ok(fuzzing::inbound(0, b"http://&[t]:81/"));
+    ok(fuzz::inbound(0, b"http://&[]/"));
+    ok(fuzz::inbound(0, b"http://&[t]:81/"));
 }
 
 /// Same root cause: brackets hold an IPv6 literal (RFC 3986), but
@@ -208,9 +206,9 @@ fn a_host_with_stray_brackets_is_refused() {
 /// refused.
 #[test]
 fn a_bracketed_host_must_be_an_ipv6_literal() {
-    ok(fuzzing::inbound(0, b"http://[%]/"));
-    ok(fuzzing::inbound(0, b"http://[api.example.com]/"));
-    ok(fuzzing::inbound(0, b"[api.example.com]:443"));
+    ok(fuzz::inbound(0, b"http://[%]/"));
+    ok(fuzz::inbound(0, b"http://[api.example.com]/"));
+    ok(fuzz::inbound(0, b"[api.example.com]:443"));
 }
 
 #[test]
@@ -224,6 +222,6 @@ fn malformed_hosts_do_not_panic() {
         "http://[%]/",
         "http://[api.example.com]/",
     ] {
-        let _ = fuzzing::inbound(0, uri.as_bytes());
+        let _ = fuzz::inbound(0, uri.as_bytes());
     }
 }

@@ -15,15 +15,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
+use support::config::route;
 use support::sidekey::Proxy;
 use support::token_server::{Mode, TokenRequest, TokenServer};
 use support::upstream::Upstream;
-
-fn route(client: &str, headers: &str) -> String {
-    format!("[[routes]]\nname = \"r\"\nhosts = [\"localhost\"]\nclient = \"{client}\"\nset_headers = {{ {headers} }}\n")
-}
-
-const BEARER: &str = "Authorization = \"Bearer <<oauth.token>>\"";
 
 async fn call(proxy: &Proxy, up: &Upstream) -> reqwest::Response {
     proxy
@@ -57,7 +52,7 @@ async fn password_grant() {
         "[clients.p]\ngrant = \"password\"\ntoken_url = \"{}\"\nclient_id = \"web\"\nclient_secret = \"web-secret\"\n\
          username = \"alice\"\npassword = \"<<env.SIDEKEY_TEST_PW:-correct horse>>\"\nscopes = [\"profile\", \"api\"]\naudience = \"https://api\"\n{}",
         ts.url("/token"),
-        route("p", BEARER)
+        route("r").client("p").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -82,7 +77,7 @@ async fn refresh_token_rotation_is_saved_and_survives_a_restart() {
         ts.url("/token"),
         rt_file.display(),
         state.display(),
-        route("u", BEARER)
+        route("r").client("u").bearer()
     );
     ts.set_validator({
         let v = Arc::clone(&v2);
@@ -139,7 +134,7 @@ async fn a_rejected_refresh_token_is_reported_and_does_not_crash_loop() {
     let cfg = format!(
         "[clients.u]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nclient_id = \"cli\"\nclient_auth = \"none\"\nrefresh_token = \"revoked\"\n{}",
         ts.url("/token"),
-        route("u", BEARER)
+        route("r").client("u").bearer()
     );
     // Counted from the start: the first fetch may be made at start-up.
     let started = std::time::Instant::now();
@@ -269,7 +264,7 @@ async fn token_exchange_rereads_a_rotated_subject_token_file() {
          actor_token_type = \"urn:ietf:params:oauth:token-type:jwt\"\naudience = \"orders-api\"\nscopes = [\"orders.read\"]\n{}",
         ts.url("/token"),
         sa.display(),
-        route("x", BEARER)
+        route("r").client("x").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -298,7 +293,7 @@ async fn client_auth_none_sends_only_the_client_id() {
     let cfg = format!(
         "[clients.n]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"public-app\"\nclient_auth = \"none\"\n{}",
         ts.url("/token"),
-        route("n", BEARER)
+        route("r").client("n").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -373,7 +368,7 @@ async fn private_key_jwt(alg: &str, key_file: &str, pub_file: &str) {
         "[clients.k]\ngrant = \"client_credentials\"\ntoken_url = \"{aud}\"\nclient_id = \"pk-client\"\nclient_auth = \"private_key_jwt\"\n\
          private_key = \"<<file:{}>>\"\nkey_id = \"key-1\"\nsigning_alg = \"{alg}\"\n{}",
         root.join(key_file).display(),
-        route("k", BEARER)
+        route("r").client("k").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -418,13 +413,13 @@ async fn mutual_tls_to_the_token_endpoint() {
         "{base}tls_client_cert = \"<<file:{}>>\"\ntls_client_key = \"<<file:{}>>\"\n{}",
         dir.path().join("c.pem").display(),
         dir.path().join("k.pem").display(),
-        route("m", BEARER)
+        route("r").client("m").bearer()
     );
     let proxy = Proxy::start("", &with_cert).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
     assert_eq!(ts.calls(), 1);
     // Without the client certificate the TLS handshake is refused.
-    let without = format!("{base}{}", route("m", BEARER));
+    let without = format!("{base}{}", route("r").client("m").bearer());
     let proxy2 = Proxy::start("", &without).await;
     let r = call(&proxy2, &up).await;
     assert_eq!(r.status(), 503);
@@ -446,7 +441,7 @@ async fn custom_grant_expresses_capillary_without_the_preset() {
          content_type = \"application/json\"\nbody = '{{\"key\": \"<<client.client_id>>\", \"secret\": \"<<client.client_secret>>\"}}'\n\
          token_path = \"data.accessToken\"\nexpires_in_path = \"data.ttlSeconds\"\n{}",
         ts.url("/v3/oauth/token/generate"),
-        route("cap", "\"X-CAP-API-OAUTH-TOKEN\" = \"<<oauth.token>>\"")
+        route("r").client("cap").header("X-CAP-API-OAUTH-TOKEN", "<<oauth.token>>")
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -479,7 +474,7 @@ async fn custom_form_grant_with_paths_and_rotating_refresh_token() {
          refresh_token = \"seed\"\nbody = \"id=<<client.client_id>>&rt=<<client.refresh_token>>\"\ntoken_path = \"access_token\"\n\
          expires_in_path = \"expires_in\"\nrefresh_token_path = \"refresh_token\"\n{}",
         ts.url("/token"),
-        route("c", BEARER)
+        route("r").client("c").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -504,10 +499,12 @@ async fn id_token_and_decoded_claims_fill_headers() {
     let cfg = format!(
         "[clients.o]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"o\"\nclient_secret = \"s\"\n{}",
         ts.url("/token"),
-        route(
-            "o",
-            "\"X-Id-Token\" = \"<<oauth.idToken>>\", \"X-Org\" = \"<<oauth.tokenDecoded.org.id>>\", \"X-Tier\" = \"tier-<<oauth.tokenDecoded.org.tier>>\", \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\""
-        )
+        route("r")
+            .client("o")
+            .header("X-Id-Token", "<<oauth.idToken>>")
+            .header("X-Org", "<<oauth.tokenDecoded.org.id>>")
+            .header("X-Tier", "tier-<<oauth.tokenDecoded.org.tier>>")
+            .header("X-Sub", "<<oauth.tokenDecoded.sub>>")
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(call(&proxy, &up).await.status(), 200);
@@ -516,6 +513,77 @@ async fn id_token_and_decoded_claims_fill_headers() {
     assert_eq!(h["x-org"], "eu-42");
     assert_eq!(h["x-tier"], "tier-3");
     assert_eq!(h["x-sub"], "user-7");
+}
+
+#[tokio::test]
+async fn a_custom_client_reads_its_id_token_at_id_token_path() {
+    // Token server: a vendor JSON answer with the id_token nested under
+    // `auth`; its access token is opaque.
+    let ts = TokenServer::start().await;
+    let id = jwt(serde_json::json!({"sub": "user-9", "org": {"id": "in-7"}}));
+    ts.set_extra(serde_json::json!({"auth": {"idToken": id}}));
+    let up = Upstream::start().await;
+    let cfg = format!(
+        "[clients.v]\ngrant = \"custom\"\ntoken_url = \"{}\"\nclient_id = \"v\"\n\
+         body = '{{\"key\": \"k\"}}'\ntoken_path = \"access_token\"\nid_token_path = \"auth.idToken\"\n{}",
+        ts.url("/token"),
+        route("r")
+            .client("v")
+            .header("X-Id-Token", "<<oauth.idToken>>")
+            .header("X-Org", "<<oauth.tokenDecoded.org.id>>")
+    );
+    let proxy = Proxy::start("", &cfg).await;
+    assert_eq!(call(&proxy, &up).await.status(), 200);
+    let h = up.last().unwrap().headers;
+    assert_eq!(h["x-id-token"], id.as_str());
+    assert_eq!(h["x-org"], "in-7", "claims come from the id_token");
+}
+
+#[test]
+fn check_rejects_an_id_token_no_response_of_the_client_can_carry() {
+    // Capillary and a custom client without id_token_path never get an
+    // id_token: every request would be a 503, so `check` says so instead.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    let client = |name: &str, grant: &str| {
+        let extra = if grant == "custom" {
+            "body = '{}'\ntoken_path = \"t\"\n"
+        } else {
+            "client_secret = \"s\"\n"
+        };
+        format!("[clients.{name}]\ngrant = \"{grant}\"\ntoken_url = \"https://i.example/t\"\nclient_id = \"i\"\n{extra}")
+    };
+    let route = |name: &str, client: &str, header: &str| {
+        format!("[[routes]]\nname = \"{name}\"\nhosts = [\"{name}.example\"]\nclient = \"{client}\"\nset_headers = {{ \"X-Id\" = \"{header}\" }}\n")
+    };
+    std::fs::write(
+        &path,
+        [
+            client("cap", "capillary"),
+            client("vendor", "custom"),
+            client("std", "client_credentials"),
+            route("a", "cap", "<<oauth.idToken>>"),
+            route("b", "vendor", "Id <<oauth.idToken>>"),
+            // Claims fall back to the access token, a JWT at Capillary.
+            route("c", "cap", "<<oauth.tokenDecoded.sub>>"),
+            // A standard answer may carry an id_token.
+            route("d", "std", "<<oauth.idToken>>"),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let (code, text) = support::sidekey::check(&path);
+    assert_eq!(code, Some(1), "{text}");
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("p.toml:")).collect();
+    assert_eq!(errors.len(), 2, "{text}");
+    assert!(
+        errors[0].contains("route \"a\": header \"X-Id\": <<oauth.idToken>> cannot be rendered: client \"cap\" (grant \"capillary\")"),
+        "{text}"
+    );
+    assert!(
+        errors[1].contains("route \"b\"") && errors[1].contains("has no id_token_path"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use support::pki::{new_ca, TestCa};
 use support::sidekey::Proxy;
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -235,13 +236,8 @@ async fn an_upstream_that_fails_verification_is_a_502_never_a_downgrade() {
         )
         .build()
         .unwrap();
-    let r = app
-        .get(format!("https://localhost:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 502);
-    assert_eq!(r.headers()["x-sidekey-error"], "upstream_unreachable");
+    let r = get_via_proxy(&app, format!("https://localhost:{}/", up.addr.port())).await;
+    expect_error(r, 502, "upstream_unreachable").await;
     assert_eq!(up.count(), 0);
 }
 
@@ -485,7 +481,7 @@ fn ca_generate_writes_a_usable_ca_with_a_private_key() {
     std::fs::write(&path, cfg).unwrap();
     let loaded = sidekey::config::load(&path).unwrap();
     support::init_crypto();
-    sidekey::runtime::Shared::new(loaded).unwrap();
+    sidekey::Shared::new(loaded).unwrap();
 }
 
 #[tokio::test]

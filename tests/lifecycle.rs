@@ -308,7 +308,8 @@ fn check_prints_ok_or_every_error_with_positions() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.stdout.is_empty(), "diagnostics go to stderr");
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains(&format!("{broken}:13:10: route \"one\"")),
         "{text}"
@@ -319,12 +320,12 @@ fn check_prints_ok_or_every_error_with_positions() {
         )),
         "{text}"
     );
-    // `run` on a broken config exits 64 (EX_USAGE).
+    // `run` on a broken config exits 78 (EX_CONFIG).
     let out = std::process::Command::new(bin)
         .args(["run", "--config", &broken])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(78));
     // SIDEKEY_CONFIG is the fallback for --config.
     let out = std::process::Command::new(bin)
         .arg("check")

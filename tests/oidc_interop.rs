@@ -16,6 +16,7 @@ mod support;
 use std::path::Path;
 
 use serde_json::json;
+use support::config::route;
 use support::oidc::Oidc;
 use support::sidekey::Proxy;
 use support::upstream::Upstream;
@@ -50,11 +51,6 @@ async fn provider() -> Oidc {
     .await
 }
 
-/// A route through sidekey to a local upstream, for one client.
-fn route(client: &str) -> String {
-    format!("[[routes]]\nname = \"{client}\"\nhosts = [\"localhost\"]\npath_prefix = \"/{client}/\"\nclient = \"{client}\"\nset_headers = {{ Authorization = \"Bearer <<oauth.token>>\", \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\" }}\n")
-}
-
 async fn token_through(proxy: &Proxy, up: &Upstream, client: &str) -> String {
     let r = proxy
         .client()
@@ -83,10 +79,10 @@ async fn client_credentials_basic_post_and_private_key_jwt_against_oidc_provider
          {}{}{}{}",
         key("rsa_pkcs8.pem"),
         key("ec_pkcs8.pem"),
-        route("cc-basic").replace(", \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\"", ""),
-        route("cc-post").replace(", \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\"", ""),
-        route("pk-rsa").replace(", \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\"", ""),
-        route("pk-ec").replace(", \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\"", ""),
+        route("cc-basic").path_prefix("/cc-basic/").client("cc-basic").bearer(),
+        route("cc-post").path_prefix("/cc-post/").client("cc-post").bearer(),
+        route("pk-rsa").path_prefix("/pk-rsa/").client("pk-rsa").bearer(),
+        route("pk-ec").path_prefix("/pk-ec/").client("pk-ec").bearer(),
     );
     let proxy = Proxy::start("", &cfg).await;
     for client in ["cc-basic", "cc-post", "pk-rsa", "pk-ec"] {
@@ -117,6 +113,10 @@ async fn refresh_token_rotation_against_oidc_provider() {
         idp.token_endpoint,
         state.display(),
         route("rt-client")
+            .path_prefix("/rt-client/")
+            .client("rt-client")
+            .bearer()
+            .header("X-Sub", "<<oauth.tokenDecoded.sub>>")
     );
     let proxy = Proxy::start("", &cfg).await;
     let token = token_through(&proxy, &up, "rt-client").await;

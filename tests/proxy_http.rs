@@ -13,9 +13,11 @@ mod support;
 
 use std::time::Duration;
 
+use support::config::route;
 use support::sidekey::Proxy;
 use support::token_server::{Mode, TokenServer};
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 
 fn cc_client(ts: &TokenServer, extra: &str) -> String {
     format!(
@@ -54,21 +56,9 @@ async fn bearer_proxy(ts: &TokenServer, proxy_extra: &str) -> Proxy {
     let cfg = format!(
         "{}{}",
         cc_client(ts, ""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\""
-        )
+        route("r").host("localhost").client("orders").bearer()
     );
     Proxy::start(proxy_extra, &cfg).await
-}
-
-fn route(name: &str, host: &str, client: Option<&str>, headers: &str) -> String {
-    let client = client
-        .map(|c| format!("client = \"{c}\"\n"))
-        .unwrap_or_default();
-    format!("[[routes]]\nname = \"{name}\"\nhosts = [\"{host}\"]\n{client}set_headers = {{ {headers} }}\n")
 }
 
 #[tokio::test]
@@ -82,12 +72,11 @@ async fn injects_bearer_token_and_static_headers_only_on_the_route() {
     let cfg = format!(
         "{}{}",
         cc_client(&ts, "scopes = [\"orders.read\", \"orders.write\"]\naudience = \"https://api.example.com\"\nparams = { resource = \"urn:orders\" }"),
-        route(
-            "orders",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"Bearer <<oauth.token>>\", \"X-Static\" = \"yes\"",
-        )
+        route("orders")
+            .host("localhost")
+            .client("orders")
+            .bearer()
+            .header("X-Static", "yes")
     );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
@@ -153,12 +142,10 @@ async fn client_secret_post_sends_credentials_in_the_form() {
     let cfg = format!(
         "{}{}",
         cc_client(&ts, "client_auth = \"post\""),
-        route(
-            "r",
-            "localhost",
-            Some("orders"),
-            "Authorization = \"<<oauth.tokenType>> <<oauth.token>>\""
-        )
+        route("r")
+            .host("localhost")
+            .client("orders")
+            .header("Authorization", "<<oauth.tokenType>> <<oauth.token>>")
     );
     let proxy = Proxy::start("", &cfg).await;
     let r = proxy
@@ -221,15 +208,8 @@ async fn capillary_route_gets_its_token_and_attribution_headers() {
     );
 
     // A Capillary error response: 503 naming the client, never the secret.
-    let r = app
-        .get(format!("http://localhost:{}/bad/x", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["x-sidekey-error"], "token_unavailable");
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"], "token_unavailable");
+    let r = get_via_proxy(&app, format!("http://localhost:{}/bad/x", up.addr.port())).await;
+    let body = expect_error(r, 503, "token_unavailable").await;
     assert_eq!(body["client"], "cap_bad");
     assert_eq!(body["route"], "cap-bad");
     let msg = body["message"].as_str().unwrap();
@@ -310,10 +290,7 @@ async fn token_endpoint_down_gives_503_at_once_then_recovers() {
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let mut n = 0;
     while std::time::Instant::now() < deadline && n < 2000 {
-        let r = app.get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 503);
-        assert_eq!(r.headers()["x-sidekey-error"], "token_unavailable");
-        let body: serde_json::Value = r.json().await.unwrap();
+        let body = expect_error(get_via_proxy(&app, &url).await, 503, "token_unavailable").await;
         assert_eq!(body["client"], "orders");
         assert!(body["message"].as_str().unwrap().contains("500"));
         n += 1;
@@ -391,7 +368,11 @@ async fn upstream_401_drops_the_token_refetches_and_retries_once() {
 #[tokio::test]
 async fn strips_hop_by_hop_and_forged_error_headers() {
     let up = Upstream::start().await;
-    let proxy = Proxy::start("", &route("r", "localhost", None, "\"X-A\" = \"1\"")).await;
+    let proxy = Proxy::start(
+        "",
+        &route("r").host("localhost").header("X-A", "1").to_string(),
+    )
+    .await;
     let r = proxy
         .client()
         .get(format!("http://localhost:{}/sidekey-error", up.addr.port()))
@@ -490,36 +471,32 @@ async fn deny_destinations_apply_to_resolved_addresses() {
     // "localhost" resolves to 127.0.0.1, which this config denies.
     let up = Upstream::start().await;
     let proxy = Proxy::start("deny_destinations = [\"127.0.0.0/8\", \"::1/128\"]", "").await;
-    let r = proxy
-        .client()
-        .get(format!("http://localhost:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(r.headers()["x-sidekey-error"], "denied");
+    let r = get_via_proxy(
+        &proxy.client(),
+        format!("http://localhost:{}/", up.addr.port()),
+    )
+    .await;
+    expect_error(r, 403, "denied").await;
     assert_eq!(up.count(), 0);
 }
 
 #[tokio::test]
 async fn unmatched_deny_and_proxy_auth() {
     let up = Upstream::start().await;
-    let cfg = route("ok", "localhost", None, "\"X-A\" = \"1\"");
+    let cfg = route("ok").host("localhost").header("X-A", "1").to_string();
     let proxy = Proxy::start(
         "unmatched = \"deny\"\nproxy_auth = { username = \"app\", password = \"pw\" }",
         &cfg,
     )
     .await;
     // No credentials: 407 with a challenge.
-    let r = proxy
-        .client()
-        .get(format!("http://localhost:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 407);
-    assert_eq!(r.headers()["x-sidekey-error"], "proxy_auth_required");
+    let r = get_via_proxy(
+        &proxy.client(),
+        format!("http://localhost:{}/", up.addr.port()),
+    )
+    .await;
     assert!(r.headers().contains_key("proxy-authenticate"));
+    expect_error(r, 407, "proxy_auth_required").await;
     let app = reqwest::Client::builder()
         .proxy(
             reqwest::Proxy::all(proxy.url())
@@ -545,13 +522,8 @@ async fn unmatched_deny_and_proxy_auth() {
         "proxy credentials leaked upstream"
     );
     // Unmatched host with unmatched = "deny": 403.
-    let r = app
-        .get(format!("http://127.0.0.1:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(r.headers()["x-sidekey-error"], "denied");
+    let r = get_via_proxy(&app, format!("http://127.0.0.1:{}/", up.addr.port())).await;
+    expect_error(r, 403, "denied").await;
 }
 
 #[tokio::test]

@@ -253,7 +253,9 @@ async fn sigterm_drains_intercepted_requests_tunnels_and_websockets() {
             .map(|r| (r.status().as_u16(), r.headers().get("x-upstream").is_some()))
     });
 
-    // 2. A blind tunnel (unrouted 127.0.0.1) carrying a slow TLS request.
+    // 2. A blind tunnel (unrouted 127.0.0.1) carrying a slow TLS answer
+    // whose bytes keep moving (a silent tunnel is closed a second into
+    // the drain, see `idle_tunnels_and_websockets_close_a_second_into_a_drain`).
     let tunnel_ca = upstream_ca.client_config(&[b"http/1.1"]);
     let proxy_addr = bin.addr;
     let tunnelled = tokio::spawn(async move {
@@ -270,7 +272,7 @@ async fn sigterm_drains_intercepted_requests_tunnels_and_websockets() {
             .await
             .unwrap();
         tls.write_all(
-            b"GET /slow?ms=2000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            b"GET /drip?ms=2000 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
         )
         .await
         .unwrap();
@@ -308,6 +310,22 @@ async fn sigterm_drains_intercepted_requests_tunnels_and_websockets() {
         )
         .await
     };
+    // TERM once both slow requests have reached the upstream (each
+    // needed a CONNECT and a TLS handshake first).
+    support::eventually(
+        Duration::from_secs(10),
+        "both slow requests in flight",
+        || async {
+            up.requests()
+                .iter()
+                .filter(|r| matches!(r.uri.path(), "/slow" | "/drip"))
+                .count()
+                == 2
+        },
+    )
+    .await;
+    // Just before TERM: a WebSocket with no bytes moving for a second of
+    // the drain is closed, and this one is to be in use.
     ws.send(Message::text("before")).await.unwrap();
     assert_eq!(
         ws.next()
@@ -320,20 +338,6 @@ async fn sigterm_drains_intercepted_requests_tunnels_and_websockets() {
         "before"
     );
 
-    // TERM once both slow requests have reached the upstream (each
-    // needed a CONNECT and a TLS handshake first).
-    support::eventually(
-        Duration::from_secs(10),
-        "both slow requests in flight",
-        || async {
-            up.requests()
-                .iter()
-                .filter(|r| r.uri.path() == "/slow")
-                .count()
-                == 2
-        },
-    )
-    .await;
     bin.signal("TERM");
     support::eventually(Duration::from_secs(5), "/readyz says draining", || async {
         readyz(bin.admin).await == 503
@@ -360,7 +364,8 @@ async fn sigterm_drains_intercepted_requests_tunnels_and_websockets() {
         tunnel_answer.starts_with("HTTP/1.1 200"),
         "tunnel cut: {tunnel_answer:?}"
     );
-    ws.close(None).await.unwrap();
+    // sidekey may have closed it already: idle for a second of the drain.
+    let _ = ws.close(None).await;
     drop(ws);
 
     let exit = tokio::time::timeout(Duration::from_secs(15), bin.child.wait())
@@ -378,7 +383,9 @@ async fn at_the_drain_deadline_what_is_left_is_cut_counted_and_logged() {
     let upstream_ca = new_ca("upstream CA");
     let up = Upstream::start_tls(upstream_ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
     let (mut bin, _) = binary_with_ca(&up, &upstream_ca, "drain_timeout = \"1s\"").await;
-    // A blind tunnel that stays open and silent.
+    // A blind tunnel that stays open and busy: a TLS answer dripping a
+    // byte every 100 ms for a minute (a silent one would be closed a
+    // second into the drain, not cut at the deadline).
     let mut tcp = TcpStream::connect(bin.addr).await.unwrap();
     tcp.write_all(
         format!(
@@ -392,6 +399,31 @@ async fn at_the_drain_deadline_what_is_left_is_cut_counted_and_logged() {
     let mut head = [0u8; 12];
     tcp.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
+    while !head.ends_with(b"\r\n\r\n") {
+        head.rotate_left(1);
+        head[11] = tcp.read_u8().await.unwrap();
+    }
+    let mut tls = tokio_rustls::TlsConnector::from(upstream_ca.client_config(&[b"http/1.1"]))
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /drip?ms=60000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 12];
+    tls.read_exact(&mut first).await.unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    // Keep reading what drips, so the tunnel's bytes keep moving.
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        let started = Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return started.elapsed(),
+            }
+        }
+    });
     let started = Instant::now();
     bin.signal("TERM");
     let exit = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
@@ -404,14 +436,17 @@ async fn at_the_drain_deadline_what_is_left_is_cut_counted_and_logged() {
         took >= Duration::from_millis(900),
         "exited before the deadline: {took:?}"
     );
-    assert!(closed_within(&mut tcp, Duration::from_secs(2))
+    let read_for = tokio::time::timeout(Duration::from_secs(5), reader)
         .await
-        .is_some());
-    let logs = bin.logs();
-    assert!(
-        logs.contains("connections still open were cut") && logs.contains("\"cut\":1"),
-        "{logs}"
-    );
+        .expect("the tunnel was not cut")
+        .unwrap();
+    assert!(read_for < Duration::from_secs(15), "{read_for:?}");
+    // The last lines may still be on their way from the pipe.
+    support::eventually(Duration::from_secs(5), "the cut is logged", || async {
+        let logs = bin.logs();
+        logs.contains("connections still open were cut") && logs.contains("\"cut\":1")
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ use support::pki::new_ca;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -299,14 +300,8 @@ async fn a_token_expired_on_arrival_is_never_injected() {
     let proxy = Proxy::start("", &bearer_config(&ts)).await;
     let app = proxy.client();
     for _ in 0..10 {
-        let r = app
-            .get(format!("http://{}/x", up.addr))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 503);
-        assert_eq!(r.headers()["x-sidekey-error"], "token_unavailable");
-        let body = r.text().await.unwrap();
+        let r = get_via_proxy(&app, format!("http://{}/x", up.addr)).await;
+        let body = expect_error(r, 503, "token_unavailable").await.to_string();
         assert!(body.contains("expired on arrival"), "{body}");
     }
     assert_eq!(up.count(), 0, "the expired token reached the upstream");
@@ -334,15 +329,8 @@ async fn a_token_response_over_one_mebibyte_is_refused() {
          set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
     );
     let proxy = Proxy::start("", &cfg).await;
-    let r = proxy
-        .client()
-        .get(format!("http://{}/x", up.addr))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["x-sidekey-error"], "token_unavailable");
-    let body = r.text().await.unwrap();
+    let r = get_via_proxy(&proxy.client(), format!("http://{}/x", up.addr)).await;
+    let body = expect_error(r, 503, "token_unavailable").await.to_string();
     assert!(body.contains("larger than 1024 KiB"), "{body}");
     assert_eq!(up.count(), 0);
 }

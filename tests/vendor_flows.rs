@@ -18,6 +18,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::expect_error;
 use support::intercept::Interception;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::{TokenRequest, TokenServer};
@@ -121,11 +122,43 @@ async fn no_subject_is_401_subject_missing_and_no_exchange() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let proxy = Proxy::start("", &obo_config(&ts, "")).await;
-    let r = get_as(&proxy, &up, None).await;
-    assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["x-sidekey-error"], "subject_missing");
+    expect_error(get_as(&proxy, &up, None).await, 401, "subject_missing").await;
     assert_eq!(ts.calls(), 0);
     assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn only_a_bearer_credential_is_exchanged_as_the_subject() {
+    // App: sends its user's password (Basic) or a bare value in
+    // Authorization. Token server: must never see either as subject_token.
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let proxy = Proxy::start("", &obo_config(&ts, "")).await;
+    for value in [
+        format!("Basic {}", b64("alice:hunter2")),
+        "Digest username=\"alice\"".to_string(),
+        jwt("alice", 3600),
+    ] {
+        let r = proxy
+            .client()
+            .get(format!("http://{}/orders", up.addr))
+            .header("authorization", &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{value}");
+        assert_eq!(r.headers()["x-sidekey-error"], "subject_missing", "{value}");
+    }
+    assert_eq!(ts.calls(), 0, "nothing but a Bearer token is a subject");
+    assert_eq!(up.count(), 0);
+    // A Bearer credential still is.
+    assert_eq!(
+        get_as(&proxy, &up, Some(&jwt("alice", 3600)))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ts.calls(), 1);
 }
 
 #[tokio::test]
@@ -141,10 +174,9 @@ async fn a_rejected_user_gets_401_and_other_users_keep_working() {
         Ok(())
     });
     let proxy = Proxy::start("", &obo_config(&ts, "")).await;
+    // A 401, not a 503: the IdP refused this user.
     let r = get_as(&proxy, &up, Some(&mallory)).await;
-    assert_eq!(r.status(), 401, "not a 503: the IdP refused this user");
-    assert_eq!(r.headers()["x-sidekey-error"], "subject_rejected");
-    let body = r.text().await.unwrap();
+    let body = expect_error(r, 401, "subject_rejected").await.to_string();
     assert!(
         body.contains("invalid_grant") && !body.contains(&mallory),
         "{body}"
@@ -153,6 +185,70 @@ async fn a_rejected_user_gets_401_and_other_users_keep_working() {
     let r = get_as(&proxy, &up, Some(&jwt("carol", 3600))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn idp_text_never_echoes_the_subject_nor_forges_a_text_log_line() {
+    // Token server: refuses mallory, echoing her token and a CR/LF with a
+    // forged log line; refuses trent with a 5000-character description.
+    // Proxy: the real binary with text logs, as an operator runs it.
+    let ts = TokenServer::start().await;
+    let up = Upstream::start().await;
+    let mallory = jwt("mallory", 3600);
+    let trent = jwt("trent", 3600);
+    let (m, t) = (mallory.clone(), trent.clone());
+    ts.set_validator(move |r| match r.field("subject_token") {
+        Some(s) if s == m => Err(format!(
+            "subject {s} revoked\r\n2026-01-01T00:00:00Z  INFO sidekey: FORGED admin login ok"
+        )),
+        Some(s) if s == t => Err("y".repeat(5000)),
+        _ => Ok(()),
+    });
+    let bin = Binary::start_logging("text", "", &obo_config(&ts, ""), &[]).await;
+    for user in [&mallory, &trent] {
+        let r = bin
+            .client()
+            .get(format!("http://{}/orders", up.addr))
+            .header("authorization", format!("Bearer {user}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains(&user[..24]),
+            "the subject in the body: {body}"
+        );
+        assert!(!body.contains(&"y".repeat(257)), "uncut: {body}");
+    }
+    // Both refusals are logged (the access lines come last).
+    let logs = || bin.logs();
+    support::eventually(Duration::from_secs(10), "the refusals are logged", || {
+        let n = logs().matches("FORGED").count() + logs().matches("yyyy").count();
+        async move { n >= 2 }
+    })
+    .await;
+    let logs = logs();
+    for (i, line) in logs.lines().enumerate() {
+        assert!(
+            !line.contains(&mallory[..24]),
+            "subject logged at line {i}: {line}"
+        );
+        assert!(
+            !line.contains(&trent[..24]),
+            "subject logged at line {i}: {line}"
+        );
+        assert!(
+            !line.contains(&"y".repeat(257)),
+            "uncut at line {i}: {line}"
+        );
+        if line.contains("FORGED") {
+            assert!(
+                line.contains("revoked\\r\\n2026-01-01T00:00:00Z"),
+                "the CR/LF must stay escaped on the same line: {line}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -165,9 +261,9 @@ async fn an_exchanged_token_never_outlives_the_users_own_token() {
     let short = jwt("dave", 3);
     assert_eq!(get_as(&proxy, &up, Some(&short)).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(3600)).await;
+    // The cached token died with the subject.
     let r = get_as(&proxy, &up, Some(&short)).await;
-    assert_eq!(r.status(), 401, "the cached token died with the subject");
-    assert_eq!(r.headers()["x-sidekey-error"], "subject_rejected");
+    expect_error(r, 401, "subject_rejected").await;
     assert_eq!(ts.calls(), 1);
     assert_eq!(up.count(), 1);
 }

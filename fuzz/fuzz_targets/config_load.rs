@@ -1,5 +1,5 @@
 //! `sidekey::config::load_str` on arbitrary text (via
-//! `sidekey::fuzzing::config`): no panic, every error rendered with the
+//! `sidekey::fuzz::config`): no panic, every error rendered with the
 //! file's name, a valid config's derived values computable.
 #![no_main]
 
@@ -7,8 +7,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Err(f) = sidekey::fuzzing::config(text) {
-            if !sidekey::fuzzing::is_known(&f) {
+        if let Err(f) = sidekey::fuzz::config(text) {
+            if !sidekey::fuzz::is_known(&f) {
                 panic!("{f}");
             }
         }

@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
     let mut parts = text.split('\0');
     let src = parts.next().unwrap_or_default();
     let values: Vec<String> = parts.take(8).map(str::to_string).collect();
-    if let Err(f) = sidekey::fuzzing::template(selector, src, &values) {
-        if !sidekey::fuzzing::is_known(&f) {
+    if let Err(f) = sidekey::fuzz::template(selector, src, &values) {
+        if !sidekey::fuzz::is_known(&f) {
             panic!("{f}");
         }
     }

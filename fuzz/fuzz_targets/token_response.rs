@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 
 use libfuzzer_sys::fuzz_target;
-use sidekey::fuzzing::{Grant, TokenEndpoint};
+use sidekey::fuzz::{Grant, TokenEndpoint};
 
 const STATUSES: [u16; 8] = [200, 200, 201, 400, 401, 500, 503, 302];
 
@@ -18,7 +18,7 @@ thread_local! {
 
 fn check(r: Result<(), String>) {
     if let Err(f) = r {
-        if !sidekey::fuzzing::is_known(&f) {
+        if !sidekey::fuzz::is_known(&f) {
             panic!("{f}");
         }
     }
@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         let access = p.next().unwrap_or_default();
         let expires_in = p.next().and_then(|e| e.parse().ok());
         let id_token = p.next();
-        check(sidekey::fuzzing::token_from_response(
+        check(sidekey::fuzz::token_from_response(
             access, expires_in, id_token,
         ));
         return;

@@ -1,4 +1,5 @@
-//! `check`, `token` and `ca generate`: short commands that print to stdout.
+//! `check`, `token` and `ca generate`: short commands that print results
+//! to stdout and diagnostics to stderr.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,15 +9,16 @@ use crate::config;
 use crate::metrics::Metrics;
 use crate::token::{TokenSource, TokenStore};
 
-/// Prints `ok` or every error; returns the exit code (0 / 1).
-pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
+/// Prints `ok` to `out`, or every error to `diag` (stderr); returns the
+/// exit code (0 / 1).
+pub fn check(path: &Path, out: &mut dyn Write, diag: &mut dyn Write) -> i32 {
     match config::load(path) {
         Ok(cfg) => {
             // The CA is read only to serve, but a CA that cannot serve is
             // a config error the operator wants to see before deploying.
             if let Some((cert, key)) = &cfg.tls.ca {
                 if let Err(e) = crate::tls::ca::Ca::load(cert, key) {
-                    let _ = writeln!(out, "{}: {e:#}", path.display());
+                    let _ = writeln!(diag, "{}: {e:#}", path.display());
                     return 1;
                 }
             }
@@ -30,7 +32,7 @@ pub fn check(path: &Path, out: &mut dyn Write) -> i32 {
             0
         }
         Err(e) => {
-            let _ = writeln!(out, "{e}");
+            let _ = writeln!(diag, "{e}");
             1
         }
     }
@@ -54,12 +56,15 @@ pub async fn token(
     })?;
     let store = TokenStore::new(Arc::new(Metrics::new()));
     let slot = match store
-        .source(settings, &cfg.tls.extra_roots)
+        .source(settings, &cfg.token_egress())
         .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?
     {
         TokenSource::Client(slot) => slot,
         TokenSource::PerUser(_) => anyhow::bail!(
             "client {client:?} exchanges each user's own token (on-behalf-of): there is no token to fetch without a user"
+        ),
+        TokenSource::Account(_) => anyhow::bail!(
+            "client {client:?} holds one token per end user (per-user accounts): there is no token to fetch without a user"
         ),
     };
     let token = slot
@@ -82,7 +87,22 @@ pub async fn token(
     Ok(())
 }
 
-pub fn ca_generate(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Refuses to replace an existing CA without `force`: every app that
+/// trusts the old certificate would stop trusting sidekey, and the old key
+/// would be gone for good.
+pub fn ca_generate(dir: &Path, force: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if !force {
+        for name in ["ca.key", "ca.crt"] {
+            let path = dir.join(name);
+            // symlink_metadata: a dangling symlink is "existing" too.
+            if std::fs::symlink_metadata(&path).is_ok() {
+                anyhow::bail!(
+                    "{} already exists: not overwriting it (pass --force to replace the CA)",
+                    path.display()
+                );
+            }
+        }
+    }
     crate::tls::ca::generate(dir)?;
     writeln!(
         out,
@@ -104,15 +124,23 @@ pub fn ca_bundle(config_path: &Path, out_path: &Path, out: &mut dyn Write) -> an
             config_path.display()
         )
     })?;
+    ca_bundle_from("tls.ca_cert", cert, out_path, out)
+}
+
+/// `ca bundle --ca-cert PATH`: the same bundle from the CA certificate alone, so the init step that
+/// writes it mounts neither the config nor any secret (`key` names the source in errors).
+pub fn ca_bundle_from(
+    key: &str,
+    cert: &Path,
+    out_path: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let ca_pem = std::fs::read_to_string(cert)
-        .map_err(|e| anyhow::anyhow!("tls.ca_cert: cannot read {}: {e}", cert.display()))?;
+        .map_err(|e| anyhow::anyhow!("{key}: cannot read {}: {e}", cert.display()))?;
     {
         use rustls_pki_types::pem::PemObject;
         rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
-            anyhow::anyhow!(
-                "tls.ca_cert: {} is not a PEM certificate: {e}",
-                cert.display()
-            )
+            anyhow::anyhow!("{key}: {} is not a PEM certificate: {e}", cert.display())
         })?;
     }
     let found = rustls_native_certs::load_native_certs();

@@ -84,7 +84,7 @@ pub async fn login(
     let verifier = b64.encode(rand::random::<[u8; 32]>());
     let challenge = b64.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let state = b64.encode(rand::random::<[u8; 16]>());
-    let fetcher = Fetcher::new(s, &cfg.tls.extra_roots)?;
+    let fetcher = Fetcher::new(s, &cfg.token_egress())?;
     let client_id = crate::token::grants::field(s.client_id.as_ref(), "client_id")?
         .ok_or_else(|| anyhow::anyhow!("client {client:?}: client_id is required"))?;
 
@@ -99,6 +99,13 @@ pub async fn login(
             .append_pair("code_challenge_method", "S256");
         if !s.scopes.is_empty() {
             q.append_pair("scope", &s.scopes.join(" "));
+        }
+        // The client's audience, as the token requests carry it (Auth0
+        // and others want it on the authorize URL); authorize_params wins.
+        if let Some(aud) = crate::token::grants::field(s.audience.as_ref(), "audience")? {
+            if !s.authorize_params.iter().any(|(k, _)| k == "audience") {
+                q.append_pair("audience", aud.expose());
+            }
         }
         // `audience`, `prompt`, … as the IdP wants them.
         for (k, v) in &s.authorize_params {
@@ -192,21 +199,26 @@ async fn callback(
         let path = path.clone();
         let state = state.clone();
         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let outcome = read_redirect(&req, &path, &state);
+            let redirect = read_redirect(&req, &path, &state);
             let tx = tx.clone();
             async move {
-                let (status, text) = match &outcome {
-                    Some(Ok(_)) => (
+                let (status, text) = match &redirect {
+                    Redirect::Done(Ok(_)) => (
                         StatusCode::OK,
                         "sidekey: signed in. You can close this window.".to_string(),
                     ),
-                    Some(Err(e)) => (
+                    Redirect::Done(Err(e)) => (
                         StatusCode::BAD_REQUEST,
                         format!("sidekey: login failed: {e}"),
                     ),
-                    None => (StatusCode::NOT_FOUND, "not found".to_string()),
+                    Redirect::Stray => (
+                        StatusCode::BAD_REQUEST,
+                        "sidekey: this redirect is not from the login in progress; still waiting"
+                            .to_string(),
+                    ),
+                    Redirect::Other => (StatusCode::NOT_FOUND, "not found".to_string()),
                 };
-                if let Some(o) = outcome {
+                if let Redirect::Done(o) = redirect {
                     let _ = tx.send(o).await;
                 }
                 let mut resp: Response<ProxyBody> = Response::new(body::full(text));
@@ -222,31 +234,39 @@ async fn callback(
     }
 }
 
-/// `None` for unrelated requests (a favicon); else the code or the error.
-fn read_redirect<B>(
-    req: &http::Request<B>,
-    path: &str,
-    state: &str,
-) -> Option<anyhow::Result<String>> {
+/// What a request to the loopback listener is to the login.
+enum Redirect {
+    /// Not the callback path (a favicon).
+    Other,
+    /// The callback without this login's `state`: forged, stray or from an
+    /// older attempt. Anyone on the host can reach the port, so it is
+    /// refused and the login keeps waiting for the real redirect.
+    Stray,
+    /// This login's answer: the code, or the authorization server's error.
+    Done(anyhow::Result<String>),
+}
+
+fn read_redirect<B>(req: &http::Request<B>, path: &str, state: &str) -> Redirect {
     if req.uri().path() != path {
-        return None;
+        return Redirect::Other;
     }
     let q: Vec<(String, String)> =
         url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    // The state first: an error redirect carries it too (RFC 6749
+    // §4.1.2.1), so a forged `?error=` cannot end the login either.
+    if get("state") != Some(state) {
+        tracing::warn!("ignored a redirect without this login's state");
+        return Redirect::Stray;
+    }
     if let Some(e) = get("error") {
         let d = get("error_description").unwrap_or("");
-        return Some(Err(anyhow::anyhow!("authorization server said {e}: {d}")));
-    }
-    if get("state") != Some(state) {
-        return Some(Err(anyhow::anyhow!(
-            "state mismatch: the redirect is not from this login"
-        )));
+        return Redirect::Done(Err(anyhow::anyhow!("authorization server said {e}: {d}")));
     }
     match get("code") {
-        Some(c) if !c.is_empty() => Some(Ok(c.to_string())),
-        _ => Some(Err(anyhow::anyhow!("the redirect has no code"))),
+        Some(c) if !c.is_empty() => Redirect::Done(Ok(c.to_string())),
+        _ => Redirect::Done(Err(anyhow::anyhow!("the redirect has no code"))),
     }
 }

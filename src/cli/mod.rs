@@ -1,13 +1,14 @@
 //! The command line (SPEC "Command line"): run, check, token, ca, login.
 
 mod commands;
+pub mod kube;
 pub mod login;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-pub use commands::{ca_bundle, ca_generate, check, token};
+pub use commands::{ca_bundle, ca_bundle_from, ca_generate, check, token};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -78,6 +79,10 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Add sidekey to every pod template of Kubernetes manifests (stdin or -f) and print them.
+    Inject(kube::InjectArgs),
+    /// Serve the mutating admission webhook (POST /mutate, AdmissionReview v1) over TLS.
+    Webhook(kube::WebhookArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +91,9 @@ pub enum CaCommand {
     Generate {
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing ca.crt / ca.key. Default is to refuse.
+        #[arg(long)]
+        force: bool,
     },
     /// Write the system's trusted roots plus sidekey's CA certificate
     /// (`[tls] ca_cert` of the config) as one PEM file, for apps that take
@@ -93,6 +101,10 @@ pub enum CaCommand {
     Bundle {
         #[arg(long)]
         out: PathBuf,
+        /// The CA certificate to add, instead of the config's `[tls] ca_cert`: no config (and no
+        /// secret) is read.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
         #[command(flatten)]
         config: ConfigArg,
     },

@@ -55,6 +55,55 @@ pub(super) fn client(
     let subject_token = field(&raw.subject_token, "subject_token", Context::ClientField);
     let actor_token = field(&raw.actor_token, "actor_token", Context::ClientField);
     let private_key = field(&raw.private_key, "private_key", Context::ClientField);
+    let grant_key = if raw.grant.get_ref() == "jwt_bearer" {
+        private_key.clone()
+    } else {
+        None
+    };
+    let jwt_subject = field(&raw.subject, "subject", Context::ClientField);
+    // Reported after `field`'s last use (it holds `errs`).
+    let mut late_errs = Vec::new();
+    let mut token_headers = Vec::new();
+    for (k, v) in &raw.token_headers {
+        let t = field(
+            &Some(v.clone()),
+            &format!("token_headers.{k}"),
+            Context::ClientField,
+        );
+        match (http::HeaderName::from_bytes(k.as_bytes()), t) {
+            (Ok(h), Some(t)) => token_headers.push((h, t)),
+            (Err(_), _) => late_errs.push((
+                v.span(),
+                ctx(&format!("token_headers: {k:?} is not a valid header name")),
+            )),
+            _ => {}
+        }
+    }
+    // Per-user accounts: the header naming the end user, as the subject
+    // of an on-behalf-of client is named.
+    let user = match raw.user.as_ref() {
+        None => None,
+        Some(u) => match Template::parse(u.get_ref(), Context::ClientField, env)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                t.request_header()
+                    .map(|h| h.map(str::to_string))
+                    .map_err(|e| e.to_string())
+            }) {
+            Ok(Some(h)) => http::HeaderName::from_bytes(h.as_bytes()).ok(),
+            Ok(None) => {
+                late_errs.push((
+                    u.span(),
+                    ctx("user must be \"<<request.header.NAME>>\": the app's header naming the end user"),
+                ));
+                None
+            }
+            Err(e) => {
+                late_errs.push((u.span(), ctx(&format!("user: {e}"))));
+                None
+            }
+        },
+    };
     let tls_cert = field(
         &raw.tls_client_cert,
         "tls_client_cert",
@@ -154,7 +203,12 @@ pub(super) fn client(
         body,
         refresh_body,
         code_body,
+        private_key: grant_key,
+        subject: jwt_subject,
     };
+    for (span, msg) in late_errs {
+        errs.at(span, msg);
+    }
     let grant = super::grant::grant(name, &raw, fields, base, errs);
 
     let client_auth = match raw
@@ -164,11 +218,24 @@ pub(super) fn client(
     {
         // A password-grant client without a secret is a public client
         // (cmem, Superblocks: the secret is optional there).
-        None if raw.grant.get_ref() == "password" && raw.client_secret.is_none() => {
+        None if matches!(
+            raw.grant.get_ref().as_str(),
+            "password" | "authorization_code" | "jwt_bearer"
+        ) && raw.client_secret.is_none() =>
+        {
             Some(ClientAuth::None)
         }
         None | Some(("basic", _)) => Some(ClientAuth::Basic),
         Some(("post", _)) => Some(ClientAuth::Post),
+        Some(("client_secret_jwt", span)) => {
+            if raw.client_secret.is_none() || raw.client_id.is_none() {
+                errs.at(
+                    span,
+                    ctx("client_id and client_secret are required when client_auth = \"client_secret_jwt\""),
+                );
+            }
+            Some(ClientAuth::ClientSecretJwt)
+        }
         Some(("none", _)) => Some(ClientAuth::None),
         Some(("private_key_jwt", span)) => {
             let alg = match raw.signing_alg.as_ref().map(|a| a.get_ref().as_str()) {
@@ -202,7 +269,7 @@ pub(super) fn client(
             errs.at(
                 span,
                 ctx(&format!(
-                    "client_auth {other:?} must be basic, post, private_key_jwt or none"
+                    "client_auth {other:?} must be basic, post, private_key_jwt, client_secret_jwt or none"
                 )),
             );
             None
@@ -211,8 +278,15 @@ pub(super) fn client(
     let needs_secret = matches!(client_auth, Some(ClientAuth::Basic | ClientAuth::Post))
         && !matches!(
             grant,
-            Some(GrantSettings::Custom { .. } | GrantSettings::Capillary)
-        );
+            Some(
+                GrantSettings::Custom { .. }
+                    | GrantSettings::Capillary
+                    | GrantSettings::JwtBearer { .. }
+            )
+        )
+        // A per-user authorization-code client may be public (PKCE only).
+        && !(matches!(grant, Some(GrantSettings::AuthorizationCode { .. }))
+            && raw.client_secret.is_none());
     if needs_secret && raw.client_secret.is_none() && raw.client_id.is_some() {
         errs.at(span.clone(), ctx("client_secret is required for client_auth basic/post (or set client_auth = \"none\")"));
     }
@@ -235,6 +309,18 @@ pub(super) fn client(
     if default_ttl.is_zero() {
         errs.at(span.clone(), ctx("default_ttl must be more than 0s"));
     }
+    if let (
+        Some(GrantSettings::Custom {
+            code_body: None, ..
+        }),
+        Some(_),
+    ) = (&grant, &user)
+    {
+        errs.at(
+            span.clone(),
+            ctx("a custom client with user needs code_body (the exchange of each user's authorization code)"),
+        );
+    }
     if errs.0.len() > before {
         return None;
     }
@@ -253,5 +339,8 @@ pub(super) fn client(
         timeout: raw.timeout.unwrap_or(Duration::from_secs(10)),
         tls_identity,
         authorize_params: raw.authorize_params.into_iter().collect(),
+        user,
+        token_headers,
+        idle_after: raw.idle_after.unwrap_or(Duration::from_secs(3600)),
     })
 }

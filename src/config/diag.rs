@@ -16,7 +16,7 @@ pub struct ConfigError {
 pub(crate) struct Errors(pub Vec<ConfigError>);
 
 impl Errors {
-    pub fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.0.push(ConfigError {
             span: Some(span),
             message: message.into(),

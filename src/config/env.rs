@@ -29,6 +29,11 @@ pub(super) fn expand_plain(
     x(&mut p.listen);
     x(&mut p.admin);
     p.deny_destinations.iter_mut().for_each(&mut x);
+    p.upstream_proxy
+        .iter_mut()
+        .chain(p.token_proxy.iter_mut())
+        .chain(p.no_upstream_proxy.iter_mut())
+        .for_each(&mut x);
     if let Some(tls) = raw.tls.as_mut() {
         let tls = tls.get_mut();
         tls.ca_cert

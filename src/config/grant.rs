@@ -11,8 +11,7 @@ use super::model::*;
 use super::raw::RawClient;
 use crate::template::Template;
 
-const GRANTS: &str =
-    "client_credentials | password | refresh_token | token_exchange | capillary | custom";
+const GRANTS: &str = "client_credentials | password | refresh_token | token_exchange | capillary | custom | authorization_code | jwt_bearer";
 
 /// The grant-specific template fields, already parsed by `client`.
 pub(super) struct GrantFields {
@@ -24,6 +23,8 @@ pub(super) struct GrantFields {
     pub body: Option<Template>,
     pub refresh_body: Option<Template>,
     pub code_body: Option<Template>,
+    pub private_key: Option<Template>,
+    pub subject: Option<Template>,
 }
 
 pub(super) fn grant(
@@ -43,6 +44,8 @@ pub(super) fn grant(
         body,
         refresh_body,
         code_body,
+        private_key,
+        subject,
     } = f;
     let plain = |f: &Option<Spanned<String>>| f.as_ref().map(|s| s.get_ref().clone());
     let mut require = |present: bool, key: &str, span: Range<usize>| {
@@ -69,6 +72,41 @@ pub(super) fn grant(
     };
     let grant = match raw.grant.get_ref().as_str() {
         "client_credentials" => Some(GrantSettings::ClientCredentials),
+        "authorization_code" => {
+            require(raw.authorize_url.is_some(), "authorize_url", gspan.clone());
+            require(
+                raw.user.is_some(),
+                "user (e.g. \"<<request.header.X-User>>\")",
+                gspan.clone(),
+            );
+            url_of(&raw.authorize_url, "authorize_url")
+                .map(|authorize_url| GrantSettings::AuthorizationCode { authorize_url })
+        }
+        "jwt_bearer" => {
+            require(raw.private_key.is_some(), "private_key", gspan.clone());
+            let alg = match raw.signing_alg.as_ref().map(|a| a.get_ref().as_str()) {
+                None | Some("RS256") => Some(JwtAlg::Rs256),
+                Some("ES256") => Some(JwtAlg::Es256),
+                Some(other) => {
+                    errs.at(
+                        gspan.clone(),
+                        ctx(&format!(
+                            "signing_alg {other:?} must be \"RS256\" or \"ES256\""
+                        )),
+                    );
+                    None
+                }
+            };
+            private_key
+                .zip(alg)
+                .map(|(key, alg)| GrantSettings::JwtBearer {
+                    key,
+                    key_id: plain(&raw.key_id),
+                    alg,
+                    subject,
+                    audience: plain(&raw.assertion_audience),
+                })
+        }
         "capillary" => {
             require(
                 raw.client_id.is_some(),
@@ -77,6 +115,10 @@ pub(super) fn grant(
             );
             require(raw.client_secret.is_some(), "client_secret", gspan.clone());
             Some(GrantSettings::Capillary)
+        }
+        // Per-user: each end user types their own credentials in a form.
+        "password" if raw.user.is_some() && raw.username.is_none() && raw.password.is_none() => {
+            Some(GrantSettings::PasswordForm)
         }
         "password" => {
             require(raw.username.is_some(), "username", gspan.clone());
@@ -160,6 +202,7 @@ pub(super) fn grant(
                         token_path,
                         expires_in_path: path(&raw.expires_in_path),
                         refresh_token_path: path(&raw.refresh_token_path),
+                        id_token_path: path(&raw.id_token_path),
                         refresh_token: refresh_token.clone(),
                         state_file: raw
                             .state_file
@@ -204,12 +247,29 @@ pub(super) fn grant(
         (
             "authorize_url",
             raw.authorize_url.is_some(),
-            matches!(grant_name, "refresh_token" | "custom"),
+            matches!(
+                grant_name,
+                "refresh_token" | "custom" | "authorization_code"
+            ),
         ),
         (
             "authorize_params",
             !raw.authorize_params.is_empty(),
-            matches!(grant_name, "refresh_token" | "custom"),
+            matches!(
+                grant_name,
+                "refresh_token" | "custom" | "authorization_code"
+            ),
+        ),
+        (
+            "user",
+            raw.user.is_some(),
+            matches!(grant_name, "authorization_code" | "custom" | "password"),
+        ),
+        ("subject", raw.subject.is_some(), grant_name == "jwt_bearer"),
+        (
+            "assertion_audience",
+            raw.assertion_audience.is_some(),
+            grant_name == "jwt_bearer",
         ),
         (
             "refresh_url",
@@ -241,6 +301,11 @@ pub(super) fn grant(
         (
             "token_path",
             raw.token_path.is_some(),
+            grant_name == "custom",
+        ),
+        (
+            "id_token_path",
+            raw.id_token_path.is_some(),
             grant_name == "custom",
         ),
     ] {

@@ -4,9 +4,12 @@
 
 mod client;
 mod diag;
+mod egress;
 mod env;
 mod grant;
+mod key;
 pub mod model;
+mod parse;
 pub mod raw;
 mod routes;
 mod store;
@@ -17,6 +20,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use diag::ConfigError;
+pub use egress::UPSTREAM_PROXY_ENV;
+pub use key::ClientKey;
 pub use model::*;
 
 /// Every problem found in one config file, rendered as `file:line:col: message`.
@@ -92,14 +97,21 @@ pub fn load_str(
         source: source.to_string(),
         errors,
     };
-    let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
-        fail(vec![ConfigError {
-            span: e.span(),
-            message: hide_value(e.message().trim()),
-        }])
-    })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    validate::validate(raw, path, base, env).map_err(fail)
+    let partial = match parse::parse(source) {
+        Ok(raw) => return validate::validate(raw, path, base, env, &[]).map_err(fail),
+        Err(partial) => partial,
+    };
+    // Parse errors, then what validation finds in the part that parsed:
+    // every problem in one run, in the order of the file.
+    let mut errors = partial.errors;
+    if let Some(rest) = partial.rest {
+        if let Err(more) = validate::validate(*rest, path, base, env, &partial.broken_clients) {
+            errors.extend(more);
+        }
+    }
+    errors.sort_by_key(|e| e.span.as_ref().map_or(usize::MAX, |s| s.start));
+    Err(fail(errors))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 
+pub use super::egress::{DirectHosts, Egress, ParentProxy, UpstreamRoots};
 pub use super::raw::{ConnectPolicy, Unmatched};
 use crate::secret::Secret;
 use crate::template::Template;
@@ -24,6 +25,8 @@ pub struct ValidConfig {
     pub routes: Vec<RouteSettings>,
     pub store: StoreSettings,
     pub telemetry: TelemetrySettings,
+    /// `[login]`: present when some client is per-user.
+    pub login: Option<LoginSettings>,
 }
 
 /// `[telemetry]`, validated; read once at start-up.
@@ -34,6 +37,23 @@ pub struct TelemetrySettings {
     /// `OTEL_SERVICE_NAME`, else `sidekey`.
     pub service_name: String,
     pub sample_ratio: f64,
+}
+
+/// `[login]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: url::Url,
+    pub return_to: Vec<url::Url>,
+    pub link_ttl: Duration,
+}
+
+impl LoginSettings {
+    /// `public_url` + `path` (`/start`, `/callback`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url.as_str().trim_end_matches('/'))
+    }
 }
 
 /// `[store]`, validated.
@@ -74,6 +94,9 @@ pub struct ProxySettings {
     pub drain_timeout: Duration,
     pub shutdown_delay: Duration,
     pub limits: ConnLimits,
+    pub upstream_proxy: Option<ParentProxy>,
+    pub token_proxy: Option<ParentProxy>,
+    pub no_upstream_proxy: DirectHosts,
 }
 
 /// What every served connection is held to, plain or intercepted.
@@ -91,6 +114,7 @@ pub struct TlsSettings {
     /// CA certificate and key for interception: both or neither.
     pub ca: Option<(PathBuf, PathBuf)>,
     pub extra_roots: Vec<PathBuf>,
+    pub upstream_roots: UpstreamRoots,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +153,8 @@ pub struct RouteSettings {
     /// Query parameters set or replaced (name, value template).
     pub set_query: Vec<(String, Template)>,
     pub retry_on_401: bool,
+    /// Set only where the app's request lacks the header.
+    pub default_headers: Vec<(HeaderName, HeaderTemplate)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -151,6 +177,8 @@ pub enum ClientAuth {
         key_id: Option<String>,
         alg: JwtAlg,
     },
+    /// client_secret_jwt: an HS256 assertion keyed with client_secret.
+    ClientSecretJwt,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,12 +216,31 @@ pub enum GrantSettings {
         actor_token_type: Option<String>,
     },
     Capillary,
+    /// Per-user password: each end user signs in once in sidekey's form;
+    /// only the tokens are kept.
+    PasswordForm,
+    /// Per-user accounts: each end user's code exchange and refresh.
+    AuthorizationCode {
+        authorize_url: url::Url,
+    },
+    /// RFC 7523 §2.1: a signed assertion is the grant.
+    JwtBearer {
+        key: Template,
+        key_id: Option<String>,
+        alg: JwtAlg,
+        /// The assertion's `sub`; default client_id.
+        subject: Option<Template>,
+        /// The assertion's `aud`; default token_url.
+        audience: Option<String>,
+    },
     Custom {
         body: Template,
         content_type: ContentType,
         token_path: Vec<String>,
         expires_in_path: Option<Vec<String>>,
         refresh_token_path: Option<Vec<String>>,
+        /// Where the id_token is; none means the response has none.
+        id_token_path: Option<Vec<String>>,
         refresh_token: Option<Template>,
         state_file: Option<PathBuf>,
         /// Once a refresh token is held: POST `refresh_body` here.
@@ -210,10 +257,12 @@ impl GrantSettings {
     pub fn name(&self) -> &'static str {
         match self {
             Self::ClientCredentials => "client_credentials",
-            Self::Password { .. } => "password",
+            Self::Password { .. } | Self::PasswordForm => "password",
             Self::RefreshToken { .. } => "refresh_token",
             Self::TokenExchange { .. } => "token_exchange",
             Self::Capillary => "capillary",
+            Self::AuthorizationCode { .. } => "authorization_code",
+            Self::JwtBearer { .. } => "jwt_bearer",
             Self::Custom { .. } => "custom",
         }
     }
@@ -239,6 +288,12 @@ pub struct ClientSettings {
     pub tls_identity: Option<(Template, Template)>,
     /// `sidekey login`: extra query parameters of the authorize URL.
     pub authorize_params: Vec<(String, String)>,
+    /// Per-user accounts: the app's header naming the end user.
+    pub user: Option<HeaderName>,
+    /// Extra headers on every token request.
+    pub token_headers: Vec<(HeaderName, Template)>,
+    /// No request for this long: no more background refreshes.
+    pub idle_after: Duration,
 }
 
 impl ClientSettings {
@@ -253,6 +308,7 @@ impl ClientSettings {
                 .chain(&self.audience),
         );
         t.extend(self.params.iter().map(|(_, v)| v));
+        t.extend(self.token_headers.iter().map(|(_, v)| v));
         if let Some((cert, key)) = &self.tls_identity {
             t.extend([cert, key]);
         }
@@ -280,7 +336,14 @@ impl ClientSettings {
                 t.push(body);
                 t.extend(refresh_token.iter().chain(refresh_body).chain(code_body));
             }
-            GrantSettings::ClientCredentials | GrantSettings::Capillary => {}
+            GrantSettings::JwtBearer { key, subject, .. } => {
+                t.push(key);
+                t.extend(subject);
+            }
+            GrantSettings::ClientCredentials
+            | GrantSettings::Capillary
+            | GrantSettings::AuthorizationCode { .. }
+            | GrantSettings::PasswordForm => {}
         }
         t
     }
@@ -303,13 +366,9 @@ impl ClientSettings {
         a == *other
     }
 
-    pub fn cache_key(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let mut me = self.clone();
-        // Two names for the same client share one token.
-        me.name.clear();
-        me.hash(&mut h);
-        h.finish()
+    /// The key of this client's token in memory and in `[store]` (SPEC,
+    /// Tokens): a digest of every rendered setting, file contents included.
+    pub fn cache_key(&self) -> super::key::ClientKey {
+        super::key::client_key(self)
     }
 }

@@ -23,6 +23,9 @@ pub struct RawConfig {
     pub store: Option<Spanned<RawStore>>,
     #[serde(default)]
     pub telemetry: Option<Spanned<RawTelemetry>>,
+    /// Per-user accounts: where end users' browsers connect them.
+    #[serde(default)]
+    pub login: Option<Spanned<RawLogin>>,
 }
 
 /// `[telemetry]`: OpenTelemetry traces, off unless an endpoint is set.
@@ -35,6 +38,23 @@ pub struct RawTelemetry {
     /// Share of requests without a sampled `traceparent` that start a
     /// sampled trace. Default is `1.0`.
     pub sample_ratio: Option<Spanned<f64>>,
+}
+
+/// `[login]`: the listener end users' browsers reach for per-user clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    /// Where the login pages listen. Required.
+    pub listen: Spanned<String>,
+    /// How browsers reach `listen` (through the app's ingress); the
+    /// redirect URI is this plus `/callback`. Required.
+    pub public_url: Spanned<String>,
+    /// Allowed prefixes of `?return_to`. Default is none (a "connected" page).
+    #[serde(default)]
+    pub return_to: Vec<Spanned<String>>,
+    /// How long a login link works (once). Default is `10m`.
+    #[serde(default, with = "humantime_serde")]
+    pub link_ttl: Option<Duration>,
 }
 
 /// `[store]`: where tokens are kept besides memory.
@@ -117,6 +137,16 @@ pub struct RawProxy {
     /// listen backlog. Default is `10000`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Parent proxy for upstream requests (`http://[user:pw@]host:port`;
+    /// CONNECT for TLS). `SIDEKEY_UPSTREAM_PROXY` overrides it. Default is none.
+    #[serde(default)]
+    pub upstream_proxy: Option<Spanned<String>>,
+    /// Parent proxy for token endpoints and the login flow. Default is none.
+    #[serde(default)]
+    pub token_proxy: Option<Spanned<String>>,
+    /// Hosts (suffixes) and CIDRs reached directly despite both. Default is `[]`.
+    #[serde(default)]
+    pub no_upstream_proxy: Vec<Spanned<String>>,
 }
 
 impl Default for RawProxy {
@@ -137,6 +167,9 @@ impl Default for RawProxy {
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            upstream_proxy: None,
+            token_proxy: None,
+            no_upstream_proxy: Vec::new(),
         }
     }
 }
@@ -216,11 +249,16 @@ pub struct RawTls {
     pub ca_key: Option<Spanned<String>>,
     #[serde(default)]
     pub extra_roots: Vec<Spanned<String>>,
+    /// `webpki` (bundled public roots) or `system` (the OS store). Default is `webpki`.
+    #[serde(default)]
+    pub upstream_roots: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
+    /// Default is `client_credentials`.
+    #[serde(default = "default_grant")]
     pub grant: Spanned<String>,
     pub token_url: Spanned<String>,
     pub client_id: Option<Spanned<String>>,
@@ -264,6 +302,9 @@ pub struct RawClient {
     pub token_path: Option<Spanned<String>>,
     pub expires_in_path: Option<Spanned<String>>,
     pub refresh_token_path: Option<Spanned<String>>,
+    /// custom: dotted path to the id_token, for `<<oauth.idToken>>` and
+    /// claims. Default is none (the response has no id_token).
+    pub id_token_path: Option<Spanned<String>>,
     /// custom: where and what to POST once a refresh token is held.
     pub refresh_url: Option<Spanned<String>>,
     pub refresh_body: Option<Spanned<String>>,
@@ -274,6 +315,25 @@ pub struct RawClient {
     pub authorize_params: BTreeMap<String, String>,
     /// on-behalf-of: cached tokens, one per user. Default is `10000`.
     pub max_subjects: Option<Spanned<usize>>,
+    /// Per-user accounts: `<<request.header.NAME>>`, the app's header
+    /// naming the end user. Default is none (one token for the client).
+    pub user: Option<Spanned<String>>,
+    /// Extra headers on every token request (an API gateway's
+    /// subscription key). Default is none.
+    #[serde(default)]
+    pub token_headers: BTreeMap<String, Spanned<String>>,
+    /// No request for this long: stop refreshing in the background.
+    /// Default is `1h`.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_after: Option<Duration>,
+    /// jwt_bearer: the assertion's `sub`. Default is `client_id`.
+    pub subject: Option<Spanned<String>>,
+    /// jwt_bearer: the assertion's `aud`. Default is `token_url`.
+    pub assertion_audience: Option<Spanned<String>>,
+}
+
+fn default_grant() -> Spanned<String> {
+    Spanned::new(0..0, "client_credentials".into())
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +357,9 @@ pub struct RawRoute {
     pub set_query: BTreeMap<String, Spanned<String>>,
     #[serde(default = "default_true")]
     pub retry_on_401: bool,
+    /// Like `set_headers`, but only where the app's request lacks the header.
+    #[serde(default)]
+    pub default_headers: BTreeMap<String, Spanned<String>>,
 }
 
 fn default_true() -> bool {

@@ -108,46 +108,23 @@ pub(super) fn route(
             UpstreamScheme::AsRequested
         }
     };
-    let mut set_headers = Vec::new();
-    for (k, v) in &raw.set_headers {
-        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
-            errs.at(
-                v.span(),
-                ctx(&format!("header {k:?}: not a valid header name")),
-            );
-            continue;
-        };
-        match Template::parse(v.get_ref(), Context::Header, env) {
-            Err(e) => errs.at(v.span(), ctx(&format!("header {k:?}: {e}"))),
-            Ok(t) if t.uses_oauth() && raw.client.is_none() => errs.at(
-                v.span(),
-                ctx(&format!(
-                    "header {k:?}: uses <<oauth.*>> but the route has no client"
-                )),
-            ),
-            Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
-                Some(Ok(mut v)) => {
-                    // Header values may be credentials: keep them out of
-                    // Debug output and HTTP/2 header compression tables.
-                    v.set_sensitive(true);
-                    set_headers.push((hname, HeaderTemplate::Static(v)))
-                }
-                Some(Err(_)) => errs.at(
-                    v.span(),
-                    ctx(&format!("header {k:?}: not a valid header value")),
-                ),
-                // The fixed parts of a per-request template (an env value
-                // with a CR/LF, say) are checked now, not on every request.
-                None if t.literals().any(|l| HeaderValue::from_str(l).is_err()) => errs.at(
-                    v.span(),
-                    ctx(&format!(
-                        "header {k:?}: not a valid header value (control characters such as CR/LF, perhaps from an environment variable)"
-                    )),
-                ),
-                None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
-            },
-        }
-    }
+    let route_client = client.as_ref().and_then(|c| clients.get(c)).map(|c| &**c);
+    let set_headers = header_templates(
+        &raw.set_headers,
+        raw.client.is_some(),
+        route_client,
+        env,
+        errs,
+        &ctx,
+    );
+    let default_headers = header_templates(
+        &raw.default_headers,
+        raw.client.is_some(),
+        route_client,
+        env,
+        errs,
+        &ctx,
+    );
     let mut set_query = Vec::new();
     for (k, v) in &raw.set_query {
         if k.is_empty() {
@@ -165,6 +142,10 @@ pub(super) fn route(
                     "set_query {k:?}: uses <<oauth.*>> but the route has no client"
                 )),
             ),
+            Ok(t) if no_id_token(&t, route_client).is_some() => {
+                let why = no_id_token(&t, route_client).unwrap_or_default();
+                errs.at(v.span(), ctx(&format!("set_query {k:?}: {why}")))
+            }
             Ok(t) => set_query.push((k.clone(), t)),
         }
     }
@@ -196,7 +177,89 @@ pub(super) fn route(
         remove_headers,
         set_query,
         retry_on_401: raw.retry_on_401,
+        default_headers,
     })
+}
+
+/// Why `<<oauth.idToken>>` in `t` could never render with `client`: its
+/// kind of grant never reads an id_token from the answer, so every request
+/// would be a 503. Standard OAuth grants read `id_token` when the IdP sends
+/// one and pass. Claims (`<<oauth.tokenDecoded.*>>`) are not judged here:
+/// they fall back to the access token, which may be a JWT whatever the
+/// grant (Capillary's are).
+fn no_id_token(t: &Template, client: Option<&ClientSettings>) -> Option<String> {
+    let c = client.filter(|_| t.uses_id_token())?;
+    match &c.grant {
+        GrantSettings::Capillary => Some(format!(
+            "<<oauth.idToken>> cannot be rendered: client {:?} (grant \"capillary\") never receives an id_token",
+            c.name
+        )),
+        GrantSettings::Custom {
+            id_token_path: None,
+            ..
+        } => Some(format!(
+            "<<oauth.idToken>> cannot be rendered: client {:?} (grant \"custom\") has no id_token_path; set it to the dotted path of the id_token in the response",
+            c.name
+        )),
+        _ => None,
+    }
+}
+
+/// `set_headers` and `default_headers`: each value a template, literal
+/// ones turned into header values once, here.
+fn header_templates(
+    map: &std::collections::BTreeMap<String, toml::Spanned<String>>,
+    has_client: bool,
+    route_client: Option<&ClientSettings>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Errors,
+    ctx: &dyn Fn(&str) -> String,
+) -> Vec<(HeaderName, HeaderTemplate)> {
+    let mut set_headers = Vec::new();
+    for (k, v) in map {
+        let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
+            errs.at(
+                v.span(),
+                ctx(&format!("header {k:?}: not a valid header name")),
+            );
+            continue;
+        };
+        match Template::parse(v.get_ref(), Context::Header, env) {
+            Err(e) => errs.at(v.span(), ctx(&format!("header {k:?}: {e}"))),
+            Ok(t) if t.uses_oauth() && !has_client => errs.at(
+                v.span(),
+                ctx(&format!(
+                    "header {k:?}: uses <<oauth.*>> but the route has no client"
+                )),
+            ),
+            Ok(t) if no_id_token(&t, route_client).is_some() => {
+                let why = no_id_token(&t, route_client).unwrap_or_default();
+                errs.at(v.span(), ctx(&format!("header {k:?}: {why}")))
+            }
+            Ok(t) => match t.as_literal().map(HeaderValue::from_str) {
+                Some(Ok(mut v)) => {
+                    // Header values may be credentials: keep them out of
+                    // Debug output and HTTP/2 header compression tables.
+                    v.set_sensitive(true);
+                    set_headers.push((hname, HeaderTemplate::Static(v)))
+                }
+                Some(Err(_)) => errs.at(
+                    v.span(),
+                    ctx(&format!("header {k:?}: not a valid header value")),
+                ),
+                // The fixed parts of a per-request template (an env value
+                // with a CR/LF, say) are checked now, not on every request.
+                None if t.literals().any(|l| HeaderValue::from_str(l).is_err()) => errs.at(
+                    v.span(),
+                    ctx(&format!(
+                        "header {k:?}: not a valid header value (control characters such as CR/LF, perhaps from an environment variable)"
+                    )),
+                ),
+                None => set_headers.push((hname, HeaderTemplate::Dynamic(t))),
+            },
+        }
+    }
+    set_headers
 }
 
 /// `api.example.com`, `*.example.com`, either with `:port`, or an IP literal.

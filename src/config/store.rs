@@ -121,7 +121,7 @@ pub(super) fn store(
         .as_ref()
         .and_then(|t| t.render_value(&|_| None).ok())
     {
-        if let Err(e) = crate::token::shared::Seal::new(k.expose()) {
+        if let Err(e) = crate::seal::Seal::new(k.expose()) {
             errs.at(
                 span,
                 format!("{e} (make one with `openssl rand -base64 32`)"),

@@ -24,7 +24,7 @@ fn every_broken_fixture_names_place_and_problem() {
     let cases: &[(&str, &[&str])] = &[
         (
             "unknown_key.toml",
-            &["unknown_key.toml:3:1:", "unknown field `listne`"],
+            &["unknown_key.toml:3:1:", "proxy: unknown field `listne`"],
         ),
         (
             "unknown_client.toml",
@@ -112,6 +112,94 @@ fn reports_every_error_not_just_the_first() {
     assert!(
         got.contains("several_errors.toml:18:29:") && got.contains("route \"two\""),
         "{got}"
+    );
+}
+
+#[test]
+fn seven_mistakes_are_seven_errors_each_naming_its_place() {
+    let got = errors("seven_mistakes.toml");
+    let lines: Vec<&str> = got.lines().collect();
+    let wants: [&[&str]; 7] = [
+        &[
+            ":3:1:",
+            "proxy: unknown field `listne` (did you mean `listen`?)",
+        ],
+        &[":4:20:", "proxy.upstream_timeout:", "thirty seconds"],
+        &[
+            ":10:17:",
+            "client \"api\": client_secret: invalid type: integer, expected a string",
+        ],
+        &[
+            ":11:1:",
+            "client \"api\": unknown field `refresh_befor` (did you mean `refresh_before`?)",
+        ],
+        &[
+            ":16:10:",
+            "route \"orders\"",
+            "client \"nope\" is not defined",
+        ],
+        &[
+            ":22:16:",
+            "route \"billing\": retry_on_401: invalid type: string",
+        ],
+        &[":24:", "route \"static\": missing field `hosts`"],
+    ];
+    assert_eq!(lines.len(), wants.len(), "{got}");
+    for (line, want) in lines.iter().zip(wants) {
+        for w in want {
+            assert!(line.contains(w), "expected {w:?} in {line:?}; all:\n{got}");
+        }
+    }
+    // The value of a type error is never shown: it may be a secret.
+    assert!(!got.contains("12345"), "{got}");
+}
+
+#[test]
+fn a_field_of_a_nested_table_and_an_array_element_are_named() {
+    let src = "[proxy]\nconnect_ports = [443, \"x\"]\n[proxy.proxy_auth]\nusername = \"u\"\n\
+               [clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"https://i/t\"\nparams = { a = 1, b = \"ok\" }\n\
+               [[routes]]\nname = \"r\"\nhosts = [\"h\"]\nmatch_headers = { x = \"ok\" }\nset_headers = { y = true }\n";
+    let err = load_str(Path::new("p.toml"), src, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err.lines().count(), 4, "{err}");
+    assert!(
+        err.contains("route \"r\": set_headers.y: invalid type: boolean"),
+        "{err}"
+    );
+    assert!(
+        err.contains("p.toml:2:23: proxy.connect_ports: invalid type: string"),
+        "{err}"
+    );
+    assert!(
+        err.contains("proxy.proxy_auth: missing field `password`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("client \"c\": params.a: invalid type: integer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inline_routes_and_unknown_sections_are_reported_too() {
+    let src = "telemtry = { endpoint = \"x\" }\n\
+               routes = [{ name = \"a\", hosts = [\"a.example\"], retry_on_401 = 1 }, { name = \"b\", hosts = \"b.example\" }]\n";
+    let err = load_str(Path::new("p.toml"), src, &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err.lines().count(), 3, "{err}");
+    assert!(
+        err.contains("p.toml:1:1: unknown field `telemtry`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("route \"a\": retry_on_401: invalid type: integer"),
+        "{err}"
+    );
+    assert!(
+        err.contains("route \"b\": hosts: invalid type: string"),
+        "{err}"
     );
 }
 

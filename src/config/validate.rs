@@ -20,6 +20,7 @@ pub(super) fn validate(
     path: &Path,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    broken_clients: &[String],
 ) -> Result<ValidConfig, Vec<ConfigError>> {
     let mut errs = Errors(Vec::new());
     super::env::expand_plain(&mut raw, env, &mut errs);
@@ -27,11 +28,27 @@ pub(super) fn validate(
     let tls = raw.tls.map(|t| tls(t, base, &mut errs)).unwrap_or_default();
     let store = super::store::store(raw.store, base, env, &mut errs);
     let telemetry = super::telemetry::telemetry(raw.telemetry, env, &mut errs);
-    let declared: Vec<String> = raw.clients.keys().cloned().collect();
+    let login = raw.login.and_then(|l| login(l, &mut errs));
+    let mut declared: Vec<String> = raw.clients.keys().cloned().collect();
+    // Clients whose own parse errors are reported already.
+    declared.extend(broken_clients.iter().cloned());
     let mut clients = BTreeMap::new();
     for (name, c) in raw.clients {
         if let Some(c) = super::client::client(&name, c, base, env, &mut errs) {
             clients.insert(name, Arc::new(c));
+        }
+    }
+    for (name, c) in &clients {
+        if c.user.is_some() && login.is_none() {
+            errs.at(
+                0..0,
+                format!("client {name:?}: a per-user client (user = ...) needs a [login] section (listen, public_url) where its users connect"),
+            );
+        }
+        if c.user.is_some() && store.backend == StoreBackend::Memory {
+            // A warning, not an error: per-user tokens then live only as
+            // long as the process (every user logs in again on restart).
+            tracing::warn!(client = %name, "per-user client on the memory store: users must connect again after every restart; set [store] backend = \"file\" or \"redis\"");
         }
     }
     let mut routes: Vec<RouteSettings> = Vec::new();
@@ -60,6 +77,7 @@ pub(super) fn validate(
                 routes,
                 store,
                 telemetry,
+                login,
             });
         }
     }
@@ -137,6 +155,11 @@ fn proxy(
         }
         Some(Secret::new(format!("{user}:{pass}")))
     });
+    let upstream_proxy = super::egress::upstream_proxy(raw.upstream_proxy.as_ref(), env, errs);
+    let token_proxy = raw.token_proxy.as_ref().and_then(|t| {
+        super::egress::parent_proxy(t.get_ref(), Some(t.span()), "proxy.token_proxy", errs)
+    });
+    let no_upstream_proxy = super::egress::direct_hosts(&raw.no_upstream_proxy, errs);
     if errs.0.len() > before {
         return None;
     }
@@ -158,6 +181,9 @@ fn proxy(
             idle_timeout: raw.idle_timeout,
             max_connections: raw.max_connections,
         },
+        upstream_proxy,
+        token_proxy,
+        no_upstream_proxy,
     })
 }
 
@@ -236,5 +262,54 @@ fn tls(raw: Spanned<RawTls>, base: &Path, errs: &mut Errors) -> TlsSettings {
         }
         extra_roots.push(p);
     }
-    TlsSettings { ca, extra_roots }
+    let upstream_roots = super::egress::upstream_roots(raw.upstream_roots.as_ref(), errs);
+    TlsSettings {
+        ca,
+        extra_roots,
+        upstream_roots,
+    }
+}
+
+/// `[login]`: the address, the public URL (http(s), no query) and the
+/// allowed `return_to` prefixes.
+fn login(raw: toml::Spanned<super::raw::RawLogin>, errs: &mut Errors) -> Option<LoginSettings> {
+    let raw = raw.into_inner();
+    let listen = match raw.listen.get_ref().parse::<std::net::SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            errs.at(raw.listen.span(), format!("login.listen: {e}"));
+            None
+        }
+    };
+    let url = |s: &toml::Spanned<String>, key: &str, errs: &mut Errors| match url::Url::parse(
+        s.get_ref(),
+    ) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        _ => {
+            errs.at(
+                s.span(),
+                format!("{key} must be an http(s) URL such as \"https://app.example.com/sidekey\""),
+            );
+            None
+        }
+    };
+    let public_url = url(&raw.public_url, "login.public_url", errs);
+    let return_to = raw
+        .return_to
+        .iter()
+        .filter_map(|r| url(r, "login.return_to", errs))
+        .collect();
+    let link_ttl = raw.link_ttl.unwrap_or(std::time::Duration::from_secs(600));
+    if link_ttl.is_zero() {
+        errs.at(
+            raw.public_url.span(),
+            "login.link_ttl must be more than 0s".to_string(),
+        );
+    }
+    Some(LoginSettings {
+        listen: listen?,
+        public_url: public_url?,
+        return_to,
+        link_ttl,
+    })
 }

@@ -62,7 +62,7 @@ impl Shared {
 
 /// The `MakeWriter` handed to tracing-subscriber.
 #[derive(Clone)]
-pub struct Batch(Arc<Shared>);
+pub(super) struct Batch(Arc<Shared>);
 
 /// Writes what is left and stops the writer thread when dropped.
 pub struct Guard {
@@ -71,7 +71,7 @@ pub struct Guard {
 }
 
 /// A batching writer to stderr, and the guard that flushes it at exit.
-pub fn stderr() -> (Batch, Guard) {
+pub(super) fn stderr() -> (Batch, Guard) {
     spawn(std::io::stderr())
 }
 
@@ -143,13 +143,13 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
 
 impl Batch {
     /// Appends one whole line (what `Line` does for a tracing event).
-    pub fn line(&self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(super) fn line(&self, bytes: &[u8]) -> std::io::Result<()> {
         Line(&self.0).write_all(bytes)
     }
 }
 
 /// What one event writes through.
-pub struct Line<'a>(&'a Shared);
+pub(super) struct Line<'a>(&'a Shared);
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -10,7 +10,7 @@ fn table(toml: &str) -> RouteTable {
             .into_iter()
             .map(|settings| Route {
                 settings,
-                tokens: None,
+                credential: None,
             })
             .collect(),
     )

@@ -35,16 +35,25 @@ const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// PINGs at least twice per idle timeout (not below a second), so a dead
+/// peer of a long request is noticed before an idle one would be closed.
+/// They never count as activity (see `Tracked::h2`).
+fn h2_keepalive(idle_timeout: Duration) -> Duration {
+    H2_KEEPALIVE
+        .min(idle_timeout / 2)
+        .max(Duration::from_secs(1))
+}
+
 /// An accepted client connection. Whatever carries its bytes (the served
 /// connection, then a tunnel or an intercepted stream after CONNECT) holds
 /// this, so `max_connections` counts it until the last of them ends.
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     pub peer: SocketAddr,
     _slot: OwnedSemaphorePermit,
 }
 
 /// Accepts until `stop`, serving each connection as a task of `drain`.
-pub async fn accept_loop<H, F>(
+pub(crate) async fn accept_loop<H, F>(
     listener: TcpListener,
     limits: ConnLimits,
     drain: Arc<Drain>,
@@ -88,7 +97,7 @@ pub async fn accept_loop<H, F>(
 
 /// Serves HTTP on `io` until the client closes it, it idles out, or the
 /// drain stops it (in-flight requests finish; idle connections close).
-pub async fn serve_connection<IO, H, F>(
+pub(crate) async fn serve_connection<IO, H, F>(
     mut io: IO,
     limits: ConnLimits,
     drain: Arc<Drain>,
@@ -103,18 +112,31 @@ pub async fn serve_connection<IO, H, F>(
     };
     let h2 = prefix.starts_with(H2_PREFACE);
     let clock = Clock::new();
-    let io = TokioIo::new(Tracked::new(io, prefix, Arc::clone(&clock)));
+    let io = if h2 {
+        Tracked::h2(io, prefix, Arc::clone(&clock))
+    } else {
+        Tracked::new(io, prefix, Arc::clone(&clock))
+    };
+    let io = TokioIo::new(io);
     let inflight = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&inflight);
+    let busy_clock = Arc::clone(&clock);
     let svc = service_fn(move |req| {
-        let busy = Busy::enter(&counted);
+        let busy = Busy::enter(&counted, &busy_clock);
         // hyper keeps the slot for a request's future for the life of the
         // connection; the pipeline's future is ~3 KiB. Boxed, the slot is a
         // pointer and an idle keep-alive connection does not hold the rest.
         let fut = Box::pin(handler(req));
         async move {
             let resp = fut.await;
-            drop(busy);
+            // On HTTP/2 sidekey's writes are not activity (`Tracked::h2`):
+            // a response still streaming keeps its request in flight.
+            let resp = if h2 {
+                resp.map(|b| crate::body::boxed(Streaming::new(b, busy)))
+            } else {
+                drop(busy);
+                resp
+            };
             Ok::<_, Infallible>(resp)
         }
     });
@@ -131,7 +153,7 @@ pub async fn serve_connection<IO, H, F>(
     if h2 {
         let conn = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .keep_alive_interval(Some(H2_KEEPALIVE))
+            .keep_alive_interval(Some(h2_keepalive(limits.idle_timeout)))
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
             .serve_connection(io, svc);
         Box::pin(watch.drive(conn)).await;
@@ -185,8 +207,8 @@ impl Watch {
         tokio::pin!(conn);
         let idle_timeout = self.idle_timeout;
         let mut closing = false;
+        let mut check_at = self.clock.last() + idle_timeout;
         loop {
-            let idle_at = self.clock.last() + idle_timeout;
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
@@ -198,13 +220,20 @@ impl Watch {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                () = tokio::time::sleep_until(idle_at), if !closing => {
-                    let idle = self.inflight.load(Ordering::Relaxed) == 0
-                        && self.clock.last() + idle_timeout <= Instant::now();
-                    if idle {
+                () = tokio::time::sleep_until(check_at), if !closing => {
+                    let now = Instant::now();
+                    let idle_at = self.clock.last() + idle_timeout;
+                    if self.inflight.load(Ordering::Relaxed) > 0 {
+                        // Not idle, whatever the clock says; look again
+                        // later (a request's end touches the clock), never
+                        // at a time already past, which would spin.
+                        check_at = now + idle_timeout;
+                    } else if idle_at <= now {
                         tracing::debug!("idle connection closed");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                    } else {
+                        check_at = idle_at;
                     }
                 }
             }
@@ -249,18 +278,8 @@ async fn sniff<IO: AsyncRead + Unpin>(io: &mut IO, within: Duration) -> Option<B
 /// Past this, the head is hyper's to judge (and refuse as too large).
 const MAX_SNIFF: usize = 64 * 1024;
 
-/// A request being handled on a connection: it is not idle meanwhile.
-struct Busy(Arc<AtomicUsize>);
+mod busy;
+use busy::{Busy, Streaming};
 
-impl Busy {
-    fn enter(n: &Arc<AtomicUsize>) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(n))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 //! the decrypted stream back. What is served on it is the server's and the
 //! pipeline's business, not this module's.
 
-pub mod ca;
+pub(crate) mod ca;
 mod mint;
 
 use std::path::Path;
@@ -20,7 +20,7 @@ use crate::metrics::HandshakeFailure;
 /// closed, so idle CONNECTs cannot hold sockets.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub struct Interceptor {
+pub(crate) struct Interceptor {
     leaves: LeafCache,
     /// The CA certificate's `notAfter`, Unix seconds (for `/metrics`).
     ca_not_after: Option<i64>,
@@ -28,7 +28,7 @@ pub struct Interceptor {
 
 impl Interceptor {
     /// Loads the CA; a missing or unreadable CA is a start-up error.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
         let ca = ca::Ca::load(cert, key)?;
         Ok(Self {
             leaves: LeafCache::new(ca),
@@ -36,19 +36,19 @@ impl Interceptor {
         })
     }
 
-    pub fn ca_not_after(&self) -> Option<i64> {
+    pub(crate) fn ca_not_after(&self) -> Option<i64> {
         self.ca_not_after
-    }
-
-    pub fn leaves(&self) -> &LeafCache {
-        &self.leaves
     }
 
     /// Terminates the application's TLS for `host` (the CONNECT authority's
     /// host). Fails when the client sends no ClientHello in time, names
     /// another host in it, or rejects our certificate; the reason is
     /// counted in `sidekey_tls_handshake_failures_total`.
-    pub async fn accept<IO>(&self, host: &str, io: IO) -> Result<TlsStream<IO>, HandshakeFailure>
+    pub(crate) async fn accept<IO>(
+        &self,
+        host: &str,
+        io: IO,
+    ) -> Result<TlsStream<IO>, HandshakeFailure>
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {

@@ -70,6 +70,17 @@ struct State {
     /// 401s are not about token age, so refetching would only hammer the
     /// token endpoint. Until then, 401s go back to the app as they are.
     distrust_401_until: Option<Instant>,
+    /// The last token a 401 rejected: never taken back from `[store]`.
+    rejected: Option<Arc<Token>>,
+    /// `rejected` is still to be removed from `[store]` (at the next fetch,
+    /// before the store is read).
+    discard: bool,
+    /// Issue time (Unix ms) of the newest token this slot held: a stored
+    /// token older than it (an old sealed value written back) is not taken.
+    newest_issued_ms: u64,
+    /// When a request last asked for a token: a client idle for
+    /// `idle_after` stops refreshing in the background.
+    last_used: Option<Instant>,
 }
 
 /// The running fetch of one slot. Dropped without `land` (the task
@@ -164,6 +175,7 @@ impl Slot {
     pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, FetchError> {
         let fut = {
             let mut st = self.lock();
+            st.last_used = Some(Instant::now());
             if let Some(t) = st.current.as_ref().filter(|t| t.is_valid()) {
                 return Ok(t.clone());
             }
@@ -196,6 +208,8 @@ impl Slot {
             st.current = None;
             // A rejected token is no reason to wait out an old backoff.
             st.retry_at = None;
+            st.rejected = Some(Arc::clone(token));
+            st.discard = self.store.is_some();
         }
     }
 
@@ -309,6 +323,8 @@ impl Slot {
         match result {
             Ok(token) => {
                 st.current = Some(token.clone());
+                let issued = token.to_stored().issued_unix_ms;
+                st.newest_issued_ms = st.newest_issued_ms.max(issued);
                 st.failures = 0;
                 st.retry_at = None;
                 st.last_error = None;
@@ -347,8 +363,16 @@ impl Slot {
     fn background_fetch(self: &Arc<Self>) {
         let mut st = self.lock();
         st.timer = None;
-        let wanted =
-            st.demand || (self.refresh_ahead && st.current.as_ref().is_some_and(|t| t.is_valid()));
+        // Unused for idle_after: no more refreshes (some IdPs bill per
+        // token); the next request fetches on demand.
+        let in_use = st
+            .last_used
+            .is_some_and(|at| at.elapsed() < self.settings.idle_after);
+        let wanted = st.demand
+            || (self.refresh_ahead && in_use && st.current.as_ref().is_some_and(|t| t.is_valid()));
+        if self.refresh_ahead && !in_use && !st.demand {
+            tracing::debug!(client = %self.settings.name, idle_after = ?self.settings.idle_after, "no request for idle_after: not refreshing in the background");
+        }
         if st.inflight.is_none() && wanted {
             drop(self.start_fetch(&mut st));
         }
@@ -382,7 +406,7 @@ impl Slot {
 
 /// `expiry - refresh_before`, but never before half of the token's
 /// lifetime nor after 90% of it.
-pub fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
+pub(crate) fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
     let life = token.lifetime();
     let earliest = token.issued_at + life / 2;
     let latest = token.issued_at + life.mul_f64(0.9);
@@ -395,7 +419,7 @@ pub fn refresh_at(token: &Token, refresh_before: Duration) -> Instant {
 
 /// 0.5 s doubling to 30 s, with ±20% jitter so a fleet of sidecars does
 /// not retry in lockstep.
-pub fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let exp = BACKOFF_START.saturating_mul(1u32 << failures.saturating_sub(1).min(10));
     let base = exp.min(BACKOFF_MAX);
     let jitter = rand::random::<f64>() * 0.4 + 0.8;

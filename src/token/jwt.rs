@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 
 /// The payload of a compact JWS, if `token` is one.
-pub fn claims(token: &str) -> Option<serde_json::Value> {
+pub(super) fn claims(token: &str) -> Option<serde_json::Value> {
     let mut parts = token.split('.');
     let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -23,7 +23,7 @@ pub fn claims(token: &str) -> Option<serde_json::Value> {
 /// Time left until the `exp` claim.
 /// Time left until the `exp` claim. A NumericDate may have a fraction
 /// (RFC 7519 §2) or be in the past (even negative): then nothing is left.
-pub fn remaining(claims: &serde_json::Value) -> Option<Duration> {
+pub(super) fn remaining(claims: &serde_json::Value) -> Option<Duration> {
     let exp = claims.get("exp")?.as_f64().filter(|e| e.is_finite())?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -2,15 +2,15 @@
 //! cache that fetches once for any number of waiters and refreshes ahead of
 //! expiry. `grants/` speaks to token endpoints; `cache` decides when.
 
-pub mod cache;
-pub mod grants;
+pub(crate) mod accounts;
+pub(crate) mod cache;
+pub(crate) mod grants;
 mod jwt;
-mod model;
-pub mod per_user;
-pub mod shared;
-pub mod store;
+pub(crate) mod model;
+pub(crate) mod per_user;
+pub(crate) mod shared;
+pub(crate) mod store;
 
-pub use cache::Slot;
-pub use model::{FetchError, Token, TokenResponse, MAX_LIFETIME};
-pub use per_user::PerUser;
-pub use store::{TokenSource, TokenStore};
+pub(crate) use cache::Slot;
+pub(crate) use model::{FetchError, Token, TokenResponse};
+pub(crate) use store::{TokenSource, TokenStore};

@@ -26,7 +26,7 @@ pub struct TokenResponse {
 /// Longest lifetime believed from a token response: a larger `expires_in`
 /// (or a JWT `exp` decades out) is taken as this, so the token is still
 /// refreshed now and then and no expiry arithmetic can overflow.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A cached access token.
 #[derive(Debug)]
@@ -178,7 +178,9 @@ pub enum FetchError {
     Transport(String),
     #[error("token endpoint did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("token endpoint answered HTTP {status}: {error}{}", description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    // The endpoint's own words are JSON-escaped, also in text logs, so a
+    // CR/LF in them cannot forge a log line (SPEC "Egress safety").
+    #[error("token endpoint answered HTTP {status}: {}{}", escaped_code(error), description.as_deref().map(|d| format!(" ({})", json_quoted(d))).unwrap_or_default())]
     OAuth {
         status: u16,
         error: String,
@@ -190,6 +192,25 @@ pub enum FetchError {
     BadResponse(String),
     #[error("{0}")]
     Setup(String),
+}
+
+/// `s` as a JSON string literal: quotes, backslashes and control
+/// characters escaped.
+fn json_quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// An RFC 6749 error code is printable ASCII without `"` and `\\`: shown
+/// bare; anything else is shown JSON-quoted.
+fn escaped_code(code: &str) -> String {
+    if code
+        .chars()
+        .all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\')
+    {
+        code.to_string()
+    } else {
+        json_quoted(code)
+    }
 }
 
 #[cfg(test)]

@@ -66,11 +66,12 @@ impl PerUser {
     }
 
     /// The cache slot of the user whose header value is `value`, made on
-    /// first sight. A leading auth scheme (`Bearer `) is stripped.
+    /// first sight. Only a `Bearer` credential is a subject (scheme
+    /// stripped); see [`bearer`].
     pub fn slot(&self, value: Option<&http::HeaderValue>) -> Result<Arc<Slot>, SubjectError> {
         let subject = value
             .and_then(|v| v.to_str().ok())
-            .map(strip_scheme)
+            .and_then(|v| bearer(&self.header, v))
             .filter(|s| !s.is_empty())
             .ok_or_else(|| SubjectError::Missing(self.header.clone()))?;
         let not_after = match jwt::claims(subject).as_ref().and_then(jwt::remaining) {
@@ -106,12 +107,23 @@ impl PerUser {
     }
 }
 
-/// `Bearer abc` -> `abc`; a value without a scheme is taken whole.
-fn strip_scheme(v: &str) -> &str {
+/// The subject in a header value: `Bearer abc` -> `abc`. Any other scheme
+/// (`Basic user:password`, `Digest ...`) is no subject at all: sending it
+/// to the IdP would hand a user's password to a third party. A value
+/// without a scheme is a bare token in a custom header (`X-User-Token`),
+/// but never in `Authorization`, whose credentials always carry a scheme
+/// (RFC 9110 §11.4).
+fn bearer<'a>(header: &HeaderName, v: &'a str) -> Option<&'a str> {
     let v = v.trim();
-    match v.split_once(' ') {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-        _ => v,
+    match v.split_once([' ', '\t']) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => Some(rest.trim()),
+        Some(_) => None,
+        None if header == http::header::AUTHORIZATION
+            || header == http::header::PROXY_AUTHORIZATION =>
+        {
+            None
+        }
+        None => Some(v),
     }
 }
 
@@ -142,10 +154,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schemes_are_stripped() {
-        assert_eq!(strip_scheme("Bearer abc"), "abc");
-        assert_eq!(strip_scheme("bearer  abc "), "abc");
-        assert_eq!(strip_scheme("abc"), "abc");
-        assert_eq!(strip_scheme("Basic abc"), "Basic abc");
+    fn only_a_bearer_credential_is_a_subject() {
+        let auth = http::header::AUTHORIZATION;
+        let custom = HeaderName::from_static("x-user-token");
+        assert_eq!(bearer(&auth, "Bearer abc"), Some("abc"));
+        assert_eq!(bearer(&auth, "bearer  abc "), Some("abc"));
+        assert_eq!(bearer(&custom, "Bearer abc"), Some("abc"));
+        assert_eq!(bearer(&custom, "abc"), Some("abc"));
+        for other in [
+            "Basic dXNlcjpwYXNz",
+            "Digest username=\"u\"",
+            "Negotiate abc",
+        ] {
+            assert_eq!(bearer(&auth, other), None, "{other}");
+            assert_eq!(bearer(&custom, other), None, "{other}");
+        }
+        // Authorization credentials always name their scheme.
+        assert_eq!(bearer(&auth, "dXNlcjpwYXNz"), None);
     }
 }

@@ -1,17 +1,18 @@
 //! All clients' cache slots, keyed by client identity. It outlives config
 //! reloads, so a client whose settings did not change keeps its token.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
+use super::accounts::Accounts;
 use super::cache::Slot;
 use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
 use super::shared::Store;
-use crate::config::{ClientSettings, GrantSettings};
+use crate::config::{ClientKey, ClientSettings, GrantSettings};
+use crate::login::Logins;
 use crate::metrics::Metrics;
 
 /// Where a route's tokens come from: one cache slot for the client, or one
@@ -20,34 +21,44 @@ use crate::metrics::Metrics;
 pub enum TokenSource {
     Client(Arc<Slot>),
     PerUser(Arc<PerUser>),
+    /// Per-user accounts: one token per end user who connected.
+    Account(Arc<Accounts>),
 }
 
 impl TokenSource {
-    fn settings(&self) -> &Arc<ClientSettings> {
+    pub(crate) fn settings(&self) -> &Arc<ClientSettings> {
         match self {
             Self::Client(s) => &s.settings,
             Self::PerUser(p) => &p.settings,
+            Self::Account(a) => &a.settings,
         }
     }
 }
 
 pub struct TokenStore {
-    slots: DashMap<u64, TokenSource>,
+    slots: DashMap<ClientKey, TokenSource>,
+    /// Per slot, the `Egress::digest` its fetcher was built with: a
+    /// reload that changes `token_proxy` or the roots gets a new fetcher.
+    egress: DashMap<ClientKey, u64>,
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
     shared: Option<Arc<Store>>,
+    /// Login links and logins in progress of per-user accounts.
+    pub logins: Arc<Logins>,
 }
 
 impl TokenStore {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self::with_store(metrics, None)
     }
 
-    pub fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
+    pub(crate) fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
         Self {
             slots: DashMap::new(),
+            egress: DashMap::new(),
             metrics,
             shared,
+            logins: Arc::new(Logins::new()),
         }
     }
 
@@ -55,19 +66,34 @@ impl TokenStore {
     /// the same settings (under any name) had one, so identical clients
     /// share one token and one fetch, and a reload keeps it; else a new,
     /// empty one.
-    pub fn source(
+    pub(crate) fn source(
         &self,
         settings: &Arc<ClientSettings>,
-        extra_roots: &[PathBuf],
+        egress: &crate::config::Egress,
     ) -> Result<TokenSource, FetchError> {
         let key = settings.cache_key();
         // Clone out: no dashmap guard lives past this statement.
         let existing = self.slots.get(&key).map(|r| r.value().clone());
-        if let Some(source) = existing.filter(|s| s.settings().same_client(settings)) {
+        let egress_digest = egress.digest();
+        let same_egress = self.egress.get(&key).map(|r| *r.value()) == Some(egress_digest);
+        if let Some(source) = existing.filter(|s| same_egress && s.settings().same_client(settings))
+        {
             return Ok(source);
         }
-        let fetcher = Fetcher::new(settings, extra_roots)?;
+        let fetcher = Fetcher::new(settings, egress)?;
         let metrics = Arc::clone(&self.metrics);
+        if let Some(header) = &settings.user {
+            let source = TokenSource::Account(Accounts::new(
+                Arc::clone(settings),
+                header.clone(),
+                fetcher,
+                metrics,
+                self.shared.clone(),
+                Arc::clone(&self.logins),
+            ));
+            self.slots.insert(key, source.clone());
+            return Ok(source);
+        }
         let source = match &settings.grant {
             GrantSettings::TokenExchange {
                 subject_header: Some(header),
@@ -88,14 +114,24 @@ impl TokenStore {
             )),
         };
         self.slots.insert(key, source.clone());
+        self.egress.insert(key, egress_digest);
         Ok(source)
     }
 
     /// The source of a client, if it has one (never creates it).
     pub fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
-        self.slots
+        let by_key = self
+            .slots
             .get(&settings.cache_key())
-            .map(|r| r.value().clone())
+            .map(|r| r.value().clone());
+        // A secret file that rotated since the slot was made changes the
+        // key, not the slot that serves the client until the next reload.
+        by_key.or_else(|| {
+            self.slots
+                .iter()
+                .find(|r| r.value().settings().same_client(settings))
+                .map(|r| r.value().clone())
+        })
     }
 
     fn client_slots(&self) -> Vec<Arc<Slot>> {
@@ -103,24 +139,25 @@ impl TokenStore {
             .iter()
             .filter_map(|r| match r.value() {
                 TokenSource::Client(s) => Some(Arc::clone(s)),
-                TokenSource::PerUser(_) => None,
+                TokenSource::PerUser(_) | TokenSource::Account(_) => None,
             })
             .collect()
     }
 
     /// Drops slots no client of the current config uses.
-    pub fn retain(&self, keys: &[u64]) {
+    pub fn retain(&self, keys: &[ClientKey]) {
         self.slots.retain(|k, _| keys.contains(k));
+        self.egress.retain(|k, _| keys.contains(k));
     }
 
     /// Lets every client notice changed secret files.
-    pub fn check_files(&self) {
+    pub(crate) fn check_files(&self) {
         for s in self.client_slots() {
             s.check_files();
         }
     }
 
-    pub fn update_gauges(&self) {
+    pub(crate) fn update_gauges(&self) {
         for s in self.client_slots() {
             s.update_gauge();
         }

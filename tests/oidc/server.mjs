@@ -202,12 +202,75 @@ for (const entry of cfg.refresh_tokens ?? []) {
   refreshTokens[entry.client_id] = await mintRefreshToken(entry);
 }
 
-server.on('request', provider.callback());
+// Automated login interaction, for tests of the authorization code flow
+// driven by a scripted browser: /interaction/<uid> signs in as the
+// account named in the request's `x-test-user` header (else test-user)
+// and consents to whatever the client asked, then resumes the flow.
+async function interaction(req, res) {
+  try {
+    const details = await provider.interactionDetails(req, res);
+    const { prompt, params, session, grantId } = details;
+    let result;
+    if (prompt.name === 'login') {
+      result = { login: { accountId: req.headers['x-test-user'] ?? ACCOUNT_ID } };
+    } else {
+      const grant = grantId
+        ? await provider.Grant.find(grantId)
+        : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+      const d = prompt.details;
+      if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+      if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
+      for (const [indicator, scopes] of Object.entries(d.missingResourceScopes ?? {})) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+      result = { consent: { grantId: await grant.save() } };
+    }
+    await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
+  } catch (err) {
+    log(`interaction error: ${err.message}`);
+    res.statusCode = 400;
+    res.end(String(err.message));
+  }
+}
+
+// Test-only admin action: `POST /test/revoke-grant?token=ACCESS_TOKEN`
+// revokes the whole grant that access token belongs to (its refresh
+// tokens included), as an administrator disconnecting a user would. A test
+// sees access tokens at its upstream, never the refresh tokens.
+async function revokeGrant(req, res) {
+  const token = new URL(req.url, issuer).searchParams.get('token') ?? '';
+  const at = await provider.AccessToken.find(token);
+  if (!at) {
+    res.statusCode = 404;
+    res.end('unknown access token');
+    return;
+  }
+  await Promise.all([
+    provider.AccessToken.revokeByGrantId(at.grantId),
+    provider.RefreshToken.revokeByGrantId(at.grantId),
+    provider.Grant.adapter.destroy(at.grantId),
+  ]);
+  log(`revoked grant of account ${at.accountId}`);
+  res.statusCode = 204;
+  res.end();
+}
+
+const callback = provider.callback();
+server.on('request', (req, res) => {
+  if (req.method === 'POST' && req.url.startsWith('/test/revoke-grant?')) {
+    revokeGrant(req, res);
+  } else if (req.url.startsWith('/interaction/')) {
+    interaction(req, res);
+  } else {
+    callback(req, res);
+  }
+});
 
 process.stdout.write(`${JSON.stringify({
   issuer,
   token_endpoint: `${issuer}/token`,
   introspection_endpoint: `${issuer}/token/introspection`,
+  authorization_endpoint: `${issuer}/auth`,
   revocation_endpoint: `${issuer}/token/revocation`,
   jwks_uri: `${issuer}/jwks`,
   refresh_tokens: refreshTokens,

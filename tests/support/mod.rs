@@ -6,10 +6,14 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod config;
+pub mod held;
 pub mod intercept;
 pub mod login;
 pub mod oidc;
+pub mod parent_proxy;
 pub mod pki;
+pub mod raw_http;
 pub mod redis;
 pub mod sidekey;
 pub mod token_server;
@@ -51,6 +55,31 @@ pub fn assert_backoff_held(calls: usize, since: std::time::Instant, floor: usize
         calls <= allowed,
         "{calls} token requests in {elapsed:?}: backoff allows {allowed}"
     );
+}
+
+/// App: a GET to `url` with `app`, a client whose proxy is sidekey.
+pub async fn get_via_proxy(app: &reqwest::Client, url: impl reqwest::IntoUrl) -> reqwest::Response {
+    app.get(url).send().await.unwrap()
+}
+
+/// Asserts a sidekey error (SPEC "Errors from sidekey itself"): `status`,
+/// `X-Sidekey-Error: code` and a JSON body whose `error` is `code`; the
+/// body, for the test's own checks.
+pub async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    let got = resp.status().as_u16();
+    let header = resp
+        .headers()
+        .get("x-sidekey-error")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        (got, header.as_deref()),
+        (status, Some(code)),
+        "body: {text}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"], code, "{text}");
+    v
 }
 
 pub fn init_crypto() {

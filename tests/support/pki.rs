@@ -35,6 +35,21 @@ pub fn new_ca(name: &str) -> TestCa {
 
 impl TestCa {
     fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let (cert, key) = self.leaf_cert(names);
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+
+    /// A server leaf for `names` as PEM files' text (cert, key), for
+    /// servers that read files (redis-server, tinyproxy's upstreams).
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let (cert, key) = self.leaf_cert(names);
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn leaf_cert(&self, names: &[&str]) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::default();
         p.distinguished_name.push(DnType::CommonName, names[0]);
@@ -46,10 +61,7 @@ impl TestCa {
             })
             .collect();
         let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        (
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
+        (cert, key)
     }
 
     pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
@@ -102,6 +114,29 @@ impl TestCa {
         std::fs::write(&c, &self.cert_pem).unwrap();
         std::fs::write(&k, &self.key_pem).unwrap();
         (c, k)
+    }
+
+    /// A server certificate for `names` (cert PEM, key PEM) signed by this CA, for servers that read
+    /// their certificate from files.
+    pub fn server_cert_pem(&self, names: &[&str]) -> (String, String) {
+        let (chain, key) = self.leaf(names);
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        (
+            pem("CERTIFICATE", chain[0].as_ref()),
+            pem("PRIVATE KEY", key.secret_der()),
+        )
     }
 
     /// A client certificate (cert PEM, key PEM) signed by this CA.

@@ -2,6 +2,7 @@
 //! persistence; killed (and restartable on the same port) by the test.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -34,6 +35,39 @@ impl Redis {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("redis-server did not start on {addr}");
+    }
+
+    /// redis-server speaking only TLS (`--port 0`) with the given PEM
+    /// files; clients need not present a certificate. Ready once the port
+    /// accepts connections (the plain `query` helper cannot speak TLS).
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Redis {
+        let addr = super::sidekey::free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(["--tls-port", &addr.port().to_string()])
+            .arg("--tls-cert-file")
+            .arg(cert)
+            .arg("--tls-key-file")
+            .arg(key)
+            .arg("--tls-ca-cert-file")
+            .arg(ca)
+            .args(["--tls-auth-clients", "no"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/install-test-deps.sh)");
+        let r = Redis {
+            addr,
+            child: Some(child),
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server (TLS) did not start on {addr}");
     }
 
     pub fn url(&self) -> String {

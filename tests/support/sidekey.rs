@@ -93,9 +93,19 @@ impl Binary {
     /// another test before the child binds it; then the child exits with
     /// "cannot listen" and is started again on new ports.
     pub async fn start(proxy_extra: &str, rest: &str, env: &[(&str, &str)]) -> Binary {
+        Self::start_logging("json", proxy_extra, rest, env).await
+    }
+
+    /// As `start`, with `--log-format FORMAT` (`json` or `text`).
+    pub async fn start_logging(
+        format: &str,
+        proxy_extra: &str,
+        rest: &str,
+        env: &[(&str, &str)],
+    ) -> Binary {
         let mut tries = 0;
         loop {
-            match Self::try_start(proxy_extra, rest, env).await {
+            match Self::try_start(format, proxy_extra, rest, env).await {
                 Ok(bin) => return bin,
                 Err(logs) if tries < 3 && logs.contains("cannot listen") => tries += 1,
                 Err(logs) => panic!("sidekey did not become ready; logs:\n{logs}"),
@@ -104,6 +114,7 @@ impl Binary {
     }
 
     async fn try_start(
+        format: &str,
         proxy_extra: &str,
         rest: &str,
         env: &[(&str, &str)],
@@ -118,7 +129,7 @@ impl Binary {
         )
         .unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sidekey"));
-        cmd.args(["run", "--log-format", "json", "--config"])
+        cmd.args(["run", "--log-format", format, "--config"])
             .arg(&path)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())

@@ -1,6 +1,7 @@
 //! Token server: an OAuth token endpoint (form-encoded, RFC 6749 §5) and
 //! Capillary's JSON endpoint, that counts calls, records each request and
-//! can fail, hang or answer garbage on demand.
+//! can fail, hang or answer garbage on demand. Its `/authorize` plays a
+//! browser login: the code names the user the browser signed in as.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -258,6 +259,26 @@ async fn handle(
     }
     s.issued += 1;
     let n = s.issued;
+    // A code from a login as someone (see `authorize`), and the refresh
+    // tokens descended from it, yield tokens that name that user.
+    let subject = match rec.field("grant_type") {
+        Some("authorization_code") => rec
+            .field("code")
+            .and_then(|c| c.strip_prefix("code-for-"))
+            .map(str::to_string),
+        Some("refresh_token") => rec
+            .field("refresh_token")
+            .and_then(|r| r.split_once("-for-"))
+            .map(|(_, u)| u.to_string()),
+        _ => None,
+    };
+    if let Some(user) = subject {
+        return Ok(reply(
+            200,
+            serde_json::json!({"access_token": format!("tok-{n}-for-{user}"), "token_type": "Bearer",
+                "expires_in": s.ttl, "refresh_token": format!("rt-{n}-for-{user}")}),
+        ));
+    }
     let mut out = serde_json::json!({"access_token": format!("tok-{n}"), "token_type": "Bearer", "expires_in": s.ttl});
     if let Some(scope) = rec.field("scope") {
         out["scope"] = scope.into();
@@ -293,11 +314,17 @@ fn authorize<B>(st: &Mutex<State>, req: &Request<B>) -> Response<Full<Bytes>> {
         json: None,
         auth: None,
     });
-    let location = format!(
-        "{}?code=code-123&state={}",
-        get("redirect_uri"),
-        get("state")
-    );
+    // A browser that "signs in" as someone says who in `x-test-user`;
+    // the code then carries that user (an IdP's session, in short).
+    let code = match req
+        .headers()
+        .get("x-test-user")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(user) => format!("code-for-{user}"),
+        None => "code-123".to_string(),
+    };
+    let location = format!("{}?code={code}&state={}", get("redirect_uri"), get("state"));
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = http::StatusCode::FOUND;
     r.headers_mut()

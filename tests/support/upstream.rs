@@ -1,5 +1,7 @@
 //! Upstream: records every request that arrives (headers, first 64 KiB of
 //! the body, body length) and answers by path; HTTP/1.1 + h2, plain or TLS.
+//! `/slow?ms=N` answers after N ms, `/drip?ms=N` sends a byte every 100 ms
+//! for N ms, `/hang` never answers, `/ws` echoes WebSocket messages.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -170,6 +172,24 @@ async fn handle(st: Arc<State>, mut req: Request<Incoming>) -> Result<Response<B
         "/hang" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Response::new(full(""))
+        }
+        "/drip" => {
+            // One byte every 100 ms for `ms`: a slow answer that keeps bytes
+            // moving (a tunnel carrying it is never idle).
+            let n = query_num(&rec.uri, "ms") / 100;
+            let frames = futures_util::stream::unfold(n, |left| async move {
+                if left == 0 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"."))),
+                    left - 1,
+                ))
+            });
+            let mut resp = Response::new(BoxBody::new(StreamBody::new(frames)));
+            resp.headers_mut().insert("content-length", n.into());
+            resp
         }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(query_num(&rec.uri, "ms"))).await;

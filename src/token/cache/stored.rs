@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{refresh_at, Slot};
+use crate::config::ClientSettings;
 use crate::token::model::{FetchError, Token};
 use crate::token::shared::{Lock, Store};
 
@@ -19,44 +20,72 @@ const POLL: Duration = Duration::from_millis(100);
 impl Slot {
     pub(super) async fn fetch_shared(&self, store: &Store) -> Result<Arc<Token>, FetchError> {
         let s = &self.settings;
+        let rejected = {
+            let mut st = self.lock();
+            std::mem::take(&mut st.discard)
+                .then(|| st.rejected.clone())
+                .flatten()
+        };
+        if let Some(r) = rejected {
+            // Before reading the store: the retry of the 401 must not be
+            // served the token it was rejected with, nor any replica later.
+            store.discard(s, r.to_stored().access_token.as_str()).await;
+        }
         if let Some(t) = self.stored_token(store).await {
             return Ok(t);
         }
-        // The lock outlives a fetch that hangs to its timeout, not more.
-        match store.lock(s, s.timeout + Duration::from_secs(1)).await {
-            Lock::Held => {
-                // Stored meanwhile by the replica that held the lock before us?
-                let result = match self.stored_token(store).await {
-                    Some(t) => Ok(t),
-                    None => self.fetch_rotating(store).await,
-                };
-                if let Ok(t) = &result {
-                    if t.origin == "fetch" {
-                        store.save(s, &t.to_stored()).await;
-                    }
+        // A lock lives at most as long as a fetch may take (SPEC); while
+        // another replica holds one, look for its token and try the lock
+        // again, so an expired or abandoned lock is taken over at once.
+        let deadline = Instant::now() + s.timeout;
+        loop {
+            match store.lock(s, s.timeout).await {
+                Lock::Held => {
+                    // Stored meanwhile by the replica that held the lock before us?
+                    let result = match self.stored_token(store).await {
+                        Some(t) => Ok(t),
+                        None => self.fetch_rotating(store).await,
+                    };
+                    save(store, s, &result).await;
+                    store.unlock(s).await;
+                    return result;
                 }
-                store.unlock(s).await;
-                result
-            }
-            Lock::Busy => {
-                let deadline = Instant::now() + s.timeout;
-                while Instant::now() < deadline {
+                Lock::Busy if Instant::now() >= deadline => {
+                    tracing::info!(client = %s.name, "no token from the replica holding the fetch lock in time: fetching here");
+                    let result = self.fetch_rotating(store).await;
+                    // Still shared: the other replica may never store one.
+                    save(store, s, &result).await;
+                    return result;
+                }
+                Lock::Busy => {
                     tokio::time::sleep(POLL).await;
                     if let Some(t) = self.stored_token(store).await {
                         return Ok(t);
                     }
                 }
-                tracing::info!(client = %s.name, "no token from the replica holding the fetch lock in time: fetching here");
-                self.fetch_rotating(store).await
+                Lock::Down => return self.fetch_rotating(store).await,
             }
-            Lock::Down => self.fetch_rotating(store).await,
         }
     }
 
-    /// The stored token, if it is valid and not yet due for refresh by the
-    /// same rule this slot refreshes by.
+    /// The stored token, if it is valid, not yet due for refresh by the
+    /// same rule this slot refreshes by, not the one a 401 rejected, and
+    /// not older than the newest this slot held.
     async fn stored_token(&self, store: &Store) -> Option<Arc<Token>> {
         let stored = store.load(&self.settings).await?;
+        {
+            let st = self.lock();
+            let rejected = st
+                .rejected
+                .as_ref()
+                .is_some_and(|r| r.to_stored().access_token == stored.access_token);
+            // 2 ms: issue times go through Instant and back, rounded twice.
+            let older = stored.issued_unix_ms.saturating_add(2) < st.newest_issued_ms;
+            if rejected || older {
+                tracing::debug!(client = %self.settings.name, rejected, older, "a stored token was not taken");
+                return None;
+            }
+        }
         let t = Token::from_stored(stored, store.origin())?;
         (refresh_at(&t, self.settings.refresh_before) > Instant::now()).then(|| Arc::new(t))
     }
@@ -83,5 +112,15 @@ impl Slot {
             }
         }
         result
+    }
+}
+
+/// Writes a token this replica fetched to the store (one taken from the
+/// store is there already).
+async fn save(store: &Store, s: &ClientSettings, result: &Result<Arc<Token>, FetchError>) {
+    if let Ok(t) = result {
+        if t.origin == "fetch" {
+            store.save(s, &t.to_stored()).await;
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::token::model::{FetchError, TokenResponse};
 
 use super::endpoint::{field, number, send};
 
-pub async fn fetch(
+pub(super) async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
 ) -> Result<TokenResponse, FetchError> {
@@ -19,8 +19,8 @@ pub async fn fetch(
         .post(s.token_url.clone())
         .header("accept", "application/json")
         .json(&body);
-    let (status, body) = send(req).await?;
-    parse(status, &body)
+    let (status, body) = send(super::endpoint::token_headers(s, req)?).await?;
+    parse(status, &body).map_err(|e| super::idp_text::without_sent(e, &[secret.expose()]))
 }
 
 fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
@@ -39,7 +39,7 @@ fn parse(status: u16, body: &[u8]) -> Result<TokenResponse, FetchError> {
         let message = first
             .get("message")
             .and_then(|m| m.as_str())
-            .map(|m| m.chars().take(200).collect());
+            .map(super::idp_text::idp_text);
         return Err(FetchError::OAuth {
             status,
             error: code.chars().take(64).collect(),
@@ -82,7 +82,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "token endpoint answered HTTP 200: 1001 (Invalid key)"
+            "token endpoint answered HTTP 200: 1001 (\"Invalid key\")"
         );
         assert!(matches!(
             parse(200, br#"{"data":{}}"#),

@@ -11,10 +11,10 @@ use crate::token::model::FetchError;
 
 use super::endpoint::{field, pem_or_path};
 
-pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Adds the client's credentials to the request or to its form.
-pub fn apply(
+pub(crate) fn apply(
     s: &ClientSettings,
     req: reqwest::RequestBuilder,
     form: &mut Vec<(String, Secret)>,
@@ -50,6 +50,24 @@ pub fn apply(
             }
             Ok(req)
         }
+        ClientAuth::ClientSecretJwt => {
+            // RFC 7523 §2.2 with an HMAC key (OIDC Core §9 client_secret_jwt).
+            let id = id.ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
+            let secret = field(s.client_secret.as_ref(), "client_secret")?
+                .ok_or_else(|| FetchError::Setup("client_secret is required".into()))?;
+            let claims = Claims::new(id.expose(), id.expose(), s.token_url.as_str());
+            let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
+            let assertion = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &key,
+            )
+            .map_err(|e| FetchError::Setup(format!("client_secret_jwt: {e}")))?;
+            form.push(("client_id".into(), id));
+            form.push(("client_assertion_type".into(), Secret::new(ASSERTION_TYPE)));
+            form.push(("client_assertion".into(), Secret::new(assertion)));
+            Ok(req)
+        }
         ClientAuth::PrivateKeyJwt { key, key_id, alg } => {
             let id = id.ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
             let key = field(Some(key), "private_key")?.unwrap_or_default();
@@ -70,7 +88,7 @@ pub fn apply(
 }
 
 #[derive(serde::Serialize)]
-struct Claims<'a> {
+pub struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
     aud: &'a str,
@@ -79,9 +97,50 @@ struct Claims<'a> {
     exp: u64,
 }
 
+impl<'a> Claims<'a> {
+    /// Fresh claims: `jti` unique per request, `exp` one minute out, so a
+    /// captured assertion is useless soon.
+    pub fn new(iss: &'a str, sub: &'a str, aud: &'a str) -> Self {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            iss,
+            sub,
+            aud,
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat: now,
+            exp: now + 60,
+        }
+    }
+}
+
+/// Signs `claims` with a PEM key (text or path).
+pub fn signed(
+    claims: &Claims<'_>,
+    key: &str,
+    key_id: Option<&str>,
+    alg: &JwtAlg,
+) -> Result<String, String> {
+    let pem = pem_or_path(key, "the key").map_err(|e| e.to_string())?;
+    let (alg, key) = match alg {
+        JwtAlg::Rs256 => (
+            jsonwebtoken::Algorithm::RS256,
+            jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| e.to_string())?,
+        ),
+        JwtAlg::Es256 => (
+            jsonwebtoken::Algorithm::ES256,
+            jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?,
+        ),
+    };
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = key_id.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, &key).map_err(|e| e.to_string())
+}
+
 /// A fresh, short-lived client assertion: `jti` is unique per request and
 /// `exp` is one minute out, so a captured assertion is useless soon.
-pub fn assertion(
+pub(crate) fn assertion(
     client_id: &str,
     audience: &str,
     key: &str,

@@ -8,7 +8,7 @@ use crate::token::model::{FetchError, TokenResponse};
 
 use super::endpoint::{at_path, field, number, send};
 
-pub async fn fetch(
+pub(crate) async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh_token: Option<Secret>,
@@ -19,6 +19,7 @@ pub async fn fetch(
         token_path,
         expires_in_path,
         refresh_token_path,
+        id_token_path,
         refresh_url,
         refresh_body,
         ..
@@ -38,20 +39,48 @@ pub async fn fetch(
         "refresh_token" => refresh_token.clone(),
         _ => None,
     })?;
-    let (status, body) = post(http, url.clone(), *content_type, rendered).await?;
-    parse(
+    let (status, body) = post_for(http, s, url.clone(), *content_type, rendered).await?;
+    let resp = parse(
         status,
         &body,
         token_path,
         expires_in_path.as_ref(),
         refresh_token_path.as_ref(),
     )
+    .map_err(|e| {
+        let secret = field(s.client_secret.as_ref(), "client_secret")
+            .ok()
+            .flatten();
+        let sent = [secret.as_ref(), refresh_token.as_ref()];
+        let sent: Vec<&str> = sent.into_iter().flatten().map(Secret::expose).collect();
+        super::idp_text::without_sent(e, &sent)
+    })?;
+    Ok(with_id_token(resp, &body, id_token_path.as_ref()))
+}
+
+/// The id_token at `id_token_path` of a successful answer, for
+/// `<<oauth.idToken>>` and claims (which then come from it).
+fn with_id_token(
+    mut resp: TokenResponse,
+    body: &[u8],
+    path: Option<&Vec<String>>,
+) -> TokenResponse {
+    if let Some(path) = path {
+        let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        resp.id_token = json
+            .as_ref()
+            .and_then(|j| at_path(j, path))
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+            .map(Secret::new);
+    }
+    resp
 }
 
 /// Renders a custom body, each value escaped for its content type. `extra`
 /// supplies what only some bodies have (the refresh token, the login's
 /// code); the client's own fields are looked up here.
-pub fn render(
+pub(crate) fn render(
     s: &ClientSettings,
     template: &crate::template::Template,
     what: &str,
@@ -81,8 +110,29 @@ pub fn render(
         .map_err(|e| FetchError::Setup(format!("{what}: {e}")))
 }
 
+/// POSTs a rendered body with its content type and the client's
+/// `token_headers`.
+pub async fn post_for(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    url: url::Url,
+    content_type: ContentType,
+    body: Secret,
+) -> Result<(u16, bytes::Bytes), FetchError> {
+    let mime = match content_type {
+        ContentType::Json => "application/json",
+        ContentType::Form => "application/x-www-form-urlencoded",
+    };
+    let req = http
+        .post(url)
+        .header("accept", "application/json")
+        .header("content-type", mime)
+        .body(body.expose().to_string());
+    send(super::endpoint::token_headers(s, req)?).await
+}
+
 /// POSTs a rendered body with its content type.
-pub async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     url: url::Url,
     content_type: ContentType,
@@ -101,7 +151,7 @@ pub async fn post(
 }
 
 /// Reads a custom endpoint's JSON answer through the configured paths.
-pub fn parse(
+pub(crate) fn parse(
     status: u16,
     body: &[u8],
     token_path: &[String],
@@ -120,7 +170,7 @@ pub fn parse(
             description: json
                 .get("error_description")
                 .and_then(|d| d.as_str())
-                .map(|d| d.chars().take(200).collect()),
+                .map(super::idp_text::idp_text),
         });
     }
     if !(200..300).contains(&status) {
@@ -137,15 +187,19 @@ pub fn parse(
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
+    // Without expires_in_path, the standard top-level `expires_in` (RFC
+    // 6749 §5.1) when the endpoint sends one, as most "custom" ones do.
+    let expires_in = match expires_in_path {
+        Some(p) => at_path(&json, p).and_then(number),
+        None => json.get("expires_in").and_then(number),
+    };
     Ok(TokenResponse {
         access_token: Secret::new(token),
         token_type: json
             .get("token_type")
             .and_then(|t| t.as_str())
             .map(str::to_string),
-        expires_in: expires_in_path
-            .and_then(|p| at_path(&json, p))
-            .and_then(number),
+        expires_in,
         refresh_token: str_at(refresh_token_path).map(Secret::new),
         id_token: None,
         scope: None,

@@ -5,6 +5,8 @@
 use crate::secret::Secret;
 use crate::token::model::{FetchError, TokenResponse};
 
+use super::idp_text::idp_text;
+
 /// Client fields hold either PEM text or a path to a PEM file. `what`
 /// names the field in errors: the value itself is never printed, since a
 /// key pasted without its PEM armour would otherwise end up in a log line.
@@ -40,9 +42,56 @@ pub(crate) fn field(
     Ok(Some(v))
 }
 
+/// The roots and parent proxy of `egress` (`upstream_roots`, `extra_roots`,
+/// `token_proxy`, `no_upstream_proxy`) on a client builder that has
+/// already dropped proxies from sidekey's own environment (`no_proxy`).
+pub(crate) fn egress(
+    mut b: reqwest::ClientBuilder,
+    egress: &crate::config::Egress,
+) -> Result<reqwest::ClientBuilder, FetchError> {
+    // Only the roots chosen: the bundled ones would otherwise trust the
+    // web PKI where `upstream_roots = "system"` asked for the OS store.
+    b = b.tls_built_in_root_certs(false);
+    let roots = crate::roots::certificates(egress.roots, &egress.extra_roots)
+        .map_err(|e| FetchError::Setup(e.to_string()))?;
+    for cert in roots {
+        let cert = reqwest::Certificate::from_der(&cert)
+            .map_err(|e| FetchError::Setup(format!("trusted roots: {e}")))?;
+        b = b.add_root_certificate(cert);
+    }
+    if let Some(p) = &egress.proxy {
+        let mut proxy = reqwest::Proxy::all(p.uri.to_string())
+            .map_err(|e| FetchError::Setup(format!("proxy.token_proxy: {e}")))?;
+        if let Some((user, password)) = p.credentials() {
+            proxy = proxy.basic_auth(&user, &password);
+        }
+        let direct = egress.direct.to_no_proxy_string();
+        proxy = proxy.no_proxy(reqwest::NoProxy::from_string(&direct));
+        b = b.proxy(proxy);
+    }
+    Ok(b)
+}
+
+/// The client's `token_headers` (an API gateway's subscription key), on
+/// every token request of any grant.
+pub(crate) fn token_headers(
+    s: &crate::config::ClientSettings,
+    mut req: reqwest::RequestBuilder,
+) -> Result<reqwest::RequestBuilder, FetchError> {
+    for (name, t) in &s.token_headers {
+        let v = field(Some(t), &format!("token_headers.{name}"))?.unwrap_or_default();
+        let mut v = http::HeaderValue::from_str(v.expose()).map_err(|_| {
+            FetchError::Setup(format!("token_headers.{name}: not a valid header value"))
+        })?;
+        v.set_sensitive(true);
+        req = req.header(name.clone(), v);
+    }
+    Ok(req)
+}
+
 /// Token responses are a few KiB; anything past this is refused (SPEC), so
 /// a broken or hostile endpoint cannot balloon a 64 MiB sidecar.
-pub const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
+pub(crate) const MAX_TOKEN_RESPONSE: usize = 1024 * 1024;
 
 /// Sends a prepared request and maps transport failures. The body is read
 /// as it streams and refused once it passes `MAX_TOKEN_RESPONSE`.
@@ -99,7 +148,7 @@ pub(crate) fn parse_oauth(status: u16, body: &[u8]) -> Result<TokenResponse, Fet
             .as_ref()
             .and_then(|j| j.get("error_description"))
             .and_then(|d| d.as_str())
-            .map(|d| d.chars().take(200).collect());
+            .map(idp_text);
         return Err(FetchError::OAuth {
             status,
             error: err.chars().take(64).collect(),
@@ -172,7 +221,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "token endpoint answered HTTP 400: invalid_client (bad)"
+            "token endpoint answered HTTP 400: invalid_client (\"bad\")"
         );
         assert!(matches!(
             parse_oauth(502, b"<html>"),

@@ -7,11 +7,13 @@ use crate::token::model::{FetchError, TokenResponse};
 
 use super::client_auth;
 use super::endpoint::{field, parse_oauth, send};
+use super::idp_text::without_sent;
 use super::refresh_state::RefreshState;
 
-pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
-pub async fn fetch(
+pub(crate) async fn fetch(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh: Option<&RefreshState>,
@@ -71,17 +73,59 @@ pub async fn fetch(
                 put("actor_token_type", Secret::new(ty));
             }
         }
-        GrantSettings::Capillary | GrantSettings::Custom { .. } => {
-            return Err(FetchError::Setup("not a form grant".into()))
+        GrantSettings::JwtBearer {
+            key,
+            key_id,
+            alg,
+            subject,
+            audience,
+        } => {
+            // RFC 7523 §2.1 (Google and Salesforce service accounts): the
+            // assertion is the grant; issuer client_id, subject `subject`.
+            let id = field(s.client_id.as_ref(), "client_id")?
+                .ok_or_else(|| FetchError::Setup("client_id is required".into()))?;
+            let sub = field(subject.as_ref(), "subject")?.unwrap_or_else(|| id.clone());
+            let key = field(Some(key), "private_key")?.unwrap_or_default();
+            let aud = audience.as_deref().unwrap_or(s.token_url.as_str());
+            let assertion = client_auth::signed(
+                &client_auth::Claims::new(id.expose(), sub.expose(), aud),
+                key.expose(),
+                key_id.as_deref(),
+                alg,
+            )
+            .map_err(|e| FetchError::Setup(format!("private_key: {e}")))?;
+            put("grant_type", Secret::new(JWT_BEARER));
+            put("assertion", Secret::new(assertion));
         }
+        GrantSettings::Capillary
+        | GrantSettings::Custom { .. }
+        | GrantSettings::AuthorizationCode { .. }
+        | GrantSettings::PasswordForm => return Err(FetchError::Setup("not a form grant".into())),
     }
+    common(s, &mut form)?;
+    post(http, s, form).await
+}
+
+/// The password grant with an end user's own credentials, typed once in
+/// the login form of a per-user password client; neither is kept.
+pub async fn password_login(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    username: Secret,
+    password: Secret,
+) -> Result<TokenResponse, FetchError> {
+    let mut form = vec![
+        ("grant_type".to_string(), Secret::new("password")),
+        ("username".to_string(), username),
+        ("password".to_string(), password),
+    ];
     common(s, &mut form)?;
     post(http, s, form).await
 }
 
 /// A refresh (RFC 6749 §6) for a grant that is not `refresh_token` itself
 /// (the password grant's refresh token).
-pub async fn refresh(
+pub(crate) async fn refresh(
     http: &reqwest::Client,
     s: &ClientSettings,
     refresh_token: Secret,
@@ -111,7 +155,7 @@ fn common(s: &ClientSettings, form: &mut Vec<(String, Secret)>) -> Result<(), Fe
 
 /// Exchanges an authorization code (with its PKCE verifier) for tokens:
 /// the last step of `sidekey login` (RFC 6749 §4.1.3, RFC 7636 §4.5).
-pub async fn exchange_code(
+pub(crate) async fn exchange_code(
     http: &reqwest::Client,
     s: &ClientSettings,
     code: &str,
@@ -137,6 +181,7 @@ async fn post(
         .post(s.token_url.clone())
         .header("accept", "application/json");
     let req = client_auth::apply(s, req, &mut form)?;
+    let req = super::endpoint::token_headers(s, req)?;
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(k, v)| (k.as_str(), v.expose())))
         .finish();
@@ -144,5 +189,29 @@ async fn post(
         .header("content-type", "application/x-www-form-urlencoded")
         .body(body);
     let (status, body) = send(req).await?;
-    parse_oauth(status, &body)
+    parse_oauth(status, &body).map_err(|e| {
+        let sent: Vec<&str> = form
+            .iter()
+            .filter(|(k, _)| SENT_SECRETS.contains(&k.as_str()))
+            .map(|(_, v)| v.expose())
+            .collect();
+        // With client_secret_basic the secret went in a header, not the form.
+        let secret = field(s.client_secret.as_ref(), "client_secret")
+            .ok()
+            .flatten();
+        let secret = secret.as_ref().map(Secret::expose);
+        without_sent(e, &[sent.as_slice(), secret.as_slice()].concat())
+    })
 }
+
+/// Form fields whose values an endpoint's error text must never echo.
+const SENT_SECRETS: &[&str] = &[
+    "subject_token",
+    "actor_token",
+    "password",
+    "refresh_token",
+    "client_secret",
+    "client_assertion",
+    "code",
+    "code_verifier",
+];

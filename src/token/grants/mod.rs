@@ -3,14 +3,14 @@
 //! endpoints described by a body template and JSON paths.
 
 mod capillary;
-pub mod client_auth;
-pub mod custom;
-mod endpoint;
-pub mod form;
-pub mod refresh_state;
+pub(crate) mod client_auth;
+pub(crate) mod custom;
+pub(crate) mod endpoint;
+pub(crate) mod form;
+mod idp_text;
+pub(crate) mod refresh_state;
 
 pub(crate) use endpoint::field;
-pub use endpoint::MAX_TOKEN_RESPONSE;
 
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(
         settings: &ClientSettings,
-        extra_roots: &[std::path::PathBuf],
+        egress: &crate::config::Egress,
     ) -> Result<Self, FetchError> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
@@ -45,15 +45,7 @@ impl Fetcher {
             // would send credentials to another host.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sidekey/", env!("CARGO_PKG_VERSION")));
-        for path in extra_roots {
-            let pem = std::fs::read(path)
-                .map_err(|e| FetchError::Setup(format!("cannot read {}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| FetchError::Setup(format!("{}: {e}", path.display())))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
+        b = endpoint::egress(b, egress)?;
         if let Some((cert, key)) = &settings.tls_identity {
             let cert = pem_or_path(
                 cert.render_value(&|_| None).map_err(setup)?.expose(),

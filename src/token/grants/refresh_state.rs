@@ -2,7 +2,6 @@
 //! `state_file` (JSON, mode 0600, replaced atomically) so a rotation
 //! survives a restart.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -16,7 +15,7 @@ struct StateFile {
     updated_at: String,
 }
 
-pub struct RefreshState {
+pub(crate) struct RefreshState {
     current: Mutex<Option<Secret>>,
     state_file: Option<PathBuf>,
 }
@@ -24,7 +23,10 @@ pub struct RefreshState {
 impl RefreshState {
     /// The config's refresh token, unless `state_file` is newer than the
     /// value's source (the config file, or the `<<file:…>>` it reads).
-    pub fn load(configured: Option<&Template>, state_file: Option<&Path>) -> Result<Self, String> {
+    pub(crate) fn load(
+        configured: Option<&Template>,
+        state_file: Option<&Path>,
+    ) -> Result<Self, String> {
         let from_config = match configured {
             Some(t) => Some(
                 t.render_value(&|_| None)
@@ -57,19 +59,19 @@ impl RefreshState {
         })
     }
 
-    pub fn current(&self) -> Option<Secret> {
+    pub(crate) fn current(&self) -> Option<Secret> {
         self.current.lock().ok().and_then(|g| g.clone())
     }
 
     /// Forgets a refresh token the server refused.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut g) = self.current.lock() {
             *g = None;
         }
     }
 
     /// Records a refresh token the server issued; saved before it is used.
-    pub fn rotate(&self, new: Secret) -> Result<(), String> {
+    pub(crate) fn rotate(&self, new: Secret) -> Result<(), String> {
         if self.current().as_ref() == Some(&new) {
             return Ok(());
         }
@@ -101,41 +103,20 @@ fn read_state(path: &Path) -> Result<(Secret, Option<SystemTime>), String> {
     Ok((Secret::new(s.refresh_token), at))
 }
 
-/// Writes `{"refresh_token","updated_at"}` to a temp file beside `path`
-/// (mode 0600), fsyncs it, and renames it over `path`.
+/// Writes `{"refresh_token","updated_at"}` through a fresh private temp
+/// file beside `path` (`O_EXCL`, mode 0600), renamed over `path`: a file
+/// or link planted in the directory under a guessable name is never
+/// written through.
 pub fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
     let state = StateFile {
         refresh_token: token.expose().to_string(),
         updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
     };
     let json = serde_json::to_vec_pretty(&state).map_err(std::io::Error::other)?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
     }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(&json)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    // The rename is durable only once the directory entry is.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::private_file::replace(path, &json)
 }
 
 #[cfg(test)]
@@ -162,5 +143,26 @@ mod tests {
         }
         let again = RefreshState::load(Some(&configured), Some(&state)).unwrap();
         assert_eq!(again.current().unwrap().expose(), "rt-2");
+    }
+
+    /// The temp file used to be `.NAME.PID.tmp`, opened with create +
+    /// truncate: a link planted there made sidekey write the refresh token
+    /// into whatever file the link named.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_planted_at_the_old_temp_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("rt.json");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let planted = dir
+            .path()
+            .join(format!(".rt.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        save(&state, &Secret::new("rt-secret")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(std::fs::read_to_string(&state)
+            .unwrap()
+            .contains("rt-secret"));
     }
 }

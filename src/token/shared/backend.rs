@@ -2,12 +2,25 @@
 //! (or Valkey) for many. The same five operations; Redis does the
 //! conditional ones atomically in Lua.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+pub use super::file::FileStore;
+
+/// Store values larger than this are corrupt (no token is near it): they
+/// are dropped without being read whole, so a planted value cannot take
+/// the memory of every replica that reads it.
+pub const MAX_VALUE: usize = 64 * 1024;
+
+/// What a read found.
+pub enum Got {
+    Missing,
+    Value(String),
+    /// A value over `MAX_VALUE`, of this many bytes: never transferred.
+    TooLarge(u64),
+}
 
 pub enum Backend {
     File(FileStore),
@@ -15,14 +28,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn file(path: &Path) -> anyhow::Result<Self> {
+    pub(super) fn file(path: &Path) -> anyhow::Result<Self> {
         Ok(Self::File(FileStore::open(path)?))
     }
 
-    pub fn redis(
+    pub(super) fn redis(
         url: &str,
         username: Option<String>,
         password: Option<String>,
+        tls: &crate::config::TlsSettings,
     ) -> anyhow::Result<Self> {
         use redis::IntoConnectionInfo;
         let mut info = url
@@ -34,28 +48,77 @@ impl Backend {
         if password.is_some() {
             info.redis.password = password;
         }
-        let client = redis::Client::open(info).map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
+        let client = if matches!(info.addr, redis::ConnectionAddr::TcpTls { .. }) {
+            // The same roots as upstreams and token endpoints: a Redis
+            // behind a private CA is trusted through `extra_roots`, not
+            // reached in plaintext instead.
+            let root_cert = crate::roots::pem_bundle(tls.upstream_roots, &tls.extra_roots)?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert),
+            };
+            redis::Client::build_with_tls(info, certs)
+        } else {
+            redis::Client::open(info)
+        }
+        .map_err(|e| anyhow::anyhow!("store.url: {e}"))?;
         Ok(Self::Redis(RedisStore {
             client,
             conn: tokio::sync::Mutex::new(None),
         }))
     }
 
-    pub fn origin(&self) -> &'static str {
+    pub(super) fn origin(&self) -> &'static str {
         match self {
             Self::File(_) => "file",
             Self::Redis(_) => "store",
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<String>, String> {
+    /// The value at `key`, read only if it is at most `MAX_VALUE` bytes:
+    /// Redis checks the length and answers with it instead of the value in
+    /// one script, so an oversized value never crosses the wire.
+    pub async fn get(&self, key: &str) -> Result<Got, String> {
         match self {
-            Self::File(f) => Ok(f.get(key)),
-            Self::Redis(r) => r.query(redis::cmd("GET").arg(key)).await,
+            Self::File(f) => Ok(match f.get(key) {
+                None => Got::Missing,
+                Some(v) if v.len() > MAX_VALUE => Got::TooLarge(v.len() as u64),
+                Some(v) => Got::Value(v),
+            }),
+            Self::Redis(r) => {
+                let script = redis::Script::new(
+                    "local n = redis.call('STRLEN', KEYS[1]) \
+                     if n > tonumber(ARGV[1]) then return n end \
+                     return redis.call('GET', KEYS[1])",
+                );
+                let v: redis::Value = r.script(script.key(key).arg(MAX_VALUE)).await?;
+                match v {
+                    redis::Value::Nil => Ok(Got::Missing),
+                    redis::Value::Int(n) => Ok(Got::TooLarge(u64::try_from(n).unwrap_or(0))),
+                    redis::Value::BulkString(b) if b.len() <= MAX_VALUE => String::from_utf8(b)
+                        .map(Got::Value)
+                        .map_err(|_| "a stored value is not UTF-8".to_string()),
+                    redis::Value::BulkString(b) => Ok(Got::TooLarge(b.len() as u64)),
+                    _ => Err("unexpected reply to a bounded GET".to_string()),
+                }
+            }
         }
     }
 
-    pub async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), String> {
+    /// Drops the connection after an operation timed out: its reply may
+    /// still be arriving, and a new connection does not read it.
+    pub async fn reset(&self) {
+        if let Self::Redis(r) = self {
+            *r.conn.lock().await = None;
+        }
+    }
+
+    pub(super) async fn set(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> Result<(), String> {
         match self {
             Self::File(f) => f.set(key, value, ttl),
             Self::Redis(r) => {
@@ -70,32 +133,33 @@ impl Backend {
         }
     }
 
-    /// Set-if-absent with expiry: a lock.
+    /// Set-if-absent with expiry: a lock. A lock found without an expiry
+    /// (no sidekey writes one) is taken over, and one that would outlive
+    /// `ttl` is cut to it, so no lock stalls fetches past a fetch's time.
     pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, String> {
         match self {
             // One process uses the file: its slot's singleflight is the lock.
             Self::File(_) => Ok(true),
             Self::Redis(r) => {
                 let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                let set: Option<String> = r
-                    .query(
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(value)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ms),
-                    )
-                    .await?;
-                Ok(set.is_some())
+                let script = redis::Script::new(
+                    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+                     local left = redis.call('PTTL', KEYS[1]) \
+                     if left == -1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
+                     if left > tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+                     return 0",
+                );
+                let n: i64 = r.script(script.key(key).arg(value).arg(ms)).await?;
+                Ok(n == 1)
             }
         }
     }
 
-    /// Deletes `key` only if it still holds `value` (a lock's own holder).
+    /// Deletes `key` only if it still holds `value` (a lock's own holder, or
+    /// a token still the one a 401 rejected).
     pub async fn del_if(&self, key: &str, value: &str) -> Result<(), String> {
         match self {
-            Self::File(_) => Ok(()),
+            Self::File(f) => f.del_if(key, value),
             Self::Redis(r) => {
                 let script = redis::Script::new(
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -106,7 +170,7 @@ impl Backend {
     }
 
     /// Sets `key` to `new` only if it holds `old` (`None`: only if absent).
-    pub async fn compare_and_set(
+    pub(super) async fn compare_and_set(
         &self,
         key: &str,
         old: Option<&str>,
@@ -131,7 +195,7 @@ impl Backend {
 
 // === impl RedisStore ===
 
-pub struct RedisStore {
+pub(super) struct RedisStore {
     client: redis::Client,
     /// Made on first use (sidekey starts whether or not Redis is up); the
     /// manager reconnects by itself from then on.
@@ -174,93 +238,8 @@ impl RedisStore {
     }
 }
 
-// === impl FileStore ===
-
-/// `{key: [value, expiry-unix-ms]}` in one JSON file, mode 0600, replaced
-/// atomically on every change.
-pub struct FileStore {
-    path: PathBuf,
-    entries: Mutex<HashMap<String, (String, Option<u64>)>>,
-}
-
-impl FileStore {
-    fn open(path: &Path) -> anyhow::Result<Self> {
-        let entries = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                anyhow::anyhow!(
-                    "store.path: {} is not a sidekey token file: {e}",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => anyhow::bail!("store.path: cannot read {}: {e}", path.display()),
-        };
-        Ok(Self {
-            path: path.to_path_buf(),
-            entries: Mutex::new(entries),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Option<u64>)>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        let now = unix_ms();
-        self.lock()
-            .get(key)
-            .filter(|(_, exp)| exp.is_none_or(|e| e > now))
-            .map(|(v, _)| v.clone())
-    }
-
-    fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), String> {
-        let exp =
-            ttl.map(|t| unix_ms().saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
-        let mut entries = self.lock();
-        entries.insert(key.to_string(), (value.to_string(), exp));
-        self.persist(&entries)
-    }
-
-    fn compare_and_set(&self, key: &str, old: Option<&str>, new: &str) -> Result<bool, String> {
-        let mut entries = self.lock();
-        if entries.get(key).map(|(v, _)| v.as_str()) != old {
-            return Ok(false);
-        }
-        entries.insert(key.to_string(), (new.to_string(), None));
-        self.persist(&entries).map(|()| true)
-    }
-
-    fn persist(&self, entries: &HashMap<String, (String, Option<u64>)>) -> Result<(), String> {
-        let now = unix_ms();
-        let live: HashMap<&String, &(String, Option<u64>)> = entries
-            .iter()
-            .filter(|(_, (_, exp))| exp.is_none_or(|e| e > now))
-            .collect();
-        let json = serde_json::to_vec(&live).map_err(|e| e.to_string())?;
-        write_private(&self.path, &json)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
-    }
-}
-
-/// Temp file beside `path`, mode 0600, fsync, rename over `path`.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Now, in milliseconds since the Unix epoch (stored expiry times).
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

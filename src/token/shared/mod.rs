@@ -7,20 +7,19 @@
 //! slot then fetches on its own.
 
 mod backend;
-mod seal;
+mod file;
+mod users;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::Digest;
-
-pub use seal::Seal;
+use crate::seal::Seal;
 
 use crate::config::{ClientSettings, StoreBackend, StoreSettings};
 use crate::metrics::{Metrics, StoreLabels};
 use crate::secret::Secret;
-pub use backend::unix_ms;
+pub(crate) use backend::unix_ms;
 use backend::Backend;
 
 /// A token as stored: enough to serve it, and when it was issued, so every
@@ -60,6 +59,7 @@ impl Store {
     /// `None` for the memory backend.
     pub fn build(
         settings: &StoreSettings,
+        tls: &crate::config::TlsSettings,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let backend = match &settings.backend {
@@ -83,6 +83,7 @@ impl Store {
                     url,
                     render(username, "username")?,
                     render(password, "password")?,
+                    tls,
                 )?
             }
         };
@@ -111,38 +112,19 @@ impl Store {
         self.backend.origin()
     }
 
-    /// `{prefix}{kind}:{digest}`: a digest of the client's identity (token
-    /// URL, grant, client id, scopes, audience, subject source), never of
-    /// its secrets, so replicas with the same client meet at the same key.
+    /// `{prefix}{kind}:{digest}`: the client's cache key (a digest of
+    /// every rendered setting, secrets and file contents included), so
+    /// replicas with the same client meet at the same key and clients that
+    /// differ in anything the endpoint sees never do. Computed per
+    /// operation: a rotated secret file moves the client to a new key.
     fn key(&self, kind: &str, client: &ClientSettings) -> String {
-        let mut h = sha2::Sha256::new();
-        let literal = |t: &Option<crate::template::Template>| {
-            t.as_ref().map(|t| {
-                t.as_literal().map_or_else(
-                    || format!("{:?}", t.files().collect::<Vec<_>>()),
-                    str::to_string,
-                )
-            })
-        };
-        let identity = format!(
-            "{}\n{}\n{:?}\n{:?}\n{:?}\n{:?}",
-            client.grant.name(),
-            client.token_url,
-            literal(&client.client_id),
-            client.scopes,
-            literal(&client.audience),
-            client.params.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-        );
-        h.update(identity.as_bytes());
-        let digest = h.finalize();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{kind}:{hex}", self.prefix)
+        format!("{}{kind}:{}", self.prefix, client.cache_key().hex())
     }
 
     /// The client's stored token, if there is one that opens.
     pub async fn load(&self, client: &ClientSettings) -> Option<Stored> {
         let key = self.key("token", client);
-        let raw = self.op("get", self.backend.get(&key)).await.flatten()?;
+        let raw = self.read("get", &key, client).await?;
         let opened = self
             .seal
             .open(&key, &raw)
@@ -192,10 +174,7 @@ impl Store {
     /// `old` of the next `swap_refresh`).
     pub async fn load_refresh(&self, client: &ClientSettings) -> Option<(Secret, String)> {
         let key = self.key("refresh", client);
-        let raw = self
-            .op("refresh_get", self.backend.get(&key))
-            .await
-            .flatten()?;
+        let raw = self.read("refresh_get", &key, client).await?;
         match self
             .seal
             .open(&key, &raw)
@@ -230,6 +209,38 @@ impl Store {
         .unwrap_or(false)
     }
 
+    /// A rejected token leaves the store too, but only if it is still the
+    /// stored one (compare-and-delete on the exact stored value), so a
+    /// newer token another replica stored meanwhile stays.
+    pub async fn discard(&self, client: &ClientSettings, access_token: &str) {
+        let key = self.key("token", client);
+        let Some(raw) = self.read("get", &key, client).await else {
+            return;
+        };
+        let still = self
+            .seal
+            .open(&key, &raw)
+            .and_then(|b| serde_json::from_slice::<Stored>(&b).ok())
+            .is_some_and(|t| t.access_token == access_token);
+        if still {
+            self.op("delete", self.backend.del_if(&key, &raw)).await;
+        }
+    }
+
+    /// A value no larger than `MAX_VALUE`; a larger one is corrupt: it is
+    /// counted and logged, never read.
+    async fn read(&self, op: &'static str, key: &str, client: &ClientSettings) -> Option<String> {
+        match self.op(op, self.backend.get(key)).await? {
+            backend::Got::Missing => None,
+            backend::Got::Value(v) => Some(v),
+            backend::Got::TooLarge(n) => {
+                self.count(op, "rejected");
+                tracing::warn!(client = %client.name, bytes = n, limit = backend::MAX_VALUE, "a stored value is larger than any token: ignored as corrupt");
+                None
+            }
+        }
+    }
+
     /// Runs one store operation within the timeout; counts it; logs a
     /// change between working and failing once.
     async fn op<T>(
@@ -240,11 +251,16 @@ impl Store {
         let (outcome, value, error) = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => ("ok", Some(v), None),
             Ok(Err(e)) => ("error", None, Some(e)),
-            Err(_) => (
-                "timeout",
-                None,
-                Some(format!("no answer within {:?}", self.timeout)),
-            ),
+            Err(_) => {
+                // The reply may still be on its way: a fresh connection
+                // for the next operation, not one that reads it first.
+                self.backend.reset().await;
+                (
+                    "timeout",
+                    None,
+                    Some(format!("no answer within {:?}", self.timeout)),
+                )
+            }
         };
         self.count(op, outcome);
         let was = self.healthy.swap(error.is_none(), Ordering::Relaxed);

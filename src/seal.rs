@@ -10,14 +10,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 const SEALED: &str = "v1:";
 const PLAIN: &str = "plain:";
 
-pub struct Seal {
+pub(crate) struct Seal {
     key: Option<LessSafeKey>,
     rng: SystemRandom,
 }
 
 impl Seal {
     /// A key given as 32 bytes of base64.
-    pub fn new(b64: &str) -> Result<Self, String> {
+    pub(crate) fn new(b64: &str) -> Result<Self, String> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
             .map_err(|_| "store.encryption_key is not base64".to_string())?;
@@ -36,14 +36,14 @@ impl Seal {
     }
 
     /// No key: values are stored as they are (`allow_plaintext`).
-    pub fn plaintext() -> Self {
+    pub(crate) fn plaintext() -> Self {
         Self {
             key: None,
             rng: SystemRandom::new(),
         }
     }
 
-    pub fn seal(&self, name: &str, plain: &[u8]) -> Option<String> {
+    pub(crate) fn seal(&self, name: &str, plain: &[u8]) -> Option<String> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let Some(key) = &self.key else {
             return Some(format!("{PLAIN}{}", b64.encode(plain)));
@@ -65,7 +65,7 @@ impl Seal {
     /// The plaintext, or `None` for a value that does not open with this
     /// key under this name (tampered, moved, another key, or plaintext
     /// where a key is configured: a downgrade is refused too).
-    pub fn open(&self, name: &str, stored: &str) -> Option<Vec<u8>> {
+    pub(crate) fn open(&self, name: &str, stored: &str) -> Option<Vec<u8>> {
         let b64 = base64::engine::general_purpose::STANDARD;
         match (
             &self.key,
