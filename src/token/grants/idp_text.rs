@@ -41,12 +41,35 @@ pub(crate) fn without_sent(e: FetchError, sent: &[&str]) -> FetchError {
         .flat_map(|v| encodings(v))
         .map(|f| f.chars().collect())
         .collect();
+    // A registered code is the IdP's word, never an echo, and is what a
+    // rejected subject is recognised by: a subject crafted to contain
+    // "invalid_grant" must not turn its refusal into an endpoint failure.
+    let error = if REGISTERED.contains(&error.as_str()) {
+        error
+    } else {
+        scrub(&error, &forms)
+    };
     FetchError::OAuth {
         status,
-        error: scrub(&error, &forms),
+        error,
         description: description.map(|d| idp_text(&scrub(&d, &forms))),
     }
 }
+
+/// OAuth error codes (RFC 6749 §5.2, RFC 8693 §2.2.2, RFC 8628 §3.5).
+const REGISTERED: &[&str] = &[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "invalid_target",
+    "access_denied",
+    "authorization_pending",
+    "slow_down",
+    "expired_token",
+];
 
 /// A secret as it may be echoed: as sent, form-encoded (`+` or `%20` for a
 /// space), and JSON-escaped (with `/` escaped or not).
@@ -166,6 +189,10 @@ mod echo_tests {
         let secret = "pw-0123456789abcdef";
         let out = shown(&format!("bad password {secret}"), "d", &[secret]);
         assert!(!out.contains("0123456789"), "{out}");
+        // A registered code stays what it is, whatever the subject held.
+        let subject = "attacker-invalid_grant-subject";
+        let out = shown("invalid_grant", subject, &[subject]);
+        assert!(out.contains(": invalid_grant ("), "{out}");
     }
 
     /// A secret echoed form-encoded or JSON-escaped is the same secret.
