@@ -18,6 +18,7 @@ pub(crate) mod error;
 pub mod fuzz;
 pub(crate) mod inbound;
 mod io;
+mod ip_literal;
 pub mod kube;
 pub mod log;
 pub(crate) mod login;

@@ -5,7 +5,6 @@
 //! IP-literal targets can be held to `deny_destinations`.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,6 +20,7 @@ use tokio::net::TcpStream;
 use crate::config::{DirectHosts, ParentProxy};
 use crate::error::ProxyError;
 use crate::inbound::Target;
+use crate::ip_literal::{self, Host};
 use crate::upstream::{is_denied, DeniedDestination, DenyResolver};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -90,13 +90,14 @@ impl tower_service::Service<Uri> for Connector {
 /// An IP-literal target is checked here: the parent would connect to it
 /// for us whatever `deny_destinations` says. Names are the parent's to
 /// resolve (and to police).
+/// "2130706433" and the like are literals too: the parent's resolver reads
+/// them as addresses (see `ip_literal`).
 fn check_literal(deny: &[IpNet], host: &str) -> Result<(), std::io::Error> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<IpAddr>() {
-        Ok(ip) if is_denied(deny, ip) => {
-            Err(std::io::Error::other(DeniedDestination(host.to_string())))
-        }
-        _ => Ok(()),
+    let denied = |what: String| Err(std::io::Error::other(DeniedDestination(what)));
+    match ip_literal::classify(host) {
+        Host::Ip(ip) if is_denied(deny, ip) => denied(host.to_string()),
+        Host::Malformed => denied(format!("{host} (a numeric host that is no IP address)")),
+        Host::Ip(_) | Host::Name => Ok(()),
     }
 }
 

@@ -332,3 +332,55 @@ async fn a_reload_that_sets_token_proxy_sends_the_next_token_request_through_it(
     .await;
     sidekey.shutdown().await;
 }
+
+/// App: writes `raw` to sidekey and reads what comes back within a few
+/// seconds (the first bytes of a CONNECT answer are enough).
+async fn raw_head(proxy: std::net::SocketAddr, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .map(|r| r.unwrap_or(0))
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The parent resolves names with getaddrinfo, which reads "2130706433",
+/// "0x7f.1" or "127.1" as 127.0.0.1: such a target is an IP literal in
+/// disguise and is held to `deny_destinations` before the parent is asked.
+#[tokio::test]
+async fn a_numeric_ipv4_target_in_disguise_is_denied_before_the_parent() {
+    let parent = Tinyproxy::start().await;
+    let up = Upstream::start().await;
+    let p = up.addr.port();
+    let proxy_extra = format!(
+        "upstream_proxy = \"{}\"\ndeny_destinations = [\"127.0.0.0/8\"]\nconnect_ports = [{p}]\nupstream_timeout = \"5s\"\n",
+        parent.url_with_credentials(),
+    );
+    let sidekey = Proxy::start(&proxy_extra, "").await;
+    for host in ["2130706433", "0x7f.1", "127.1", "0177.0.0.1", "127.0.0.1."] {
+        let get = raw_head(
+            sidekey.addr,
+            &format!(
+                "GET http://{host}:{p}/x HTTP/1.1\r\nHost: {host}:{p}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .await;
+        assert!(get.starts_with("HTTP/1.1 403"), "GET via {host}: {get}");
+        let connect = raw_head(
+            sidekey.addr,
+            &format!("CONNECT {host}:{p} HTTP/1.1\r\nHost: {host}:{p}\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            connect.starts_with("HTTP/1.1 403"),
+            "CONNECT {host}: {connect}"
+        );
+    }
+    assert!(up.requests().is_empty());
+    let seen = parent.requests();
+    assert!(seen.is_empty(), "{seen:#?}");
+    sidekey.shutdown().await;
+}

@@ -201,6 +201,17 @@ impl Store {
         let Some(value) = self.seal.seal(&key, new.expose().as_bytes()) else {
             return false;
         };
+        // Nothing readable was there: a value that does not open (sealed
+        // before `encryption_key` was rotated, or corrupt) is no newer
+        // rotation to keep, and left in place it would never be replaced.
+        let unreadable = match old {
+            Some(_) => None,
+            None => self
+                .read("refresh_get", &key, client)
+                .await
+                .filter(|raw| self.seal.open(&key, raw).is_none()),
+        };
+        let old = old.or(unreadable.as_deref());
         self.op(
             "refresh_swap",
             self.backend.compare_and_set(&key, old, &value),
@@ -284,3 +295,6 @@ impl Store {
             .inc();
     }
 }
+
+#[cfg(test)]
+mod tests;
