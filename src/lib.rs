@@ -95,7 +95,7 @@ pub async fn start(config: ValidConfig) -> anyhow::Result<Server> {
         limits,
         Arc::clone(&shared.drain),
         proxy_stop.clone(),
-        move |conn, req| service::proxy_request(Arc::clone(&s), conn, req),
+        move |conn, req| service::request(Arc::clone(&s), service::Origin::Forward(conn), req),
     ));
     let (admin_addr, admin) = match admin {
         Some(addr) => {

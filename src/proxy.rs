@@ -1,12 +1,14 @@
-//! The request pipeline, top to bottom, for a request whose target is
-//! known: route -> token -> rewrite -> upstream -> response, with the 401
-//! rule. `service` calls it for plain and intercepted requests alike.
+//! The request pipeline for a request whose target is known, as named
+//! phases over one `Exchange` (pingora's per-request context): route ->
+//! credential -> body -> upstream (one retry loop) -> response.
+//! `service` calls it for plain and intercepted requests alike.
 
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::{self, Capture, ProxyBody};
 use crate::credential::Lease;
@@ -15,6 +17,7 @@ use crate::inbound::{self, Target};
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
+use crate::token::Token;
 use crate::{config::Unmatched, tunnel};
 
 /// The route of a request (borrowed from the runtime that routed it), for
@@ -39,13 +42,31 @@ impl<'r> Ctx<'r> {
     }
 }
 
-/// route -> token -> rewrite -> upstream, for a request whose target is
-/// known (absolute-form, or the CONNECT authority of an intercepted tunnel).
+/// One request on its way upstream: what every phase reads and updates.
+struct Exchange<'r> {
+    rt: &'r Runtime,
+    route: Option<&'r Route>,
+    target: Target,
+    head: Head,
+    lease: Option<Lease>,
+    /// The token the next upstream request carries: the lease's, then the
+    /// fresh one after a 401.
+    token: Option<Arc<Token>>,
+    /// The request body as sent, kept for a 401 retry.
+    kept: Option<Arc<Capture>>,
+    /// An idempotent request without a body can go again if a pooled
+    /// connection closes under it (RFC 9110 §9.2.2).
+    resendable: bool,
+}
+
+/// route -> credential -> body -> upstream -> response, for a request
+/// whose target is known (absolute-form, or the CONNECT authority of an
+/// intercepted tunnel).
 pub(crate) async fn forward<'r>(
     shared: &Shared,
     rt: &'r Runtime,
     target: Target,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     ctx: &mut Ctx<'r>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
@@ -53,104 +74,198 @@ pub(crate) async fn forward<'r>(
             "{ip} is in proxy.deny_destinations"
         )));
     }
-    // A shared handle on the request's own bytes, not a copy.
-    let pq = req
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let decision = rt.routes.decide(&RequestInfo {
-        host: &target.host,
-        port: target.port,
-        method: req.method(),
-        path: pq.as_str(),
-        headers: req.headers(),
-    });
-    let route = decision.as_ref().map(|d: &Decision<'_>| d.route);
-    match &decision {
-        Some(d) => {
-            tracing::debug!(decision = %d, "routed");
-            ctx.route = Some(d.route);
-        }
-        None if rt.config.proxy.unmatched == Unmatched::Deny => {
-            return Err(ProxyError::Denied(format!(
-                "no route matches {} and proxy.unmatched is \"deny\"",
-                target.authority()
-            )))
-        }
-        None => tracing::debug!(host = %target.host, "no route: passing through untouched"),
-    }
-    let upgrade = inbound::is_upgrade(req.method(), req.headers());
-    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, incoming) = req.into_parts();
-    let mut head = Head {
-        method: parts.method,
-        path_and_query: pq,
-        headers: parts.headers,
-        upgrade,
-    };
-    let lease = match route.and_then(|r| r.credential.as_ref()) {
-        Some(credential) => Some(credential.acquire(&mut head.headers).await?),
-        None => None,
-    };
-    let token = lease.as_ref().map(|l| Arc::clone(l.token()));
-    if crate::telemetry::enabled() {
-        // The upstream's span becomes a child of this request's span.
-        crate::telemetry::inject(&mut head.headers);
-    }
-    let uri = rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
-    let retry = route.is_some_and(|r| r.settings.retry_on_401) && lease.is_some();
-    // An idempotent request without a body can go again if a pooled
-    // connection closes under it (RFC 9110 §9.2.2).
-    let resendable =
-        !upgrade && http_body::Body::is_end_stream(&incoming) && head.method.is_idempotent();
-    let (first, kept) = if retry && !upgrade {
-        let (b, kept) = body::tee(incoming, rt.config.proxy.retry_body_limit);
-        (b, Some(kept))
-    } else {
-        (body::boxed(incoming), None)
-    };
-    // The head is kept only when the request may have to go again; else
-    // its headers move into the upstream request, uncopied.
-    let (req, kept_head) = if retry || resendable {
-        let req = rewrite::upstream_request(route, &head, uri, token.as_deref(), first)?;
-        (req, Some(head))
-    } else {
-        let req = rewrite::into_upstream_request(route, head, uri, token.as_deref(), first)?;
-        (req, None)
-    };
-    let mut resp = match rt.upstream.send(req, upgrade).await {
-        Ok(resp) => resp,
-        Err(failed) => match (&kept_head, failed.stale && resendable) {
-            (Some(head), true) => {
-                tracing::debug!(host = %target.host, "pooled upstream connection closed under the request: sending it again");
-                let uri =
-                    rewrite::upstream_uri(route, &target, &head.path_and_query, token.as_deref())?;
-                let again =
-                    rewrite::upstream_request(route, head, uri, token.as_deref(), body::empty())?;
-                rt.upstream.send(again, upgrade).await?
-            }
-            _ => return Err(failed.into()),
-        },
-    };
+    let (mut ex, incoming, downstream_upgrade) = Exchange::route(rt, target, req)?;
+    ctx.route = ex.route;
+    ex.acquire().await?;
+    let first = ex.capture(incoming);
+    let resp = ex.send(first).await?;
+    Ok(respond(shared, ex.route, resp, downstream_upgrade))
+}
 
-    if let (true, Some(route), Some(lease), Some(head)) = (
-        resp.status() == StatusCode::UNAUTHORIZED,
-        route,
-        &lease,
-        &kept_head,
-    ) {
-        let again = Resend {
+impl<'r> Exchange<'r> {
+    /// Phase route: the route the request matches, or none if unmatched
+    /// requests pass through.
+    fn route(
+        rt: &'r Runtime,
+        target: Target,
+        mut req: Request<Incoming>,
+    ) -> Result<(Self, Incoming, Option<OnUpgrade>), ProxyError> {
+        // A shared handle on the request's own bytes, not a copy.
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let decision = rt.routes.decide(&RequestInfo {
+            host: &target.host,
+            port: target.port,
+            method: req.method(),
+            path: pq.as_str(),
+            headers: req.headers(),
+        });
+        match &decision {
+            Some(d) => tracing::debug!(decision = %d, "routed"),
+            None if rt.config.proxy.unmatched == Unmatched::Deny => {
+                return Err(ProxyError::Denied(format!(
+                    "no route matches {} and proxy.unmatched is \"deny\"",
+                    target.authority()
+                )))
+            }
+            None => tracing::debug!(host = %target.host, "no route: passing through untouched"),
+        }
+        let upgrade = inbound::is_upgrade(req.method(), req.headers());
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, incoming) = req.into_parts();
+        let resendable =
+            !upgrade && http_body::Body::is_end_stream(&incoming) && parts.method.is_idempotent();
+        let ex = Self {
             rt,
-            route,
-            head,
-            target: &target,
-            upgrade,
+            route: decision.as_ref().map(|d: &Decision<'_>| d.route),
+            target,
+            head: Head {
+                method: parts.method,
+                path_and_query: pq,
+                headers: parts.headers,
+                upgrade,
+            },
+            lease: None,
+            token: None,
+            kept: None,
+            resendable,
         };
-        if let Some(r) = retry_on_401(again, lease, kept).await? {
-            resp = r;
+        Ok((ex, incoming, downstream_upgrade))
+    }
+
+    /// Phase credential: the route's lease (its token and 401 policy).
+    async fn acquire(&mut self) -> Result<(), ProxyError> {
+        if let Some(credential) = self.route.and_then(|r| r.credential.as_ref()) {
+            let lease = credential.acquire(&mut self.head.headers).await?;
+            self.token = Some(Arc::clone(lease.token()));
+            self.lease = Some(lease);
+        }
+        if crate::telemetry::enabled() {
+            // The upstream's span becomes a child of this request's span.
+            crate::telemetry::inject(&mut self.head.headers);
+        }
+        Ok(())
+    }
+
+    /// Phase body: the body is kept (up to `retry_body_limit`) only when a
+    /// 401 may send it again.
+    fn capture(&mut self, incoming: Incoming) -> ProxyBody {
+        if self.retries_401() && !self.head.upgrade {
+            let (first, kept) = body::tee(incoming, self.rt.config.proxy.retry_body_limit);
+            self.kept = Some(kept);
+            first
+        } else {
+            body::boxed(incoming)
         }
     }
+
+    fn retries_401(&self) -> bool {
+        self.lease.is_some() && self.route.is_some_and(|r| r.settings.retry_on_401)
+    }
+
+    /// The upstream request with the current token. The head's headers
+    /// are copied only when the request may go again (its head is kept);
+    /// else they move.
+    fn upstream_request(&mut self, body: ProxyBody) -> Result<Request<ProxyBody>, ProxyError> {
+        let token = self.token.as_deref();
+        let pq = &self.head.path_and_query;
+        let uri = rewrite::upstream_uri(self.route, &self.target, pq, token)?;
+        if self.retries_401() || self.resendable {
+            return rewrite::upstream_request(self.route, &self.head, uri, token, body);
+        }
+        let head = Head {
+            method: self.head.method.clone(),
+            path_and_query: pq.clone(),
+            headers: std::mem::take(&mut self.head.headers),
+            upgrade: self.head.upgrade,
+        };
+        rewrite::into_upstream_request(self.route, head, uri, token, body)
+    }
+
+    /// Phase upstream: one loop; the failure decides whether and how the
+    /// request goes again (pingora's `error.retry`): a stale pooled
+    /// connection resends it, a 401 asks the lease. Each kind happens
+    /// once, so at most three sends.
+    async fn send(&mut self, first: ProxyBody) -> Result<Response<Incoming>, ProxyError> {
+        let (mut body, mut resent, mut reauthorized) = (first, false, false);
+        loop {
+            let req = self.upstream_request(body)?;
+            body = match self.rt.upstream.send(req, self.head.upgrade).await {
+                Err(failed) if failed.stale && self.resendable && !resent => {
+                    tracing::debug!(host = %self.target.host, "pooled upstream connection closed under the request: sending it again");
+                    resent = true;
+                    body::empty()
+                }
+                Err(failed) => return Err(failed.into()),
+                Ok(resp) if resp.status() != StatusCode::UNAUTHORIZED => return Ok(resp),
+                Ok(resp) if reauthorized => {
+                    // The fresh token was refused too: 401s are not about token age.
+                    if let Some(lease) = &self.lease {
+                        lease.rejected_again();
+                    }
+                    return Ok(resp);
+                }
+                Ok(resp) => match self.after_401().await {
+                    Some(kept) => {
+                        reauthorized = true;
+                        body::full(kept)
+                    }
+                    None => return Ok(resp),
+                },
+            };
+        }
+    }
+
+    /// The SPEC's 401 rule: the lease drops the rejected token (unless a
+    /// newer one is cached) and, if the body was kept, a fresh token goes
+    /// with it once. Returns the body to send again, if any.
+    async fn after_401(&mut self) -> Option<bytes::Bytes> {
+        // Unchanged from before the Exchange: a request that could never go
+        // again (a body, and retry_on_401 off) leaves the token cached.
+        if !(self.retries_401() || self.resendable) {
+            return None;
+        }
+        let lease = self.lease.as_ref()?;
+        if !lease.rejected() {
+            return None;
+        }
+        let kept = match &self.kept {
+            Some(k) => k.replayable(REPLAY_WAIT).await,
+            None => None,
+        };
+        let Some(kept) = kept else {
+            tracing::info!(
+                client = lease.client(),
+                "upstream answered 401; body too large to retry, token dropped"
+            );
+            return None;
+        };
+        let fresh = lease.fresh().await?;
+        tracing::info!(
+            client = lease.client(),
+            route = self.route.map(Route::name),
+            "upstream answered 401: retrying once with a fresh token"
+        );
+        self.token = Some(fresh);
+        Some(kept)
+    }
+}
+
+/// How long a 401 waits for the rest of a small request body that the
+/// upstream answered before reading to the end.
+const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Phase response: a 101 splices the two upgraded connections; the
+/// response loses hop-by-hop headers and the route's `set_query` echoes.
+fn respond(
+    shared: &Shared,
+    route: Option<&Route>,
+    mut resp: Response<Incoming>,
+    downstream_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(on_client) = downstream_upgrade {
             let on_upstream = hyper::upgrade::on(&mut resp);
@@ -163,67 +278,5 @@ pub(crate) async fn forward<'r>(
     }
     let mut resp = rewrite::downstream_response(resp.map(body::boxed));
     rewrite::strip_set_query(route, &mut resp);
-    Ok(resp)
-}
-
-/// How long a 401 waits for the rest of a small request body that the
-/// upstream answered before reading to the end.
-const REPLAY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What is needed to send the same request again.
-struct Resend<'a> {
-    rt: &'a Runtime,
-    route: &'a Route,
-    head: &'a Head,
-    target: &'a Target,
-    upgrade: bool,
-}
-
-/// The SPEC's 401 rule: drop the rejected token (unless a newer one is
-/// cached), get a fresh one, and resend once if the body was kept. The
-/// lease decides what a 401 means (see `Lease::rejected`).
-async fn retry_on_401(
-    again: Resend<'_>,
-    lease: &Lease,
-    kept: Option<Arc<Capture>>,
-) -> Result<Option<Response<Incoming>>, ProxyError> {
-    if !lease.rejected() {
-        return Ok(None);
-    }
-    let kept = match kept {
-        Some(k) => k.replayable(REPLAY_WAIT).await,
-        None => None,
-    };
-    let Some(kept) = kept else {
-        tracing::info!(
-            client = lease.client(),
-            "upstream answered 401; body too large to retry, token dropped"
-        );
-        return Ok(None);
-    };
-    let Some(fresh) = lease.fresh().await else {
-        return Ok(None);
-    };
-    tracing::info!(
-        client = lease.client(),
-        route = again.route.name(),
-        "upstream answered 401: retrying once with a fresh token"
-    );
-    let req = rewrite::upstream_request(
-        Some(again.route),
-        again.head,
-        rewrite::upstream_uri(
-            Some(again.route),
-            again.target,
-            &again.head.path_and_query,
-            Some(&fresh),
-        )?,
-        Some(&fresh),
-        body::full(kept),
-    )?;
-    let resp = again.rt.upstream.send(req, again.upgrade).await?;
-    if resp.status() == StatusCode::UNAUTHORIZED {
-        lease.rejected_again();
-    }
-    Ok(Some(resp))
+    resp
 }

@@ -1,9 +1,12 @@
 //! What a request to the proxy port means: proxy auth, then CONNECT
 //! (decided by `connect`, carried out here as interception or a tunnel)
 //! or a forwarded request (the `proxy` pipeline). Intercepted streams are
-//! served by the same `server` set-up and enter the pipeline at `forward`.
+//! served by the same `server` set-up and enter at the same `request`,
+//! with their `Origin`.
 //! Every request is logged and counted once, in `finish`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
@@ -23,95 +26,109 @@ use crate::server::{self, ConnInfo};
 use crate::telemetry;
 use tracing::Instrument;
 
-/// Entry point for every request the application sends to the proxy port.
-/// With `[telemetry]`, the request runs in its `sidekey.request` span.
-pub(crate) async fn proxy_request(
+/// Where a request came from: the proxy port (its target is in the
+/// request), or an intercepted tunnel (its target is the CONNECT authority,
+/// whatever its Host or `:authority` says).
+#[derive(Clone)]
+pub(crate) enum Origin {
+    Forward(Arc<ConnInfo>),
+    Intercepted(Target, Arc<str>),
+}
+
+/// Entry point for every request the application sends, on the proxy port
+/// or inside an intercepted tunnel. With `[telemetry]`, the request runs
+/// in its `sidekey.request` span.
+pub(crate) async fn request(
     shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
+    origin: Origin,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if telemetry::enabled() {
-        let host = inbound::log_authority(req.uri());
+        let host = match &origin {
+            Origin::Forward(_) => inbound::log_authority(req.uri()),
+            Origin::Intercepted(_, authority) => authority,
+        };
         let span = telemetry::request_span(req.method(), host, req.headers());
-        return handle(shared, conn, req).instrument(span).await;
+        return handle(shared, origin, req).instrument(span).await;
     }
-    handle(shared, conn, req).await
+    handle(shared, origin, req).await
 }
 
 async fn handle(
     shared: Arc<Shared>,
+    origin: Origin,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let rt = shared.runtime();
+    let mut ctx = Ctx::new("unmatched");
+    let started = Instant::now();
+    let method = req.method().clone();
+    match origin {
+        Origin::Forward(conn) => {
+            // The URI is moved into the pipeline: keep its (shared) parts for the log.
+            let uri = req.uri().clone();
+            let result = forwarded(&shared, &rt, conn, req, &mut ctx).await;
+            let authority = inbound::log_authority(&uri);
+            finish(&shared, result, &method, authority, &ctx, started)
+        }
+        Origin::Intercepted(target, authority) => {
+            let result = intercepted(&shared, &rt, target, &authority, req, &mut ctx).await;
+            finish(&shared, result, &method, &authority, &ctx, started)
+        }
+    }
+}
+
+/// A request on the proxy port: proxy auth, then CONNECT or the pipeline.
+async fn forwarded<'r>(
+    shared: &Arc<Shared>,
+    rt: &'r Arc<Runtime>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let rt = shared.runtime();
-    let mut ctx = Ctx::new("unmatched");
-    let started = Instant::now();
-    let method = req.method().clone();
-    // The URI is moved into the pipeline: keep its (shared) parts for the log.
-    let uri = req.uri().clone();
-    let result = match inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req) {
-        Err(e) => Err(e),
-        Ok(()) if method == Method::CONNECT => {
-            ctx.label = "connect";
-            connect(&shared, &rt, conn, req).await
-        }
-        Ok(()) => match inbound::target(req.uri()) {
-            Ok(target) => proxy::forward(&shared, &rt, target, req, &mut ctx).await,
-            Err(e) => Err(e),
-        },
-    };
-    finish(
-        &shared,
-        result,
-        &method,
-        inbound::log_authority(&uri),
-        &ctx,
-        started,
-    )
-}
-
-/// A request inside an intercepted tunnel: its target is the CONNECT
-/// authority, whatever its Host or `:authority` says.
-async fn intercepted_request(
-    shared: Arc<Shared>,
-    target: Target,
-    authority: Arc<str>,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    if telemetry::enabled() {
-        let span = telemetry::request_span(req.method(), &authority, req.headers());
-        return handle_intercepted(shared, target, authority, req)
-            .instrument(span)
-            .await;
+    ctx: &mut Ctx<'r>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req)?;
+    if req.method() == Method::CONNECT {
+        ctx.label = "connect";
+        return connect_boxed(shared, rt, conn, req).await;
     }
-    handle_intercepted(shared, target, authority, req).await
+    let target = inbound::target(req.uri())?;
+    proxy::forward(shared, rt, target, req, ctx).await
 }
 
-async fn handle_intercepted(
-    shared: Arc<Shared>,
+/// A request inside an intercepted tunnel. An absolute-form target
+/// (HTTP/1.1) is the app naming a host outright: one that is not the
+/// CONNECT host is refused. (`inbound::target` refuses userinfo and bad
+/// ports as well.)
+async fn intercepted<'r>(
+    shared: &Shared,
+    rt: &'r Runtime,
     target: Target,
-    authority: Arc<str>,
+    authority: &str,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let rt = shared.runtime();
-    let started = Instant::now();
-    let method = req.method().clone();
-    let mut ctx = Ctx::new("unmatched");
-    // An absolute-form target (HTTP/1.1) inside the tunnel is the app
-    // naming a host outright: one that is not the CONNECT host is refused.
-    // (`inbound::target` refuses userinfo and bad ports as well.)
+    ctx: &mut Ctx<'r>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let conflict = req.version() < http::Version::HTTP_2
         && req.uri().authority().is_some()
         && !inbound::target(req.uri())
             .is_ok_and(|t| t.host == target.host && t.port == target.port);
-    let result = if conflict {
-        Err(ProxyError::BadRequest(format!(
+    if conflict {
+        return Err(ProxyError::BadRequest(format!(
             "the request target names another host than the CONNECT target {authority}"
-        )))
-    } else {
-        proxy::forward(&shared, &rt, target, req, &mut ctx).await
-    };
-    finish(&shared, result, &method, &authority, &ctx, started)
+        )));
+    }
+    proxy::forward(shared, rt, target, req, ctx).await
+}
+
+/// `connect` as a named `Send` future: an intercepted tunnel's requests
+/// enter at `request` again, and the compiler cannot infer `Send` around
+/// that circle through opaque types. One allocation per CONNECT.
+fn connect_boxed<'a>(
+    shared: &'a Arc<Shared>,
+    rt: &'a Arc<Runtime>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a>> {
+    Box::pin(connect(shared, rt, conn, req))
 }
 
 /// Carries out `connect::decide`: the tunnel or the intercepted stream
@@ -146,9 +163,9 @@ async fn connect(
                 let limits = shared.runtime().config.proxy.limits;
                 let drain = Arc::clone(&shared.drain);
                 let authority: Arc<str> = target.authority().into();
+                let origin = Origin::Intercepted(target, authority);
                 server::serve_connection(tls, limits, drain, move |req| {
-                    let authority = Arc::clone(&authority);
-                    intercepted_request(Arc::clone(&shared), target.clone(), authority, req)
+                    request(Arc::clone(&shared), origin.clone(), req)
                 })
                 .await;
             });
