@@ -8,7 +8,6 @@
 mod browser;
 mod pages;
 mod password;
-mod tickets;
 
 use std::sync::Arc;
 
@@ -16,8 +15,6 @@ use base64::Engine;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use sha2::Digest;
-
-pub use tickets::Logins;
 
 use browser::{allowed, clear_cookie, cookie, set_cookie};
 

@@ -10,6 +10,7 @@ pub(crate) mod model;
 pub(crate) mod per_user;
 pub(crate) mod shared;
 pub(crate) mod store;
+pub(crate) mod tickets;
 
 pub(crate) use cache::Slot;
 pub(crate) use model::{FetchError, Token, TokenResponse};

@@ -11,8 +11,8 @@ use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
 use super::shared::Store;
+use super::tickets::Logins;
 use crate::config::{ClientKey, ClientSettings, GrantSettings};
-use crate::login::Logins;
 use crate::metrics::Metrics;
 
 /// Where a route's tokens come from: one cache slot for the client, or one

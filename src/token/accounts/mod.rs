@@ -19,8 +19,8 @@ use super::cache::Slot;
 use super::grants::{custom, form, Fetcher};
 use super::model::{FetchError, Token, TokenResponse};
 use super::shared::Store;
+use super::tickets::Logins;
 use crate::config::{ClientSettings, GrantSettings};
-use crate::login::Logins;
 use crate::metrics::{ClientLabel, Metrics};
 use crate::secret::Secret;
 
