@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio::net::TcpStream;
 
 use crate::config::ConnectPolicy;
@@ -11,7 +12,7 @@ use crate::drain::Drain;
 use crate::error::ProxyError;
 use crate::inbound::Target;
 use crate::runtime::Runtime;
-use crate::{tunnel, upstream};
+use crate::{egress, tunnel};
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -23,28 +24,51 @@ pub(crate) enum Action {
     Deny(String),
 }
 
+/// What `decide` looks at, and nothing more: built from the runtime by
+/// `Policy::of`, or written out in a test (no CA on disk needed).
+pub(crate) struct Policy<'a> {
+    pub connect: ConnectPolicy,
+    pub connect_ports: &'a [u16],
+    pub deny: &'a [IpNet],
+    /// A route names the CONNECT host (and port).
+    pub routed: bool,
+    /// `[tls]` has a CA, so a routed host can be intercepted.
+    pub intercepts: bool,
+}
+
+impl<'a> Policy<'a> {
+    pub(crate) fn of(rt: &'a Runtime, target: &Target) -> Self {
+        let proxy = &rt.config.proxy;
+        Self {
+            connect: proxy.connect,
+            connect_ports: &proxy.connect_ports,
+            deny: rt.upstream.deny(),
+            routed: rt.routes.names_host(&target.host, target.port),
+            intercepts: rt.intercept.is_some(),
+        }
+    }
+}
+
 /// What to do with `CONNECT target`. The addresses a tunnel may reach
 /// are checked again after resolution (`open`), so DNS cannot get around
 /// `deny_destinations`.
-pub(crate) fn decide(rt: &Runtime, target: &Target) -> Action {
-    let proxy = &rt.config.proxy;
-    if !proxy.connect_ports.contains(&target.port) {
+pub(crate) fn decide(policy: &Policy<'_>, target: &Target) -> Action {
+    if !policy.connect_ports.contains(&target.port) {
         return Action::Deny(format!(
             "CONNECT to port {} is not allowed (proxy.connect_ports)",
             target.port
         ));
     }
-    if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
-        return Action::Deny(format!("{ip} is in proxy.deny_destinations"));
+    if let Some(refusal) = egress::literal_refusal(policy.deny, target) {
+        return Action::Deny(refusal);
     }
-    let routed = rt.routes.names_host(&target.host, target.port);
-    if routed && rt.intercept.is_some() {
+    if policy.routed && policy.intercepts {
         return Action::Intercept;
     }
-    if routed {
+    if policy.routed {
         tracing::warn!(host = %target.host, "a route matches this CONNECT host but [tls] has no CA: tunnelling without injection");
     }
-    if proxy.connect == ConnectPolicy::Deny {
+    if policy.connect == ConnectPolicy::Deny {
         return Action::Deny(format!(
             "CONNECT to {} is refused: no route intercepts it and proxy.connect is \"deny\"",
             target.authority()
@@ -62,7 +86,7 @@ pub(crate) async fn open(rt: &Runtime, target: &Target) -> Result<TcpStream, Pro
         return crate::parent_proxy::tunnel(parent, deny, target, proxy.upstream_timeout).await;
     }
     let addrs =
-        upstream::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
+        egress::resolve_allowed(&proxy.deny_destinations, &target.host, target.port).await?;
     let stream = tokio::time::timeout(proxy.upstream_timeout, TcpStream::connect(&addrs[..]))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout {

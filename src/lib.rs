@@ -10,6 +10,7 @@ pub mod config;
 pub(crate) mod connect;
 pub(crate) mod credential;
 pub(crate) mod drain;
+pub(crate) mod egress;
 pub(crate) mod error;
 // The fuzz harness (a loopback token server, reference oracles) stays out
 // of the serving library: cargo fuzz sets `--cfg fuzzing`, the regression

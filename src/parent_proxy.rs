@@ -18,10 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{DirectHosts, ParentProxy};
+use crate::egress::{check_literal, DenyResolver};
 use crate::error::ProxyError;
 use crate::inbound::Target;
-use crate::ip_literal::{self, Host};
-use crate::upstream::{is_denied, DeniedDestination, DenyResolver};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -84,20 +83,6 @@ impl tower_service::Service<Uri> for Connector {
                 Ok(Conn { io, proxied: true })
             }
         })
-    }
-}
-
-/// An IP-literal target is checked here: the parent would connect to it
-/// for us whatever `deny_destinations` says. Names are the parent's to
-/// resolve (and to police).
-/// "2130706433" and the like are literals too: the parent's resolver reads
-/// them as addresses (see `ip_literal`).
-fn check_literal(deny: &[IpNet], host: &str) -> Result<(), std::io::Error> {
-    let denied = |what: String| Err(std::io::Error::other(DeniedDestination(what)));
-    match ip_literal::classify(host) {
-        Host::Ip(ip) if is_denied(deny, ip) => denied(host.to_string()),
-        Host::Malformed => denied(format!("{host} (a numeric host that is no IP address)")),
-        Host::Ip(_) | Host::Name => Ok(()),
     }
 }
 

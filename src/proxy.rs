@@ -12,6 +12,7 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::body::{self, Capture, ProxyBody};
 use crate::credential::Lease;
+use crate::egress;
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
 use crate::rewrite::{self, Head};
@@ -69,10 +70,8 @@ pub(crate) async fn forward<'r>(
     req: Request<Incoming>,
     ctx: &mut Ctx<'r>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    if let Some(ip) = target.ip().filter(|ip| rt.upstream.is_denied(*ip)) {
-        return Err(ProxyError::Denied(format!(
-            "{ip} is in proxy.deny_destinations"
-        )));
+    if let Some(refusal) = egress::literal_refusal(rt.upstream.deny(), &target) {
+        return Err(ProxyError::Denied(refusal));
     }
     let (mut ex, incoming, downstream_upgrade) = Exchange::route(rt, target, req)?;
     ctx.route = ex.route;

@@ -140,7 +140,7 @@ async fn connect(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let target = inbound::connect_target(req.uri())?;
-    match connect::decide(rt, &target) {
+    match connect::decide(&connect::Policy::of(rt, &target), &target) {
         Action::Deny(reason) => Err(ProxyError::Denied(reason)),
         Action::Intercept => {
             let Some(interceptor) = rt.intercept.clone() else {

@@ -1,20 +1,15 @@
 //! Upstream stage: one pooled hyper-util client (HTTP/1.1 and, by ALPN,
 //! HTTP/2) over rustls with `upstream_roots` plus `extra_roots`, directly
 //! or through `upstream_proxy`. DNS answers are filtered against
-//! `deny_destinations` here, after resolution, so DNS rebinding cannot
-//! reach a denied address.
+//! `deny_destinations` by `egress`'s resolver, after resolution, so DNS
+//! rebinding cannot reach a denied address.
 
-use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -22,6 +17,7 @@ use ipnet::IpNet;
 
 use crate::body::ProxyBody;
 use crate::config::{Egress, UpstreamRoots};
+use crate::egress::{DeniedDestination, DenyResolver};
 use crate::error::ProxyError;
 use crate::parent_proxy::{self, Parent};
 
@@ -40,11 +36,6 @@ pub(crate) struct Upstream {
     key: u64,
 }
 
-/// Raised by the resolver when every address of a name is denied.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} resolves only to denied addresses")]
-pub(crate) struct DeniedDestination(pub String);
-
 impl Upstream {
     /// `max_idle_per_host`: pooled idle connections kept per upstream (see
     /// `idle_per_host`).
@@ -57,10 +48,7 @@ impl Upstream {
         let key = Self::key(&deny, egress, timeout, max_idle_per_host);
         let deny = Arc::new(deny);
         let tls = client_tls(egress.roots, &egress.extra_roots)?;
-        let mut http = HttpConnector::new_with_resolver(DenyResolver {
-            deny: Arc::clone(&deny),
-            inner: GaiResolver::new(),
-        });
+        let mut http = HttpConnector::new_with_resolver(DenyResolver::new(Arc::clone(&deny)));
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout));
@@ -125,8 +113,9 @@ impl Upstream {
         (self.key == key).then(|| self.clone())
     }
 
-    pub(crate) fn is_denied(&self, ip: IpAddr) -> bool {
-        is_denied(&self.deny, ip)
+    /// `proxy.deny_destinations`, for the checks before a connection.
+    pub(crate) fn deny(&self) -> &[IpNet] {
+        &self.deny
     }
 
     /// The parent proxy a connection to `host` goes through, if any.
@@ -270,22 +259,6 @@ fn classify(e: &hyper_util::client::legacy::Error, authority: String) -> ProxyEr
     ProxyError::UpstreamUnreachable { authority, reason }
 }
 
-/// Whether sidekey refuses to connect to `ip`. The unspecified addresses
-/// (`0.0.0.0/8`, `::`) are always refused: connecting to them reaches the
-/// local host, whatever the deny list says about loopback.
-pub(crate) fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
-    let ip = match ip {
-        // An IPv4-mapped IPv6 address is the IPv4 address in disguise.
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    let unspecified = match ip {
-        IpAddr::V4(v4) => v4.octets()[0] == 0,
-        IpAddr::V6(v6) => v6.is_unspecified(),
-    };
-    unspecified || deny.iter().any(|n| n.contains(&ip))
-}
-
 /// rustls client config: ring provider, `upstream_roots` plus `extra_roots`.
 pub fn client_tls(
     source: UpstreamRoots,
@@ -297,70 +270,6 @@ pub fn client_tls(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth())
-}
-
-/// Resolves names with getaddrinfo and drops denied addresses.
-#[derive(Clone)]
-pub(crate) struct DenyResolver {
-    deny: Arc<Vec<IpNet>>,
-    inner: GaiResolver,
-}
-
-impl tower_service::Service<Name> for DenyResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, name: Name) -> Self::Future {
-        let deny = Arc::clone(&self.deny);
-        let fut = self.inner.call(name.clone());
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = fut.await?.collect();
-            let allowed: Vec<SocketAddr> = addrs
-                .iter()
-                .copied()
-                .filter(|a| !is_denied(&deny, a.ip()))
-                .collect();
-            if allowed.is_empty() && !addrs.is_empty() {
-                return Err(std::io::Error::other(DeniedDestination(name.to_string())));
-            }
-            Ok(allowed.into_iter())
-        })
-    }
-}
-
-/// Resolves `host:port` for a tunnel, with the same deny rule.
-pub(crate) async fn resolve_allowed(
-    deny: &[IpNet],
-    host: &str,
-    port: u16,
-) -> Result<Vec<SocketAddr>, ProxyError> {
-    let unreachable = |reason: String| ProxyError::UpstreamUnreachable {
-        authority: format!("{host}:{port}"),
-        reason,
-    };
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .collect();
-    let allowed: Vec<SocketAddr> = addrs
-        .iter()
-        .copied()
-        .filter(|a| !is_denied(deny, a.ip()))
-        .collect();
-    if allowed.is_empty() {
-        if addrs.is_empty() {
-            return Err(unreachable("no addresses".into()));
-        }
-        return Err(ProxyError::Denied(
-            DeniedDestination(host.to_string()).to_string(),
-        ));
-    }
-    Ok(allowed)
 }
 
 #[cfg(test)]
@@ -401,20 +310,5 @@ mod tests {
         assert_ne!(a, with(&|e| e.proxy = Some(proxy("http://b:3128"))));
         assert_ne!(k, with(&|e| e.direct.suffixes.push("svc".into())));
         assert_ne!(k, with(&|e| e.roots = UpstreamRoots::System));
-    }
-
-    #[test]
-    fn denies_link_local_and_mapped_v4() {
-        let deny: Vec<IpNet> = vec![
-            "169.254.0.0/16".parse().unwrap(),
-            "fe80::/10".parse().unwrap(),
-        ];
-        assert!(is_denied(&deny, "169.254.169.254".parse().unwrap()));
-        assert!(is_denied(&deny, "::ffff:169.254.169.254".parse().unwrap()));
-        assert!(is_denied(&deny, "fe80::1".parse().unwrap()));
-        assert!(!is_denied(&deny, "127.0.0.1".parse().unwrap()));
-        for always in ["0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"] {
-            assert!(is_denied(&[], always.parse().unwrap()), "{always}");
-        }
     }
 }
