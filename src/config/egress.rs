@@ -83,27 +83,6 @@ impl Egress {
     }
 }
 
-impl super::ValidConfig {
-    /// Upstream requests and blind tunnels: `upstream_proxy`.
-    pub fn upstream_egress(&self) -> Egress {
-        self.egress(self.proxy.upstream_proxy.clone())
-    }
-
-    /// Token endpoints and the login flow: `token_proxy`.
-    pub fn token_egress(&self) -> Egress {
-        self.egress(self.proxy.token_proxy.clone())
-    }
-
-    fn egress(&self, proxy: Option<ParentProxy>) -> Egress {
-        Egress {
-            roots: self.tls.upstream_roots,
-            extra_roots: self.tls.extra_roots.clone(),
-            proxy,
-            direct: self.proxy.no_upstream_proxy.clone(),
-        }
-    }
-}
-
 /// Hosts reached directly despite a parent proxy (`no_upstream_proxy`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct DirectHosts {

@@ -8,6 +8,16 @@ use sha2::{Digest, Sha256};
 
 use super::model::ClientSettings;
 
+// Defined here rather than in `model`, so the model need not import the
+// key back.
+impl ClientSettings {
+    /// The key of this client's token in memory and in `[store]` (SPEC,
+    /// Tokens): a digest of every rendered setting, file contents included.
+    pub fn cache_key(&self) -> ClientKey {
+        client_key(self)
+    }
+}
+
 /// SHA-256 over a client's settings (its name aside) and the contents of
 /// every file its templates read. It may be derived from secrets, so it is
 /// only ever shown as the hex digest, never as what went into it.

@@ -365,10 +365,27 @@ impl ClientSettings {
         a.name.clone_from(&other.name);
         a == *other
     }
+}
 
-    /// The key of this client's token in memory and in `[store]` (SPEC,
-    /// Tokens): a digest of every rendered setting, file contents included.
-    pub fn cache_key(&self) -> super::key::ClientKey {
-        super::key::client_key(self)
+// The egress settings each kind of connection uses (kept here, by
+// `ValidConfig`, so config::egress need not import the model back).
+impl ValidConfig {
+    /// Upstream requests and blind tunnels: `upstream_proxy`.
+    pub fn upstream_egress(&self) -> Egress {
+        self.egress(self.proxy.upstream_proxy.clone())
+    }
+
+    /// Token endpoints and the login flow: `token_proxy`.
+    pub fn token_egress(&self) -> Egress {
+        self.egress(self.proxy.token_proxy.clone())
+    }
+
+    fn egress(&self, proxy: Option<ParentProxy>) -> Egress {
+        Egress {
+            roots: self.tls.upstream_roots,
+            extra_roots: self.tls.extra_roots.clone(),
+            proxy,
+            direct: self.proxy.no_upstream_proxy.clone(),
+        }
     }
 }
