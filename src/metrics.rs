@@ -79,6 +79,15 @@ pub struct Metrics {
     connect: Arc<str>,
 }
 
+/// The route label of a request no route handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unrouted {
+    /// A request no route matches, passed through.
+    Unmatched,
+    /// A CONNECT (tunnelled, intercepted or refused).
+    Connect,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -87,12 +96,11 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The shared label for a request no route handled (`unmatched`,
-    /// `connect`); another name costs one allocation.
-    pub fn fixed_label(&self, name: &'static str) -> RouteName {
-        RouteName(match name {
-            "unmatched" => Arc::clone(&self.unmatched),
-            "connect" => Arc::clone(&self.connect),
-            other => Arc::from(other),
+    /// `connect`): a reference count, no allocation.
+    pub(crate) fn fixed_label(&self, which: Unrouted) -> RouteName {
+        RouteName(match which {
+            Unrouted::Unmatched => Arc::clone(&self.unmatched),
+            Unrouted::Connect => Arc::clone(&self.connect),
         })
     }
 

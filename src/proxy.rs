@@ -15,6 +15,7 @@ use crate::credential::Lease;
 use crate::egress;
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
+use crate::metrics::Unrouted;
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
@@ -25,12 +26,12 @@ use crate::{config::Unmatched, tunnel};
 /// its log line, metrics and errors.
 pub(crate) struct Ctx<'r> {
     pub route: Option<&'r Route>,
-    /// Metric label when no route applies: `unmatched` or `connect`.
-    pub label: &'static str,
+    /// Metric label when no route applies.
+    pub label: Unrouted,
 }
 
 impl<'r> Ctx<'r> {
-    pub(crate) fn new(label: &'static str) -> Self {
+    pub(crate) fn new(label: Unrouted) -> Self {
         Self { route: None, label }
     }
 

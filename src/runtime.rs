@@ -12,7 +12,7 @@ use crate::drain::Drain;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::route::{Route, RouteTable};
 use crate::tls::Interceptor;
-use crate::token::TokenStore;
+use crate::token::Registry;
 use crate::upstream::Upstream;
 
 pub(crate) struct Runtime {
@@ -29,7 +29,7 @@ impl Runtime {
     /// change.
     pub(crate) fn build(
         config: ValidConfig,
-        tokens: &TokenStore,
+        tokens: &Registry,
         previous: Option<&Runtime>,
     ) -> anyhow::Result<Self> {
         let token_egress = config.token_egress();
@@ -86,7 +86,7 @@ pub struct Shared {
     /// Read by every request: a lock-free load, not a lock and unlock.
     runtime: ArcSwap<Runtime>,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) tokens: TokenStore,
+    pub(crate) tokens: Registry,
     /// Set at SIGTERM: `/readyz` answers 503 from then on.
     pub(crate) draining: AtomicBool,
     /// Every task carrying a client's bytes on the proxy port.
@@ -108,9 +108,12 @@ impl Shared {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         // The store lives as long as the process: changing it needs a restart.
-        let store =
-            crate::token::shared::Store::build(&config.store, &config.tls, Arc::clone(&metrics))?;
-        let tokens = TokenStore::with_store(Arc::clone(&metrics), store);
+        let store = crate::token::shared::SharedStore::build(
+            &config.store,
+            &config.tls,
+            Arc::clone(&metrics),
+        )?;
+        let tokens = Registry::with_store(Arc::clone(&metrics), store);
         let runtime = Runtime::build(config, &tokens, None)?;
         let ca = runtime.intercept.as_ref().and_then(|i| i.ca_not_after());
         metrics.op.set_ca_expiry(ca);

@@ -19,7 +19,7 @@ use crate::connect::{self, Action};
 use crate::error::ProxyError;
 use crate::inbound::{self, Target};
 use crate::log::access::Access;
-use crate::metrics::{RequestLabels, RouteLabel, RouteName};
+use crate::metrics::{RequestLabels, RouteLabel, RouteName, Unrouted};
 use crate::proxy::{self, Ctx};
 use crate::runtime::{Runtime, Shared};
 use crate::server::{self, ConnInfo};
@@ -60,7 +60,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let rt = shared.runtime();
-    let mut ctx = Ctx::new("unmatched");
+    let mut ctx = Ctx::new(Unrouted::Unmatched);
     let started = Instant::now();
     let method = req.method().clone();
     match origin {
@@ -88,7 +88,7 @@ async fn forwarded<'r>(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     inbound::check_proxy_auth(rt.config.proxy.proxy_auth.as_ref(), &req)?;
     if req.method() == Method::CONNECT {
-        ctx.label = "connect";
+        ctx.label = Unrouted::Connect;
         return connect_boxed(shared, rt, conn, req).await;
     }
     let target = inbound::target(req.uri())?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config;
 use crate::metrics::Metrics;
-use crate::token::{TokenSource, TokenStore};
+use crate::token::{Registry, TokenSource};
 
 /// Prints `ok` to `out`, or every error to `diag` (stderr); returns the
 /// exit code (0 / 1).
@@ -54,7 +54,7 @@ pub async fn token(
             known.join(", ")
         )
     })?;
-    let store = TokenStore::new(Arc::new(Metrics::new()));
+    let store = Registry::new(Arc::new(Metrics::new()));
     let slot = match store
         .source(settings, &cfg.token_egress())
         .map_err(|e| anyhow::anyhow!("client {client:?}: {e}"))?

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::*;
 use crate::inbound::Scheme;
 use crate::metrics::Metrics;
-use crate::token::TokenStore;
+use crate::token::Registry;
 
 fn target(host: &str, port: u16) -> Target {
     Target {
@@ -60,7 +60,7 @@ fn the_policy_comes_from_the_runtime() {
          [[routes]]\nname = \"api\"\nhosts = [\"api.example.com\", \"*.corp.example\"]\nset_headers = { \"X-A\" = \"1\" }\n\
          [[routes]]\nname = \"only-8443\"\nhosts = [\"pinned.example:8443\"]\nset_headers = { \"X-A\" = \"1\" }\n";
     let cfg = crate::config::load_str(std::path::Path::new("t.toml"), src, &|_| None).unwrap();
-    let rt = Runtime::build(cfg, &TokenStore::new(Arc::new(Metrics::new())), None).unwrap();
+    let rt = Runtime::build(cfg, &Registry::new(Arc::new(Metrics::new())), None).unwrap();
     let routed = |host, port| Policy::of(&rt, &target(host, port)).routed;
     assert!(routed("api.example.com", 443));
     assert!(routed("x.y.corp.example", 443));

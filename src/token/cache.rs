@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::model::{FetchError, Token, TokenResponse};
-use super::shared::Store;
+use super::shared::SharedStore;
 use crate::config::ClientSettings;
 use crate::metrics::{ClientLabel, FetchLabels, Metrics};
 use crate::secret::Secret;
@@ -49,7 +49,7 @@ pub struct Slot {
     /// thousands of idle users must not keep the IdP busy.
     refresh_ahead: bool,
     /// `[store]`: consulted when this slot has to fetch.
-    store: Option<Arc<Store>>,
+    store: Option<Arc<SharedStore>>,
 }
 
 #[derive(Default)]
@@ -132,7 +132,7 @@ impl Slot {
         settings: Arc<ClientSettings>,
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
-        store: Option<Arc<Store>>,
+        store: Option<Arc<SharedStore>>,
     ) -> Arc<Self> {
         Self::build(settings, fetcher, metrics, true, store)
     }
@@ -152,7 +152,7 @@ impl Slot {
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
         refresh_ahead: bool,
-        store: Option<Arc<Store>>,
+        store: Option<Arc<SharedStore>>,
     ) -> Arc<Self> {
         let files = Mutex::new(inspect::files_digest(&settings));
         Arc::new(Self {

@@ -14,4 +14,4 @@ pub(crate) mod tickets;
 
 pub(crate) use cache::Slot;
 pub(crate) use model::{FetchError, Token, TokenResponse};
-pub(crate) use store::{TokenSource, TokenStore};
+pub(crate) use store::{Registry, TokenSource};

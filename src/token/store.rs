@@ -10,7 +10,7 @@ use super::cache::Slot;
 use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
-use super::shared::Store;
+use super::shared::SharedStore;
 use super::tickets::Logins;
 use crate::config::{ClientKey, ClientSettings, GrantSettings};
 use crate::metrics::Metrics;
@@ -35,24 +35,24 @@ impl TokenSource {
     }
 }
 
-pub struct TokenStore {
+pub struct Registry {
     slots: DashMap<ClientKey, TokenSource>,
     /// Per slot, the `Egress::digest` its fetcher was built with: a
     /// reload that changes `token_proxy` or the roots gets a new fetcher.
     egress: DashMap<ClientKey, u64>,
     metrics: Arc<Metrics>,
     /// `[store]`, shared by every client's slot (not per-user ones).
-    shared: Option<Arc<Store>>,
+    shared: Option<Arc<SharedStore>>,
     /// Login links and logins in progress of per-user accounts.
     pub logins: Arc<Logins>,
 }
 
-impl TokenStore {
+impl Registry {
     pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
         Self::with_store(metrics, None)
     }
 
-    pub(crate) fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<Store>>) -> Self {
+    pub(crate) fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<SharedStore>>) -> Self {
         Self {
             slots: DashMap::new(),
             egress: DashMap::new(),

@@ -18,7 +18,7 @@ use sha2::Digest;
 use super::cache::Slot;
 use super::grants::{custom, form, Fetcher};
 use super::model::{FetchError, Token, TokenResponse};
-use super::shared::Store;
+use super::shared::SharedStore;
 use super::tickets::Logins;
 use crate::config::{ClientSettings, GrantSettings};
 use crate::metrics::{ClientLabel, Metrics};
@@ -55,7 +55,7 @@ impl Accounts {
         header: HeaderName,
         fetcher: Fetcher,
         metrics: Arc<Metrics>,
-        store: Option<Arc<Store>>,
+        store: Option<Arc<SharedStore>>,
         logins: Arc<Logins>,
     ) -> Arc<Self> {
         let records = Arc::new(Records {

@@ -14,7 +14,7 @@ use crate::secret::Secret;
 use crate::token::cache::FetchToken;
 use crate::token::grants::{custom, form, Fetcher};
 use crate::token::model::{FetchError, Token, TokenResponse};
-use crate::token::shared::{unix_ms, Store, Stored};
+use crate::token::shared::{unix_ms, SharedStore, Stored};
 
 /// What is kept per user.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -45,7 +45,7 @@ pub(super) fn record_of(
 /// The users' records: in `[store]`, or in memory without one.
 pub(super) struct Records {
     pub(super) client: String,
-    pub(super) store: Option<Arc<Store>>,
+    pub(super) store: Option<Arc<SharedStore>>,
     pub(super) memory: DashMap<UserKey, Vec<u8>>,
 }
 

@@ -12,13 +12,13 @@ use tokio::time::Instant;
 use super::{refresh_at, Slot};
 use crate::config::ClientSettings;
 use crate::token::model::{FetchError, Token};
-use crate::token::shared::{Lock, Store};
+use crate::token::shared::{Lock, SharedStore};
 
 /// How often a waiting replica looks for the fetching replica's token.
 const POLL: Duration = Duration::from_millis(100);
 
 impl Slot {
-    pub(super) async fn fetch_shared(&self, store: &Store) -> Result<Arc<Token>, FetchError> {
+    pub(super) async fn fetch_shared(&self, store: &SharedStore) -> Result<Arc<Token>, FetchError> {
         let s = &self.settings;
         let rejected = {
             let mut st = self.lock();
@@ -71,7 +71,7 @@ impl Slot {
     /// The stored token, if it is valid, not yet due for refresh by the
     /// same rule this slot refreshes by, not the one a 401 rejected, and
     /// not older than the newest this slot held.
-    async fn stored_token(&self, store: &Store) -> Option<Arc<Token>> {
+    async fn stored_token(&self, store: &SharedStore) -> Option<Arc<Token>> {
         let stored = store.load(&self.settings).await?;
         {
             let st = self.lock();
@@ -92,7 +92,7 @@ impl Slot {
 
     /// A fetch that presents the store's refresh token (another replica
     /// may have rotated it) and records the rotation with compare-and-set.
-    async fn fetch_rotating(&self, store: &Store) -> Result<Arc<Token>, FetchError> {
+    async fn fetch_rotating(&self, store: &SharedStore) -> Result<Arc<Token>, FetchError> {
         let s = &self.settings;
         let seen = store.load_refresh(s).await;
         if let Some((rt, _)) = &seen {
@@ -117,7 +117,7 @@ impl Slot {
 
 /// Writes a token this replica fetched to the store (one taken from the
 /// store is there already).
-async fn save(store: &Store, s: &ClientSettings, result: &Result<Arc<Token>, FetchError>) {
+async fn save(store: &SharedStore, s: &ClientSettings, result: &Result<Arc<Token>, FetchError>) {
     if let Ok(t) = result {
         if t.origin == "fetch" {
             store.save(s, &t.to_stored()).await;

@@ -1,4 +1,4 @@
-//! The two stores behind `Store`: a JSON file for one process, and Redis
+//! The two stores behind `SharedStore`: a JSON file for one process, and Redis
 //! (or Valkey) for many. The same five operations; Redis does the
 //! conditional ones atomically in Lua.
 

@@ -44,7 +44,7 @@ pub enum Lock {
     Down,
 }
 
-pub struct Store {
+pub struct SharedStore {
     backend: Backend,
     seal: Seal,
     prefix: String,
@@ -55,7 +55,7 @@ pub struct Store {
     holder: String,
 }
 
-impl Store {
+impl SharedStore {
     /// `None` for the memory backend.
     pub fn build(
         settings: &StoreSettings,

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use super::Store;
+use super::SharedStore;
 use crate::secret::Secret;
 
 const KEY_1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 const KEY_2: &str = "HwAeHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
 
 /// A store on `path` sealing with `key`, and its one client.
-fn store(path: &std::path::Path, key: &str) -> (Arc<Store>, crate::config::ClientSettings) {
+fn store(path: &std::path::Path, key: &str) -> (Arc<SharedStore>, crate::config::ClientSettings) {
     let source = format!(
         "[store]\nbackend = \"file\"\npath = \"{}\"\nencryption_key = \"{key}\"\n\
          [clients.c]\ngrant = \"refresh_token\"\ntoken_url = \"https://idp.example/token\"\n\
@@ -20,7 +20,7 @@ fn store(path: &std::path::Path, key: &str) -> (Arc<Store>, crate::config::Clien
     let cfg = crate::config::load_str(&dir.join("proxy.toml"), &source, &|_| None)
         .unwrap_or_else(|e| panic!("{e}"));
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let store = Store::build(&cfg.store, &cfg.tls, metrics)
+    let store = SharedStore::build(&cfg.store, &cfg.tls, metrics)
         .unwrap()
         .unwrap();
     (store, (*cfg.clients["c"]).clone())

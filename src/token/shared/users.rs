@@ -3,9 +3,9 @@
 //! user id (never the id itself), so users survive restarts and every
 //! replica sees the same connection.
 
-use super::Store;
+use super::SharedStore;
 
-impl Store {
+impl SharedStore {
     /// `{prefix}user:{client}:{user}`: the client's key (a digest of its
     /// settings) and a digest of the user id.
     fn user_key(&self, client: &str, user: &[u8; 32]) -> String {
