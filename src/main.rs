@@ -96,6 +96,9 @@ async fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Handlers first: the proxy serves as soon as `start` binds, and a
+    // SIGTERM that arrived before them would kill the process undrained.
+    let signals = Signals::install();
     let server = match sidekey::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -103,34 +106,64 @@ async fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    wait_for_signals(&server).await;
+    signals.wait(&server).await;
     tracing::info!("shutting down: /readyz now answers 503");
     server.shutdown().await;
     tracing::info!("bye");
     ExitCode::SUCCESS
 }
 
+/// SIGTERM/SIGINT end the process (drained); SIGHUP reloads.
 #[cfg(unix)]
-async fn wait_for_signals(server: &sidekey::Server) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => { server.reload(); }
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Self(Some((term, int, hup))),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                Self(None)
+            }
+        }
+    }
+
+    async fn wait(self, server: &sidekey::Server) {
+        let Some((mut term, mut int, mut hup)) = self.0 else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = hup.recv() => { server.reload(); }
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signals(_server: &sidekey::Server) {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Self {
+        Self
+    }
+
+    async fn wait(self, _server: &sidekey::Server) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
