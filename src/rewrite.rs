@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version};
 
 use crate::body::ProxyBody;
 use crate::config::{HeaderTemplate, UpstreamScheme};
-use crate::error::{ProxyError, ERROR_HEADER};
+use crate::error::{ProxyError, ERROR_HEADER, LOGIN_HEADER};
 use crate::inbound::{self, Scheme, Target};
 use crate::route::Route;
 use crate::template::{Template, TokenView};
@@ -201,11 +201,14 @@ fn build(
     Ok(req)
 }
 
-/// Response filter: hop-by-hop headers and any forged `X-Sidekey-Error` go.
+/// Response filter: hop-by-hop headers and any forged `X-Sidekey-Error`
+/// or `X-Sidekey-Login` go: apps send their user's browser to the login
+/// link, so an upstream setting one could phish that user.
 pub(crate) fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
     let upgrade = resp.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     inbound::strip_hop_by_hop(resp.headers_mut(), upgrade);
     resp.headers_mut().remove(ERROR_HEADER);
+    resp.headers_mut().remove(LOGIN_HEADER);
     resp
 }
 

@@ -734,5 +734,19 @@ async fn an_upstream_401_refreshes_the_users_token_and_retries_once() {
         .requests()
         .iter()
         .any(|r| r.field("grant_type") == Some("refresh_token")));
+    // Neither the rejected send nor the retry names the user to the API.
+    let sent = up.requests();
+    assert_eq!(sent.len(), 3, "one retry, no more");
+    for r in &sent {
+        assert!(
+            r.headers.get("x-user").is_none(),
+            "the user header went upstream"
+        );
+    }
+    // bob, who never connected, gets his own login link, never alice's token.
+    let bob = call_as(&proxy, &up, Some("bob")).await;
+    assert_eq!(bob.status(), 401);
+    assert_eq!(bob.headers()["x-sidekey-error"], "login_required");
+    assert_eq!(up.requests().len(), 3, "nothing went upstream for bob");
     proxy.shutdown().await;
 }

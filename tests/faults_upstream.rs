@@ -257,3 +257,47 @@ async fn a_pooled_connection_closed_as_the_next_request_arrives_is_retried_for_g
     drop(app);
     settles(&bin, base, 3, "pooled connection closed under a request").await;
 }
+
+#[tokio::test]
+async fn a_put_with_a_body_meeting_a_closing_pooled_connection_is_not_sent_again_bodiless() {
+    // Same keep-alive race as above, for an idempotent request that has a
+    // body: it went out streaming and is not kept, so a resend could only
+    // carry an empty body. It must fail (502) instead, and arrive once.
+    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let h = Arc::clone(&heads);
+    let (up, _up_task) = raw_server(move |mut s| {
+        let h = Arc::clone(&h);
+        async move {
+            let Some(first) = read_request(&mut s).await else {
+                return;
+            };
+            h.lock().unwrap().push(first);
+            let _ = s
+                .write_all(http_response("200 OK", "", "ok").as_bytes())
+                .await;
+            if let Some(second) = read_request(&mut s).await {
+                h.lock().unwrap().push(second);
+            }
+        }
+    })
+    .await;
+    let bin = Binary::start("", "", &[]).await;
+    let app = bin.client();
+    let r = app.get(format!("http://{up}/warm")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the first request pools the connection");
+    let r = app
+        .put(format!("http://{up}/doc"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let heads = heads.lock().unwrap().clone();
+    let puts: Vec<&String> = heads.iter().filter(|h| h.starts_with("PUT ")).collect();
+    assert_eq!(puts.len(), 1, "the PUT went once: {heads:?}");
+    assert!(
+        puts[0].to_ascii_lowercase().contains("content-length: 7"),
+        "the PUT carried its body: {}",
+        puts[0]
+    );
+}

@@ -589,3 +589,36 @@ async fn an_upstream_that_rejects_every_token_does_not_hammer_the_token_endpoint
     assert_eq!(ts.calls(), 2, "one refetch, not one per request");
     assert_eq!(up.count(), 21);
 }
+
+#[tokio::test]
+async fn an_upstream_cannot_forge_a_login_link() {
+    // The app sends its user's browser to X-Sidekey-Login: an upstream that
+    // sets it would get that browser onto a page of its choosing.
+    let up = Upstream::start().await;
+    up.set_responder(|_| {
+        Some((
+            401,
+            vec![
+                (
+                    "x-sidekey-login".into(),
+                    "https://evil.example/start".into(),
+                ),
+                ("x-sidekey-error".into(), "login_required".into()),
+            ],
+            "{}".into(),
+        ))
+    });
+    let proxy = Proxy::start("", &route("r").host("localhost").to_string()).await;
+    let r = proxy
+        .client()
+        .get(format!("http://localhost:{}/me", up.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers().get("x-sidekey-login").is_none(),
+        "upstream must not be able to forge X-Sidekey-Login"
+    );
+    assert!(r.headers().get("x-sidekey-error").is_none());
+}
