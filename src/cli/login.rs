@@ -17,8 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::body::{self, ProxyBody};
 use crate::config::{self, GrantSettings};
-use crate::secret::Secret;
-use crate::token::grants::{custom, form, refresh_state, Fetcher};
+use crate::token::grants::{custom, refresh_state, Fetcher};
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -154,33 +153,7 @@ async fn exchange(
     verifier: &str,
     redirect_uri: &str,
 ) -> Result<crate::token::TokenResponse, crate::token::FetchError> {
-    let GrantSettings::Custom {
-        code_body: Some(code_body),
-        content_type,
-        token_path,
-        expires_in_path,
-        refresh_token_path,
-        ..
-    } = &s.grant
-    else {
-        return form::exchange_code(fetcher.http(), s, code, verifier, redirect_uri).await;
-    };
-    let extra = |name: &str| match name {
-        "auth_code" => Some(Secret::new(code)),
-        "redirect_uri" => Some(Secret::new(redirect_uri)),
-        "code_verifier" => Some(Secret::new(verifier)),
-        _ => None,
-    };
-    let body = custom::render(s, code_body, "code_body", *content_type, &extra)?;
-    let (status, bytes) =
-        custom::post(fetcher.http(), s.token_url.clone(), *content_type, body).await?;
-    custom::parse(
-        status,
-        &bytes,
-        token_path,
-        expires_in_path.as_ref(),
-        refresh_token_path.as_ref(),
-    )
+    custom::exchange_code(fetcher.http(), s, code, verifier, redirect_uri).await
 }
 
 /// Serves the loopback redirect until one carries our `state` and a code.

@@ -20,7 +20,7 @@ use super::grants::{custom, form, Fetcher};
 use super::model::{FetchError, Token, TokenResponse};
 use super::shared::SharedStore;
 use super::tickets::Logins;
-use crate::config::{ClientSettings, GrantSettings};
+use crate::config::ClientSettings;
 use crate::metrics::{ClientLabel, Metrics};
 use crate::secret::Secret;
 
@@ -175,40 +175,14 @@ impl Accounts {
         verifier: &str,
         redirect_uri: &str,
     ) -> Result<TokenResponse, FetchError> {
-        let s = &self.settings;
-        let GrantSettings::Custom {
-            code_body: Some(code_body),
-            content_type,
-            token_path,
-            expires_in_path,
-            refresh_token_path,
-            ..
-        } = &s.grant
-        else {
-            return form::exchange_code(self.fetcher.http(), s, code, verifier, redirect_uri).await;
-        };
-        let extra = |name: &str| match name {
-            "auth_code" => Some(Secret::new(code)),
-            "redirect_uri" => Some(Secret::new(redirect_uri)),
-            "code_verifier" => Some(Secret::new(verifier)),
-            _ => None,
-        };
-        let body = custom::render(s, code_body, "code_body", *content_type, &extra)?;
-        let (status, bytes) = custom::post_for(
+        custom::exchange_code(
             self.fetcher.http(),
-            s,
-            s.token_url.clone(),
-            *content_type,
-            body,
+            &self.settings,
+            code,
+            verifier,
+            redirect_uri,
         )
-        .await?;
-        custom::parse(
-            status,
-            &bytes,
-            token_path,
-            expires_in_path.as_ref(),
-            refresh_token_path.as_ref(),
-        )
+        .await
     }
 
     /// A per-user password client's sign-in with what the user typed.

@@ -115,13 +115,12 @@ impl<'a> Claims<'a> {
     }
 }
 
-/// Signs `claims` with a PEM key (text or path).
-pub fn signed(
-    claims: &Claims<'_>,
+/// The JWT header (`alg`, `kid`) and the key for a PEM key (text or path).
+fn signing_key(
     key: &str,
     key_id: Option<&str>,
     alg: &JwtAlg,
-) -> Result<String, String> {
+) -> Result<(jsonwebtoken::Header, jsonwebtoken::EncodingKey), String> {
     let pem = pem_or_path(key, "the key").map_err(|e| e.to_string())?;
     let (alg, key) = match alg {
         JwtAlg::Rs256 => (
@@ -135,6 +134,17 @@ pub fn signed(
     };
     let mut header = jsonwebtoken::Header::new(alg);
     header.kid = key_id.map(str::to_string);
+    Ok((header, key))
+}
+
+/// Signs `claims` with a PEM key (text or path).
+pub fn signed(
+    claims: &Claims<'_>,
+    key: &str,
+    key_id: Option<&str>,
+    alg: &JwtAlg,
+) -> Result<String, String> {
+    let (header, key) = signing_key(key, key_id, alg)?;
     jsonwebtoken::encode(&header, claims, &key).map_err(|e| e.to_string())
 }
 
@@ -147,19 +157,7 @@ pub(crate) fn assertion(
     key_id: Option<&str>,
     alg: &JwtAlg,
 ) -> Result<String, String> {
-    let pem = pem_or_path(key, "the key").map_err(|e| e.to_string())?;
-    let (alg, key) = match alg {
-        JwtAlg::Rs256 => (
-            jsonwebtoken::Algorithm::RS256,
-            jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| e.to_string())?,
-        ),
-        JwtAlg::Es256 => (
-            jsonwebtoken::Algorithm::ES256,
-            jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| e.to_string())?,
-        ),
-    };
-    let mut header = jsonwebtoken::Header::new(alg);
-    header.kid = key_id.map(str::to_string);
+    let (header, key) = signing_key(key, key_id, alg)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?

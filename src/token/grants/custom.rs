@@ -119,35 +119,65 @@ pub async fn post_for(
     content_type: ContentType,
     body: Secret,
 ) -> Result<(u16, bytes::Bytes), FetchError> {
-    let mime = match content_type {
-        ContentType::Json => "application/json",
-        ContentType::Form => "application/x-www-form-urlencoded",
-    };
-    let req = http
-        .post(url)
-        .header("accept", "application/json")
-        .header("content-type", mime)
-        .body(body.expose().to_string());
-    send(super::endpoint::token_headers(s, req)?).await
+    send(super::endpoint::token_headers(
+        s,
+        request(http, url, content_type, body),
+    )?)
+    .await
 }
 
-/// POSTs a rendered body with its content type.
-pub(crate) async fn post(
+/// The last step of an authorization-code login (`sidekey login`, or a
+/// per-user account's callback): a custom client's `code_body`, else the
+/// standard form with the PKCE verifier.
+pub(crate) async fn exchange_code(
+    http: &reqwest::Client,
+    s: &ClientSettings,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> Result<TokenResponse, FetchError> {
+    let GrantSettings::Custom {
+        code_body: Some(code_body),
+        content_type,
+        token_path,
+        expires_in_path,
+        refresh_token_path,
+        ..
+    } = &s.grant
+    else {
+        return super::form::exchange_code(http, s, code, verifier, redirect_uri).await;
+    };
+    let extra = |name: &str| match name {
+        "auth_code" => Some(Secret::new(code)),
+        "redirect_uri" => Some(Secret::new(redirect_uri)),
+        "code_verifier" => Some(Secret::new(verifier)),
+        _ => None,
+    };
+    let body = render(s, code_body, "code_body", *content_type, &extra)?;
+    let (status, bytes) = post_for(http, s, s.token_url.clone(), *content_type, body).await?;
+    parse(
+        status,
+        &bytes,
+        token_path,
+        expires_in_path.as_ref(),
+        refresh_token_path.as_ref(),
+    )
+}
+
+fn request(
     http: &reqwest::Client,
     url: url::Url,
     content_type: ContentType,
     body: Secret,
-) -> Result<(u16, bytes::Bytes), FetchError> {
+) -> reqwest::RequestBuilder {
     let mime = match content_type {
         ContentType::Json => "application/json",
         ContentType::Form => "application/x-www-form-urlencoded",
     };
-    let req = http
-        .post(url)
+    http.post(url)
         .header("accept", "application/json")
         .header("content-type", mime)
-        .body(body.expose().to_string());
-    send(req).await
+        .body(body.expose().to_string())
 }
 
 /// Reads a custom endpoint's JSON answer through the configured paths.
