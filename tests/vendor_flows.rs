@@ -519,7 +519,8 @@ async fn login_works_for_custom_clients_with_a_json_code_body_and_extra_authoriz
              state_file = \"{}\"\nauthorize_params = {{ audience = \"https://api.capacity.com\", prompt = \"consent\" }}\n\
              body = '{{\"refresh_token\": <<client.refresh_token>>, \"grant_type\": \"refresh_token\"}}'\n\
              code_body = '{{\"grant_type\": \"authorization_code\", \"redirect_uri\": <<client.redirect_uri>>, \"code\": \"<<client.auth_code>>\", \"client_id\": <<client.client_id>>, \"client_secret\": <<client.client_secret>>, \"code_verifier\": <<client.code_verifier>>}}'\n\
-             token_path = \"access_token\"\nrefresh_token_path = \"refresh_token\"\n",
+             token_path = \"access_token\"\nrefresh_token_path = \"refresh_token\"\n\
+             token_headers = {{ \"Ocp-Apim-Subscription-Key\" = \"sub-key-7\" }}\n",
             ts.url("/token"),
             ts.url("/authorize"),
             state.display()
@@ -540,6 +541,8 @@ async fn login_works_for_custom_clients_with_a_json_code_body_and_extra_authoriz
     );
     assert_eq!(json["client_secret"], "cap-secret");
     assert!(json["code_verifier"].as_str().unwrap().len() >= 43);
+    // token_headers go on every token request, the code exchange included.
+    assert_eq!(exchange.headers["ocp-apim-subscription-key"], "sub-key-7");
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(saved["refresh_token"], "rt-1");
