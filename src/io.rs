@@ -27,7 +27,7 @@ impl Clock {
         })
     }
 
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -63,7 +63,7 @@ impl<T> Tracked<T> {
     /// peer's frames count, except ACKs of sidekey's own keep-alive PINGs,
     /// and sidekey's writes do not. Else its PINGs and their ACKs would
     /// keep a connection that sends no request open forever.
-    pub fn h2(inner: T, prefix: Bytes, clock: Arc<Clock>) -> Self {
+    pub(crate) fn h2(inner: T, prefix: Bytes, clock: Arc<Clock>) -> Self {
         Self {
             h2: Some(FrameScan::new()),
             ..Self::new(inner, prefix, clock)

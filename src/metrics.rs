@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 mod operator;
 mod process;
 
-pub use operator::{unix_now, ErrorLabels, HandshakeFailure, Operator};
+pub(crate) use operator::{unix_now, ErrorLabels, HandshakeFailure, Operator};
 
 /// A route's name as a label value: the route's own `Arc<str>`, so
 /// counting a request clones a reference, not a string.

@@ -26,14 +26,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A parent proxy and the hosts reached without it.
 #[derive(Debug, Clone)]
-pub struct Parent {
+pub(crate) struct Parent {
     pub proxy: ParentProxy,
     pub direct: DirectHosts,
 }
 
 impl Parent {
     /// Whether a connection to `host` goes through the parent.
-    pub fn applies_to(&self, host: &str) -> bool {
+    pub(crate) fn applies_to(&self, host: &str) -> bool {
         !self.direct.contains(host)
     }
 }
@@ -41,7 +41,7 @@ impl Parent {
 /// hyper-util connector: the direct `HttpConnector` (with its
 /// deny-checking resolver), or a parent proxy in front of it.
 #[derive(Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     pub http: HttpConnector<DenyResolver>,
     pub parent: Option<Arc<Parent>>,
     pub deny: Arc<Vec<IpNet>>,
@@ -88,7 +88,7 @@ impl tower_service::Service<Uri> for Connector {
 
 /// A blind tunnel through the parent (CONNECT), for `connect::open`:
 /// 403 for a denied IP literal, 504 past `timeout`, else 502.
-pub async fn tunnel(
+pub(crate) async fn tunnel(
     parent: &Parent,
     deny: &[IpNet],
     target: &Target,
@@ -180,7 +180,7 @@ async fn handshake(
 
 /// A connection to the target, or to the parent proxy for plain HTTP
 /// (`proxied`: hyper-util then keeps the request URI absolute).
-pub struct Conn {
+pub(crate) struct Conn {
     io: TokioIo<TcpStream>,
     proxied: bool,
 }

@@ -216,7 +216,7 @@ pub(crate) fn downstream_response<B>(mut resp: Response<B>) -> Response<B> {
 /// response's `Location` and `Content-Location`. An upstream that echoes
 /// the request's query into a redirect would otherwise hand the token to
 /// whatever host it names, and clients follow redirects on their own.
-pub fn strip_set_query<B>(route: Option<&Route>, resp: &mut Response<B>) {
+pub(crate) fn strip_set_query<B>(route: Option<&Route>, resp: &mut Response<B>) {
     let set = route.map_or(&[][..], |r| &r.settings.set_query[..]);
     if set.is_empty() {
         return;

@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use crate::config::UpstreamRoots;
 
 /// Every trusted root certificate, DER.
-pub fn certificates(
+pub(crate) fn certificates(
     source: UpstreamRoots,
     extra_roots: &[PathBuf],
 ) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -23,7 +23,7 @@ pub fn certificates(
 /// A rustls root store of `certificates`. Roots of the OS store that
 /// webpki cannot use are skipped, as browsers do; an operator's own
 /// `extra_roots` that cannot be used are a config error.
-pub fn store(
+pub(crate) fn store(
     source: UpstreamRoots,
     extra_roots: &[PathBuf],
 ) -> anyhow::Result<rustls::RootCertStore> {
@@ -86,7 +86,10 @@ fn extra(extra_roots: &[PathBuf]) -> anyhow::Result<Vec<CertificateDer<'static>>
 }
 
 /// The same roots as one PEM bundle (the redis client takes them so).
-pub fn pem_bundle(source: UpstreamRoots, extra_roots: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn pem_bundle(
+    source: UpstreamRoots,
+    extra_roots: &[PathBuf],
+) -> anyhow::Result<Vec<u8>> {
     use base64::Engine;
     let mut out = Vec::new();
     for cert in certificates(source, extra_roots)? {

@@ -96,7 +96,7 @@ impl Upstream {
     /// and with it the pooled connections and TLS sessions; a changed
     /// parent proxy is a new client, so no pooled connection made through
     /// the old one (or around it) is reused.
-    pub fn key(
+    pub(crate) fn key(
         deny: &[IpNet],
         egress: &Egress,
         timeout: Duration,
@@ -119,7 +119,7 @@ impl Upstream {
     }
 
     /// The parent proxy a connection to `host` goes through, if any.
-    pub fn parent_for(&self, host: &str) -> Option<&Parent> {
+    pub(crate) fn parent_for(&self, host: &str) -> Option<&Parent> {
         self.parent.as_deref().filter(|p| p.applies_to(host))
     }
 
@@ -260,7 +260,7 @@ fn classify(e: &hyper_util::client::legacy::Error, authority: String) -> ProxyEr
 }
 
 /// rustls client config: ring provider, `upstream_roots` plus `extra_roots`.
-pub fn client_tls(
+pub(crate) fn client_tls(
     source: UpstreamRoots,
     extra_roots: &[PathBuf],
 ) -> anyhow::Result<rustls::ClientConfig> {

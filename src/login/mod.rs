@@ -24,7 +24,7 @@ use crate::runtime::Shared;
 use crate::token::accounts::Accounts;
 use crate::token::TokenSource;
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
     let Some(settings) = shared.tokens.logins.settings() else {
         return pages::page(StatusCode::NOT_FOUND, "not found", "no [login] configured");
     };

@@ -7,7 +7,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::body::{self, ProxyBody};
 
 /// A short page: `title` and `text` are escaped here.
-pub fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
+pub(super) fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> {
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title></head>\n<body><h1>{t}</h1>\n<p>{x}</p></body></html>\n",
         t = escape(title),
@@ -24,12 +24,12 @@ pub fn page(status: StatusCode, title: &str, text: &str) -> Response<ProxyBody> 
 }
 
 /// 400 with a short reason.
-pub fn refused(why: &str) -> Response<ProxyBody> {
+pub(super) fn refused(why: &str) -> Response<ProxyBody> {
     page(StatusCode::BAD_REQUEST, "sidekey: login refused", why)
 }
 
 /// A 302 to `to`, optionally setting a cookie.
-pub fn redirect(to: &str, cookie: Option<String>) -> Response<ProxyBody> {
+pub(super) fn redirect(to: &str, cookie: Option<String>) -> Response<ProxyBody> {
     let Ok(location) = HeaderValue::from_str(to) else {
         return refused("the redirect target is not a valid URL");
     };
@@ -47,7 +47,7 @@ pub fn redirect(to: &str, cookie: Option<String>) -> Response<ProxyBody> {
 /// The form of a per-user password client. It posts back to `password`
 /// with the login's state; the browser's cookie proves it is the browser
 /// that opened the link (the CSRF check).
-pub fn password_form(state: &str, client: &str, cookie: String) -> Response<ProxyBody> {
+pub(super) fn password_form(state: &str, client: &str, cookie: String) -> Response<ProxyBody> {
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Connect {c}</title></head>\n<body><h1>Connect {c}</h1>\n<form method=\"post\" action=\"password\">\n<input type=\"hidden\" name=\"state\" value=\"{s}\">\n<p><label>Username <input name=\"username\" autocomplete=\"username\"></label></p>\n<p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\"></label></p>\n<p><button type=\"submit\">Connect</button></p>\n</form></body></html>\n",
         c = escape(client),
@@ -83,7 +83,7 @@ fn secure(resp: &mut Response<ProxyBody>) {
 }
 
 /// HTML-escapes text and attribute values.
-pub fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

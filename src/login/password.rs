@@ -16,7 +16,7 @@ use crate::secret::Secret;
 /// A username, a password and a state fit in far less.
 const MAX_FORM: usize = 8 * 1024;
 
-pub async fn submit(
+pub(super) async fn submit(
     shared: &Shared,
     settings: &LoginSettings,
     req: Request<Incoming>,

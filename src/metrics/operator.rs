@@ -30,7 +30,7 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabel {
+pub(super) struct VersionLabel {
     pub version: &'static str,
 }
 
@@ -169,7 +169,7 @@ impl Operator {
 }
 
 /// Time since the Unix epoch (zero for a clock before 1970).
-pub fn unix_now() -> Duration {
+pub(crate) fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

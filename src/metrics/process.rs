@@ -12,11 +12,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 const TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Debug, Default)]
-pub struct ProcessCollector;
+pub(super) struct ProcessCollector;
 
 /// What /proc says of this process at one scrape.
 #[derive(Debug, Default, PartialEq)]
-pub struct Sample {
+pub(super) struct Sample {
     pub cpu_seconds: Option<f64>,
     pub resident_bytes: Option<f64>,
     pub virtual_bytes: Option<f64>,
@@ -26,7 +26,7 @@ pub struct Sample {
 }
 
 impl Sample {
-    pub fn read() -> Self {
+    pub(super) fn read() -> Self {
         let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         let boot = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -54,7 +54,7 @@ fn kib_line(status: &str, key: &str) -> Option<f64> {
     Some(kib * 1024.0)
 }
 
-pub fn parse(stat: &str, status: &str, proc_stat: &str, limits: &str) -> Sample {
+pub(super) fn parse(stat: &str, status: &str, proc_stat: &str, limits: &str) -> Sample {
     // After the name: state is field 3, so field N is index N - 3.
     let f = stat_fields(stat);
     let num = |n: usize| f.get(n - 3).and_then(|v| v.parse::<f64>().ok());

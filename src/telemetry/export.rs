@@ -10,14 +10,14 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
 #[derive(Debug)]
-pub struct Watched {
+pub(super) struct Watched {
     inner: opentelemetry_otlp::SpanExporter,
     url: String,
     failing: AtomicBool,
 }
 
 impl Watched {
-    pub fn new(inner: opentelemetry_otlp::SpanExporter, url: String) -> Self {
+    pub(super) fn new(inner: opentelemetry_otlp::SpanExporter, url: String) -> Self {
         Self {
             inner,
             url,

@@ -35,7 +35,7 @@ impl TokenSource {
     }
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
     slots: DashMap<ClientKey, TokenSource>,
     /// Per slot, the `Egress::digest` its fetcher was built with: a
     /// reload that changes `token_proxy` or the roots gets a new fetcher.
@@ -119,7 +119,7 @@ impl Registry {
     }
 
     /// The source of a client, if it has one (never creates it).
-    pub fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
+    pub(crate) fn get(&self, settings: &ClientSettings) -> Option<TokenSource> {
         let by_key = self
             .slots
             .get(&settings.cache_key())
@@ -145,7 +145,7 @@ impl Registry {
     }
 
     /// Drops slots no client of the current config uses.
-    pub fn retain(&self, keys: &[ClientKey]) {
+    pub(crate) fn retain(&self, keys: &[ClientKey]) {
         self.slots.retain(|k, _| keys.contains(k));
         self.egress.retain(|k, _| keys.contains(k));
     }

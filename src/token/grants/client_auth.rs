@@ -88,7 +88,7 @@ pub(crate) fn apply(
 }
 
 #[derive(serde::Serialize)]
-pub struct Claims<'a> {
+pub(crate) struct Claims<'a> {
     iss: &'a str,
     sub: &'a str,
     aud: &'a str,
@@ -100,7 +100,7 @@ pub struct Claims<'a> {
 impl<'a> Claims<'a> {
     /// Fresh claims: `jti` unique per request, `exp` one minute out, so a
     /// captured assertion is useless soon.
-    pub fn new(iss: &'a str, sub: &'a str, aud: &'a str) -> Self {
+    pub(crate) fn new(iss: &'a str, sub: &'a str, aud: &'a str) -> Self {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -138,7 +138,7 @@ fn signing_key(
 }
 
 /// Signs `claims` with a PEM key (text or path).
-pub fn signed(
+pub(crate) fn signed(
     claims: &Claims<'_>,
     key: &str,
     key_id: Option<&str>,

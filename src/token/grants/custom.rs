@@ -112,7 +112,7 @@ pub(crate) fn render(
 
 /// POSTs a rendered body with its content type and the client's
 /// `token_headers`.
-pub async fn post_for(
+pub(crate) async fn post_for(
     http: &reqwest::Client,
     s: &ClientSettings,
     url: url::Url,

@@ -108,7 +108,7 @@ pub(crate) async fn fetch(
 
 /// The password grant with an end user's own credentials, typed once in
 /// the login form of a per-user password client; neither is kept.
-pub async fn password_login(
+pub(crate) async fn password_login(
     http: &reqwest::Client,
     s: &ClientSettings,
     username: Secret,

@@ -107,7 +107,7 @@ fn read_state(path: &Path) -> Result<(Secret, Option<SystemTime>), String> {
 /// file beside `path` (`O_EXCL`, mode 0600), renamed over `path`: a file
 /// or link planted in the directory under a guessable name is never
 /// written through.
-pub fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
+pub(crate) fn save(path: &Path, token: &Secret) -> std::io::Result<()> {
     let state = StateFile {
         refresh_token: token.expose().to_string(),
         updated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),

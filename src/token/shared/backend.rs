@@ -7,22 +7,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-pub use super::file::FileStore;
+pub(super) use super::file::FileStore;
 
 /// Store values larger than this are corrupt (no token is near it): they
 /// are dropped without being read whole, so a planted value cannot take
 /// the memory of every replica that reads it.
-pub const MAX_VALUE: usize = 64 * 1024;
+pub(super) const MAX_VALUE: usize = 64 * 1024;
 
 /// What a read found.
-pub enum Got {
+pub(super) enum Got {
     Missing,
     Value(String),
     /// A value over `MAX_VALUE`, of this many bytes: never transferred.
     TooLarge(u64),
 }
 
-pub enum Backend {
+pub(super) enum Backend {
     File(FileStore),
     Redis(RedisStore),
 }
@@ -78,7 +78,7 @@ impl Backend {
     /// The value at `key`, read only if it is at most `MAX_VALUE` bytes:
     /// Redis checks the length and answers with it instead of the value in
     /// one script, so an oversized value never crosses the wire.
-    pub async fn get(&self, key: &str) -> Result<Got, String> {
+    pub(super) async fn get(&self, key: &str) -> Result<Got, String> {
         match self {
             Self::File(f) => Ok(match f.get(key) {
                 None => Got::Missing,
@@ -107,7 +107,7 @@ impl Backend {
 
     /// Drops the connection after an operation timed out: its reply may
     /// still be arriving, and a new connection does not read it.
-    pub async fn reset(&self) {
+    pub(super) async fn reset(&self) {
         if let Self::Redis(r) = self {
             *r.conn.lock().await = None;
         }
@@ -136,7 +136,12 @@ impl Backend {
     /// Set-if-absent with expiry: a lock. A lock found without an expiry
     /// (no sidekey writes one) is taken over, and one that would outlive
     /// `ttl` is cut to it, so no lock stalls fetches past a fetch's time.
-    pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, String> {
+    pub(super) async fn set_nx(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, String> {
         match self {
             // One process uses the file: its slot's singleflight is the lock.
             Self::File(_) => Ok(true),
@@ -157,7 +162,7 @@ impl Backend {
 
     /// Deletes `key` only if it still holds `value` (a lock's own holder, or
     /// a token still the one a 401 rejected).
-    pub async fn del_if(&self, key: &str, value: &str) -> Result<(), String> {
+    pub(super) async fn del_if(&self, key: &str, value: &str) -> Result<(), String> {
         match self {
             Self::File(f) => f.del_if(key, value),
             Self::Redis(r) => {

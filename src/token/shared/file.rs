@@ -12,7 +12,7 @@ use super::backend::unix_ms;
 
 type Entries = HashMap<String, (String, Option<u64>)>;
 
-pub struct FileStore {
+pub(super) struct FileStore {
     path: PathBuf,
     entries: Mutex<Entries>,
 }
