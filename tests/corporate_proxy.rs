@@ -37,6 +37,49 @@ fn client(token_url: &str) -> String {
     )
 }
 
+/// What every test here starts with: a private CA trusted through
+/// `extra_roots`, a token server, a plain and a TLS upstream, and the client
+/// plus a route to each upstream.
+struct Rig {
+    _dir: tempfile::TempDir,
+    ca: support::pki::TestCa,
+    ts: TokenServer,
+    plain: Upstream,
+    tls: Upstream,
+    config: String,
+}
+
+impl Rig {
+    async fn start(ca_name: &str) -> Rig {
+        let ca = new_ca(ca_name);
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+        let ts = TokenServer::start().await;
+        let plain = Upstream::start().await;
+        let tls = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
+        let config = format!(
+            "[tls]\nextra_roots = [\"{}\"]\n{}{}{}",
+            ca_path.display(),
+            client(&ts.url("/token")),
+            route(
+                "plain",
+                &format!("127.0.0.1:{}", plain.addr.port()),
+                "as-requested"
+            ),
+            route("tls", &format!("127.0.0.1:{}", tls.addr.port()), "https"),
+        );
+        Rig {
+            _dir: dir,
+            ca,
+            ts,
+            plain,
+            tls,
+            config,
+        }
+    }
+}
+
 fn authorization(up: &Upstream) -> Vec<Option<String>> {
     up.requests()
         .iter()
@@ -59,13 +102,14 @@ async fn wait_for_line(parent: &Tinyproxy, line: &str) {
 async fn plain_tls_tunnel_and_token_traffic_go_through_the_parent_and_the_token_only_to_its_host() {
     support::init_crypto();
     let parent = Tinyproxy::start().await;
-    let ca = new_ca("corporate test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let ts = TokenServer::start().await;
-    let plain = Upstream::start().await;
-    let tls = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
+    let Rig {
+        _dir,
+        ca,
+        ts,
+        plain,
+        tls,
+        config,
+    } = Rig::start("corporate test CA").await;
     let unrouted = Upstream::start().await;
     let direct = Upstream::start().await;
     let tunnelled = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
@@ -76,15 +120,7 @@ async fn plain_tls_tunnel_and_token_traffic_go_through_the_parent_and_the_token_
         p = parent.url_with_credentials(),
     );
     let cfg = format!(
-        "[tls]\nextra_roots = [\"{}\"]\n{}{}{}{}",
-        ca_path.display(),
-        client(&ts.url("/token")),
-        route(
-            "plain",
-            &format!("127.0.0.1:{}", port(&plain)),
-            "as-requested"
-        ),
-        route("tls", &format!("127.0.0.1:{}", port(&tls)), "https"),
+        "{config}{}",
         route(
             "direct",
             &format!("localhost:{}", port(&direct)),
@@ -179,24 +215,14 @@ async fn plain_tls_tunnel_and_token_traffic_go_through_the_parent_and_the_token_
 async fn without_credentials_the_parent_refuses_and_the_app_gets_a_502_not_its_407() {
     support::init_crypto();
     let parent = Tinyproxy::start().await;
-    let ca = new_ca("corporate test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let ts = TokenServer::start().await;
-    let up = Upstream::start().await;
-    let tls = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
-    let cfg = format!(
-        "[tls]\nextra_roots = [\"{}\"]\n{}{}{}",
-        ca_path.display(),
-        client(&ts.url("/token")),
-        route(
-            "plain",
-            &format!("127.0.0.1:{}", up.addr.port()),
-            "as-requested"
-        ),
-        route("tls", &format!("127.0.0.1:{}", tls.addr.port()), "https"),
-    );
+    let Rig {
+        _dir,
+        ts,
+        plain: up,
+        tls,
+        config: cfg,
+        ..
+    } = Rig::start("corporate test CA").await;
     let sidekey = Proxy::start(&format!("upstream_proxy = \"{}\"\n", parent.url()), &cfg).await;
     // Plain HTTP (the parent's 407 response) and TLS (its 407 to CONNECT)
     // alike: sidekey's failure, not a question for the app.
@@ -252,24 +278,14 @@ async fn sidekey_ignores_http_proxy_in_its_own_environment() {
     support::init_crypto();
     // Trap: what HTTP(S)_PROXY points at; it must see nothing.
     let trap = Upstream::start().await;
-    let ca = new_ca("env test CA");
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
-    let ts = TokenServer::start().await;
-    let plain = Upstream::start().await;
-    let tls = Upstream::start_tls(ca.server_config(&["127.0.0.1"], &[b"http/1.1"])).await;
-    let cfg = format!(
-        "[tls]\nextra_roots = [\"{}\"]\n{}{}{}",
-        ca_path.display(),
-        client(&ts.url("/token")),
-        route(
-            "plain",
-            &format!("127.0.0.1:{}", plain.addr.port()),
-            "as-requested"
-        ),
-        route("tls", &format!("127.0.0.1:{}", tls.addr.port()), "https"),
-    );
+    let Rig {
+        _dir,
+        ts,
+        plain,
+        tls,
+        config: cfg,
+        ..
+    } = Rig::start("env test CA").await;
     let trap_url = format!("http://{}", trap.addr);
     let env: Vec<(&str, &str)> = [
         "HTTP_PROXY",

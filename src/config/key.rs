@@ -27,7 +27,7 @@ pub struct ClientKey([u8; 32]);
 impl ClientKey {
     /// Lower-case hex of the whole digest: a store key's last part.
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -39,6 +39,11 @@ impl std::fmt::Debug for ClientKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ClientKey({})", self.hex())
     }
+}
+
+/// Lower-case hex of a digest, as store keys spell them.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Feeds `Hash` output into SHA-256: the derived `Hash` of the settings

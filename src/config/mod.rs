@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use diag::ConfigError;
 pub use egress::UPSTREAM_PROXY_ENV;
+pub(crate) use key::hex;
 pub use key::ClientKey;
 pub use model::*;
 

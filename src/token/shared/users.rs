@@ -9,8 +9,7 @@ impl SharedStore {
     /// `{prefix}user:{client}:{user}`: the client's key (a digest of its
     /// settings) and a digest of the user id.
     fn user_key(&self, client: &str, user: &[u8; 32]) -> String {
-        let hex: String = user.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}user:{client}:{hex}", self.prefix)
+        format!("{}user:{client}:{}", self.prefix, crate::config::hex(user))
     }
 
     /// The user's record, if there is one that opens.
