@@ -167,6 +167,9 @@ impl Shared {
                         "proxy.listen / proxy.admin changes take effect only after a restart"
                     );
                 }
+                if cfg.proxy.workers != current.config.proxy.workers {
+                    tracing::warn!("proxy.workers changes take effect only after a restart");
+                }
                 if cfg.store != current.config.store {
                     tracing::warn!("[store] changes take effect only after a restart");
                 }

@@ -200,6 +200,32 @@ async fn max_connections_caps_concurrent_clients() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }
 
+/// Threads of process `pid` named like tokio's multi-thread workers.
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == "tokio-rt-worker")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn workers_sets_the_serving_threads_and_both_kinds_serve() {
+    let up = Upstream::start().await;
+    for (extra, threads) in [("", 0), ("workers = 3\n", 3)] {
+        let bin = Binary::start(extra, "", &[]).await;
+        let app = bin.client();
+        let sends = (0..20).map(|i| app.get(format!("http://{}/w{i}", up.addr)).send());
+        for resp in futures_util::future::join_all(sends).await {
+            assert_eq!(resp.unwrap().status(), 200, "{extra:?}");
+        }
+        // One worker is a current-thread runtime: no worker threads at all.
+        assert_eq!(worker_threads(bin.pid()), threads, "{extra:?}");
+    }
+}
+
 // === Drain ===
 
 /// The binary with an interception CA, a route for `localhost` and the

@@ -97,6 +97,8 @@ pub struct ProxySettings {
     pub upstream_proxy: Option<ParentProxy>,
     pub token_proxy: Option<ParentProxy>,
     pub no_upstream_proxy: DirectHosts,
+    /// Threads serving connections (1: one thread runs everything).
+    pub workers: usize,
 }
 
 /// What every served connection is held to, plain or intercepted.

@@ -147,6 +147,10 @@ pub struct RawProxy {
     /// Hosts (suffixes) and CIDRs reached directly despite both. Default is `[]`.
     #[serde(default)]
     pub no_upstream_proxy: Vec<Spanned<String>>,
+    /// Threads serving the proxy: a number, or `"auto"` (the CPUs this
+    /// process may use). Default is `1`.
+    #[serde(default)]
+    pub workers: Option<Spanned<toml::Value>>,
 }
 
 impl Default for RawProxy {
@@ -170,6 +174,7 @@ impl Default for RawProxy {
             upstream_proxy: None,
             token_proxy: None,
             no_upstream_proxy: Vec::new(),
+            workers: None,
         }
     }
 }

@@ -391,3 +391,27 @@ fn control_characters_in_a_per_request_header_template_fail_at_load() {
         "{err}"
     );
 }
+
+#[test]
+fn workers_default_to_one_and_take_a_count_or_auto() {
+    let load = |src: &str| load_str(Path::new("w.toml"), src, &|_| None);
+    assert_eq!(load("").unwrap().proxy.workers, 1);
+    assert_eq!(load("[proxy]\nworkers = 4").unwrap().proxy.workers, 4);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(
+        load("[proxy]\nworkers = \"auto\"").unwrap().proxy.workers,
+        cpus
+    );
+    for bad in ["0", "-1", "100000", "\"many\"", "1.5"] {
+        let err = load(&format!("[proxy]\nworkers = {bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("w.toml:2:")
+                && err.contains(
+                    "proxy.workers must be a number of threads from 1 to 1024, or \"auto\""
+                ),
+            "{bad}: {err}"
+        );
+    }
+}

@@ -160,6 +160,7 @@ fn proxy(
         super::egress::parent_proxy(t.get_ref(), Some(t.span()), "proxy.token_proxy", errs)
     });
     let no_upstream_proxy = super::egress::direct_hosts(&raw.no_upstream_proxy, errs);
+    let workers = workers(raw.workers.as_ref(), errs);
     if errs.0.len() > before {
         return None;
     }
@@ -184,7 +185,32 @@ fn proxy(
         upstream_proxy,
         token_proxy,
         no_upstream_proxy,
+        workers: workers?,
     })
+}
+
+/// `proxy.workers`: a thread count, or "auto" for the CPUs this process
+/// may use (std reads the cgroup quota, so a pod's CPU limit counts).
+fn workers(raw: Option<&Spanned<toml::Value>>, errs: &mut Errors) -> Option<usize> {
+    const MAX: i64 = 1024;
+    let Some(v) = raw else {
+        return Some(1);
+    };
+    match v.get_ref() {
+        toml::Value::Integer(n) if (1..=MAX).contains(n) => usize::try_from(*n).ok(),
+        toml::Value::String(s) if s == "auto" => Some(
+            std::thread::available_parallelism()
+                .map(std::num::NonZeroUsize::get)
+                .unwrap_or(1),
+        ),
+        _ => {
+            errs.at(
+                v.span(),
+                format!("proxy.workers must be a number of threads from 1 to {MAX}, or \"auto\""),
+            );
+            None
+        }
+    }
 }
 
 /// `10.0.0.0/8`, or a bare address meaning just that host.
