@@ -69,14 +69,16 @@ fn decide(c: &mut Criterion) {
 
 fn render(c: &mut Criterion) {
     let t = table();
-    let token = Token::from_response(
-        TokenResponse {
-            access_token: bench::Secret::new("eyJhbGciOi.a-typical-length-access-token.sig"),
-            ..Default::default()
-        },
-        std::time::Duration::from_secs(300),
-    )
-    .expect("a token with the default lifetime");
+    let token = std::sync::Arc::new(
+        Token::from_response(
+            TokenResponse {
+                access_token: bench::Secret::new("eyJhbGciOi.a-typical-length-access-token.sig"),
+                ..Default::default()
+            },
+            std::time::Duration::from_secs(300),
+        )
+        .expect("a token with the default lifetime"),
+    );
     let route = &t.routes()[69];
     let mut headers = HeaderMap::new();
     for (k, v) in [
@@ -101,11 +103,22 @@ fn render(c: &mut Criterion) {
     .expect("target");
     c.bench_function("rewrite_request_bearer_plus_static", |b| {
         b.iter(|| {
-            let uri = bench::upstream_uri(Some(route), &target, &head.path_and_query, Some(&token))
-                .expect("uri");
+            // What a request does: the route's values for the client's
+            // current token (rendered on the first call only), then the URI
+            // and the request.
+            let values = route.values(Some(&token), false).expect("values");
+            let uri =
+                bench::upstream_uri(Some(route), &target, &head.path_and_query, Some(&values))
+                    .expect("uri");
             black_box(
-                bench::upstream_request(Some(route), &head, uri, Some(&token), bench::empty_body())
-                    .expect("request"),
+                bench::upstream_request(
+                    Some(route),
+                    &head,
+                    uri,
+                    Some(&values),
+                    bench::empty_body(),
+                )
+                .expect("request"),
             )
         })
     });

@@ -10,6 +10,7 @@ pub use crate::secret::Secret;
 pub use crate::tls::ca::{generate as generate_ca, Ca};
 pub use crate::tls::LeafCache;
 pub use crate::token::model::{Token, TokenResponse};
+pub use crate::values::Values;
 
 use crate::config::ValidConfig;
 use crate::route::Route;
@@ -20,10 +21,7 @@ pub fn route_table(cfg: ValidConfig) -> RouteTable {
     RouteTable::new(
         cfg.routes
             .into_iter()
-            .map(|settings| Route {
-                settings,
-                credential: None,
-            })
+            .map(|settings| Route::new(settings, None))
             .collect(),
     )
 }

@@ -24,6 +24,9 @@ pub struct Credential {
 pub struct Lease {
     slot: Arc<Slot>,
     token: Arc<Token>,
+    /// An on-behalf-of or per-user account token: one user's, not the
+    /// client's own.
+    per_user: bool,
 }
 
 impl Credential {
@@ -63,13 +66,21 @@ impl Credential {
             TokenSource::Account(accounts) => {
                 let value = take(headers, accounts.header());
                 return match accounts.token(value.as_ref()).await {
-                    Ok((slot, token)) => Ok(Lease { slot, token }),
+                    Ok((slot, token)) => Ok(Lease {
+                        slot,
+                        token,
+                        per_user: true,
+                    }),
                     Err(e) => Err(self.account_error(e)),
                 };
             }
         };
         match slot.get().await {
-            Ok(token) => Ok(Lease { slot, token }),
+            Ok(token) => Ok(Lease {
+                slot,
+                token,
+                per_user: matches!(self.source, TokenSource::PerUser(_)),
+            }),
             // The IdP refused this user's token: the user's problem (401),
             // not an outage (503); other users' slots are untouched.
             Err(source)
@@ -124,6 +135,11 @@ impl Lease {
 
     pub fn client(&self) -> &str {
         self.slot.name()
+    }
+
+    /// Whether the token is one user's rather than the client's own.
+    pub fn per_user(&self) -> bool {
+        self.per_user
     }
 
     /// The upstream answered 401 with this lease's token. Returns whether

@@ -43,6 +43,7 @@ pub(crate) mod tls;
 pub(crate) mod token;
 mod tunnel;
 pub(crate) mod upstream;
+pub(crate) mod values;
 mod watch;
 
 use std::net::SocketAddr;

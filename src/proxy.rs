@@ -19,7 +19,7 @@ use crate::metrics::Unrouted;
 use crate::rewrite::{self, Head};
 use crate::route::{Decision, RequestInfo, Route};
 use crate::runtime::{Runtime, Shared};
-use crate::token::Token;
+use crate::values::Values;
 use crate::{config::Unmatched, tunnel};
 
 /// The route of a request (borrowed from the runtime that routed it), for
@@ -51,9 +51,9 @@ struct Exchange<'r> {
     target: Target,
     head: Head,
     lease: Option<Lease>,
-    /// The token the next upstream request carries: the lease's, then the
-    /// fresh one after a 401.
-    token: Option<Arc<Token>>,
+    /// The route's template values for the token the next upstream
+    /// request carries: the lease's, then the fresh one after a 401.
+    values: Option<Arc<Values>>,
     /// The request body as sent, kept for a 401 retry.
     kept: Option<Arc<Capture>>,
     /// An idempotent request without a body can go again if a pooled
@@ -129,7 +129,7 @@ impl<'r> Exchange<'r> {
                 upgrade,
             },
             lease: None,
-            token: None,
+            values: None,
             kept: None,
             resendable,
         };
@@ -138,10 +138,16 @@ impl<'r> Exchange<'r> {
 
     /// Phase credential: the route's lease (its token and 401 policy).
     async fn acquire(&mut self) -> Result<(), ProxyError> {
-        if let Some(credential) = self.route.and_then(|r| r.credential.as_ref()) {
-            let lease = credential.acquire(&mut self.head.headers).await?;
-            self.token = Some(Arc::clone(lease.token()));
-            self.lease = Some(lease);
+        if let Some(route) = self.route {
+            self.values = Some(match &route.credential {
+                Some(credential) => {
+                    let lease = credential.acquire(&mut self.head.headers).await?;
+                    let values = route.values(Some(lease.token()), lease.per_user())?;
+                    self.lease = Some(lease);
+                    values
+                }
+                None => route.values(None, false)?,
+            });
         }
         if crate::telemetry::enabled() {
             // The upstream's span becomes a child of this request's span.
@@ -170,11 +176,11 @@ impl<'r> Exchange<'r> {
     /// are copied only when the request may go again (its head is kept);
     /// else they move.
     fn upstream_request(&mut self, body: ProxyBody) -> Result<Request<ProxyBody>, ProxyError> {
-        let token = self.token.as_deref();
+        let values = self.values.as_deref();
         let pq = &self.head.path_and_query;
-        let uri = rewrite::upstream_uri(self.route, &self.target, pq, token)?;
+        let uri = rewrite::upstream_uri(self.route, &self.target, pq, values)?;
         if self.retries_401() || self.resendable {
-            return rewrite::upstream_request(self.route, &self.head, uri, token, body);
+            return rewrite::upstream_request(self.route, &self.head, uri, values, body);
         }
         let head = Head {
             method: self.head.method.clone(),
@@ -182,7 +188,7 @@ impl<'r> Exchange<'r> {
             headers: std::mem::take(&mut self.head.headers),
             upgrade: self.head.upgrade,
         };
-        rewrite::into_upstream_request(self.route, head, uri, token, body)
+        rewrite::into_upstream_request(self.route, head, uri, values, body)
     }
 
     /// Phase upstream: one loop; the failure decides whether and how the
@@ -208,7 +214,7 @@ impl<'r> Exchange<'r> {
                     }
                     return Ok(resp);
                 }
-                Ok(resp) => match self.after_401().await {
+                Ok(resp) => match self.after_401().await? {
                     Some(kept) => {
                         reauthorized = true;
                         body::full(kept)
@@ -222,15 +228,17 @@ impl<'r> Exchange<'r> {
     /// The SPEC's 401 rule: the lease drops the rejected token (unless a
     /// newer one is cached) and, if the body was kept, a fresh token goes
     /// with it once. Returns the body to send again, if any.
-    async fn after_401(&mut self) -> Option<bytes::Bytes> {
+    async fn after_401(&mut self) -> Result<Option<bytes::Bytes>, ProxyError> {
         // Unchanged from before the Exchange: a request that could never go
         // again (a body, and retry_on_401 off) leaves the token cached.
         if !(self.retries_401() || self.resendable) {
-            return None;
+            return Ok(None);
         }
-        let lease = self.lease.as_ref()?;
+        let (Some(lease), Some(route)) = (self.lease.as_ref(), self.route) else {
+            return Ok(None);
+        };
         if !lease.rejected() {
-            return None;
+            return Ok(None);
         }
         let kept = match &self.kept {
             Some(k) => k.replayable(REPLAY_WAIT).await,
@@ -241,16 +249,18 @@ impl<'r> Exchange<'r> {
                 client = lease.client(),
                 "upstream answered 401; body too large to retry, token dropped"
             );
-            return None;
+            return Ok(None);
         };
-        let fresh = lease.fresh().await?;
+        let Some(fresh) = lease.fresh().await else {
+            return Ok(None);
+        };
         tracing::info!(
             client = lease.client(),
             route = self.route.map(Route::name),
             "upstream answered 401: retrying once with a fresh token"
         );
-        self.token = Some(fresh);
-        Some(kept)
+        self.values = Some(route.values(Some(&fresh), lease.per_user())?);
+        Ok(Some(kept))
     }
 }
 

@@ -7,12 +7,12 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Method, Request, Response, Uri, Version};
 
 use crate::body::ProxyBody;
-use crate::config::{HeaderTemplate, UpstreamScheme};
+use crate::config::UpstreamScheme;
 use crate::error::{ProxyError, ERROR_HEADER, LOGIN_HEADER};
 use crate::inbound::{self, Scheme, Target};
 use crate::route::Route;
-use crate::template::{Template, TokenView};
-use crate::token::Token;
+use crate::template::Template;
+use crate::values::Values;
 
 /// What is kept of the application's request to build (and rebuild, on a
 /// 401 retry) the upstream request.
@@ -26,12 +26,12 @@ pub struct Head {
 
 /// The URI the upstream request goes to: the target's authority (over TLS
 /// for `upstream = "https"`), the app's path and query, and the route's
-/// `set_query` parameters rendered with the token.
+/// `set_query` parameters (their values rendered with the token).
 pub fn upstream_uri(
     route: Option<&Route>,
     target: &Target,
     pq: &PathAndQuery,
-    token: Option<&Token>,
+    values: Option<&Values>,
 ) -> Result<Uri, ProxyError> {
     let invalid = || ProxyError::BadRequest("request target is not a valid URI".into());
     let to_https = route.is_some_and(|r| r.settings.upstream == UpstreamScheme::Https);
@@ -51,10 +51,12 @@ pub fn upstream_uri(
     let set_query = route.map_or(&[][..], |r| &r.settings.set_query[..]);
     // The app's path and query are reused as they are (no copy, no parse)
     // unless the route sets query parameters.
-    let pq = if set_query.is_empty() {
-        pq.clone()
-    } else {
-        PathAndQuery::try_from(with_query(pq.as_str(), set_query, token)?).map_err(|_| invalid())?
+    let pq = match values {
+        Some(v) if !set_query.is_empty() => {
+            PathAndQuery::try_from(with_query(pq.as_str(), set_query, &v.query))
+                .map_err(|_| invalid())?
+        }
+        _ => pq.clone(),
     };
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(match scheme {
@@ -69,11 +71,7 @@ pub fn upstream_uri(
 /// Sets or replaces query parameters: every existing pair with one of the
 /// names goes, the others stay as the app wrote them, and the new values
 /// are percent-encoded (a token with `+`, `/` or `=` arrives intact).
-fn with_query(
-    pq: &str,
-    set: &[(String, Template)],
-    token: Option<&Token>,
-) -> Result<String, ProxyError> {
+fn with_query(pq: &str, set: &[(String, Template)], values: &[String]) -> String {
     let (path, query) = pq.split_once('?').unwrap_or((pq, ""));
     let replaced = |pair: &str| {
         url::form_urlencoded::parse(pair.as_bytes())
@@ -88,20 +86,14 @@ fn with_query(
         out.push_str(pair);
         sep = '&';
     }
-    for (name, template) in set {
-        let value = template
-            .render_header(token.map(|t| t as &dyn TokenView))
-            .map_err(|e| ProxyError::TokenContent {
-                header: format!("?{name}"),
-                reason: e.to_string(),
-            })?;
+    for ((name, _), value) in set.iter().zip(values) {
         out.push(sep);
         out.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
         out.push('=');
         out.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
         sep = '&';
     }
-    Ok(out)
+    out
 }
 
 /// The upstream request, keeping `head` for a possible resend (the headers
@@ -110,7 +102,7 @@ pub fn upstream_request(
     route: Option<&Route>,
     head: &Head,
     uri: Uri,
-    token: Option<&Token>,
+    values: Option<&Values>,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     build(
@@ -119,7 +111,7 @@ pub fn upstream_request(
         head.headers.clone(),
         head.upgrade,
         uri,
-        token,
+        values,
         body,
     )
 }
@@ -129,7 +121,7 @@ pub(crate) fn into_upstream_request(
     route: Option<&Route>,
     head: Head,
     uri: Uri,
-    token: Option<&Token>,
+    values: Option<&Values>,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     build(
@@ -138,7 +130,7 @@ pub(crate) fn into_upstream_request(
         head.headers,
         head.upgrade,
         uri,
-        token,
+        values,
         body,
     )
 }
@@ -149,7 +141,7 @@ fn build(
     mut headers: HeaderMap,
     upgrade: bool,
     uri: Uri,
-    token: Option<&Token>,
+    values: Option<&Values>,
     body: ProxyBody,
 ) -> Result<Request<ProxyBody>, ProxyError> {
     inbound::strip_hop_by_hop(&mut headers, upgrade);
@@ -163,34 +155,8 @@ fn build(
         for name in &route.settings.remove_headers {
             headers.remove(name);
         }
-        // default_headers first: a header the app sent is kept (checked
-        // before set_headers could add one of the same name).
-        let defaults = route
-            .settings
-            .default_headers
-            .iter()
-            .filter(|(name, _)| !headers.contains_key(name))
-            .collect::<Vec<_>>();
-        for (name, value) in defaults.into_iter().chain(&route.settings.set_headers) {
-            let value = match value {
-                HeaderTemplate::Static(v) => v.clone(),
-                HeaderTemplate::Dynamic(t) => {
-                    let rendered = t
-                        .render_header(token.map(|t| t as &dyn TokenView))
-                        .map_err(|e| ProxyError::TokenContent {
-                            header: name.to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    let mut v =
-                        HeaderValue::from_str(&rendered).map_err(|_| ProxyError::TokenContent {
-                            header: name.to_string(),
-                            reason: "the token holds characters a header cannot carry".into(),
-                        })?;
-                    v.set_sensitive(true);
-                    v
-                }
-            };
-            headers.insert(name.clone(), value);
+        if let Some(values) = values {
+            set_headers(&route.settings, values, &mut headers);
         }
     }
     let mut req = Request::new(body);
@@ -199,6 +165,25 @@ fn build(
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// `default_headers` where the app sent none (checked before any is
+/// added), then `set_headers`, with values rendered for this token.
+fn set_headers(route: &crate::config::RouteSettings, values: &Values, headers: &mut HeaderMap) {
+    let (defaults, sets) = values.headers.split_at(route.default_headers.len());
+    let absent = route
+        .default_headers
+        .iter()
+        .map(|(name, _)| !headers.contains_key(name))
+        .collect::<Vec<_>>();
+    for (((name, _), value), absent) in route.default_headers.iter().zip(defaults).zip(absent) {
+        if absent {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    for ((name, _), value) in route.set_headers.iter().zip(sets) {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 /// Response filter: hop-by-hop headers and any forged `X-Sidekey-Error`

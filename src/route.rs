@@ -4,19 +4,49 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 
 use crate::config::{HostPattern, RouteSettings};
 use crate::credential::Credential;
+use crate::error::ProxyError;
+use crate::token::Token;
+use crate::values::{ValueCache, Values};
 
-/// A route and where its client's tokens come from.
+/// A route, where its client's tokens come from, and its template values
+/// for the client's current token.
 pub struct Route {
     pub settings: RouteSettings,
     pub credential: Option<Credential>,
+    values: ValueCache,
 }
 
 impl Route {
+    pub fn new(settings: RouteSettings, credential: Option<Credential>) -> Self {
+        Self {
+            settings,
+            credential,
+            values: ValueCache::default(),
+        }
+    }
+
+    /// The values of this route's templates for `token`: kept for the
+    /// token last seen, so they are rendered once per token. A user's
+    /// token (`per_user`) is rendered for its request only, so the route
+    /// never holds one user's token while serving another.
+    pub fn values(
+        &self,
+        token: Option<&Arc<Token>>,
+        per_user: bool,
+    ) -> Result<Arc<Values>, ProxyError> {
+        if per_user {
+            Values::render(&self.settings, token).map(Arc::new)
+        } else {
+            self.values.get(&self.settings, token)
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.settings.name
     }

@@ -49,10 +49,7 @@ impl Runtime {
                 }
                 None => None,
             };
-            routes.push(Route {
-                settings: settings.clone(),
-                credential,
-            });
+            routes.push(Route::new(settings.clone(), credential));
         }
         let (deny, timeout) = (
             &config.proxy.deny_destinations,

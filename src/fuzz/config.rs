@@ -23,10 +23,7 @@ pub fn config(text: &str) -> Result<(), Finding> {
             let routes = cfg
                 .routes
                 .iter()
-                .map(|settings| Route {
-                    settings: settings.clone(),
-                    credential: None,
-                })
+                .map(|settings| Route::new(settings.clone(), None))
                 .collect();
             let _ = RouteTable::new(routes);
             Ok(())

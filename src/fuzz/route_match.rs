@@ -64,10 +64,7 @@ pub fn route_match(text: &str) -> Result<(), Finding> {
     let table = RouteTable::new(
         settings
             .iter()
-            .map(|s| Route {
-                settings: s.clone(),
-                credential: None,
-            })
+            .map(|s| Route::new(s.clone(), None))
             .collect(),
     );
     let f: Vec<&str> = request

@@ -8,10 +8,7 @@ fn table(toml: &str) -> RouteTable {
     RouteTable::new(
         cfg.routes
             .into_iter()
-            .map(|settings| Route {
-                settings,
-                credential: None,
-            })
+            .map(|settings| Route::new(settings, None))
             .collect(),
     )
 }
@@ -152,4 +149,52 @@ fn connect_hosts_are_looked_up_not_scanned() {
     assert!(!t.names_host("svc.local", 443));
     assert!(t.names_host("::1", 9000));
     assert!(!t.names_host("10.0.0.8", 443));
+}
+
+#[test]
+fn a_route_keeps_values_for_its_clients_token_but_never_for_a_users() {
+    let t = table(
+        r#"
+[[routes]]
+name = "r"
+hosts = ["a.example.com"]
+set_headers = { "X-Team" = "platform" }
+"#,
+    );
+    let route = &t.routes()[0];
+    let token = Arc::new(
+        crate::token::Token::from_response(
+            crate::token::model::TokenResponse {
+                access_token: crate::secret::Secret::new("user-token"),
+                ..Default::default()
+            },
+            std::time::Duration::from_secs(60),
+        )
+        .unwrap(),
+    );
+    let own = route.values(Some(&token), false).unwrap();
+    assert!(Arc::ptr_eq(
+        &own,
+        &route.values(Some(&token), false).unwrap()
+    ));
+    // A user's token: rendered for the request, not kept (a second call
+    // renders again, and the route still holds the client's values).
+    let a = route.values(Some(&token), true).unwrap();
+    let b = route.values(Some(&token), true).unwrap();
+    assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &own));
+    assert_eq!(
+        Arc::strong_count(&token),
+        4,
+        "own (cached), a, b and the test's own"
+    );
+    drop((a, b));
+    assert_eq!(
+        Arc::strong_count(&token),
+        2,
+        "only the route's values of its client's token"
+    );
+    // Without a client: one set of values, kept.
+    let none = route.values(None, false).unwrap();
+    assert!(Arc::ptr_eq(&none, &route.values(None, false).unwrap()));
+    assert_eq!(none.headers[0], "platform");
 }

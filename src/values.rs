@@ -1,0 +1,181 @@
+//! What a route's templates say for one token: the header values
+//! (`default_headers`, then `set_headers`, in route order) and the
+//! `set_query` values. Rendered once per token and kept by the route, so a
+//! request copies values instead of formatting strings and parsing them
+//! into headers.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::HeaderValue;
+
+use crate::config::{HeaderTemplate, RouteSettings};
+use crate::error::ProxyError;
+use crate::template::TokenView;
+use crate::token::Token;
+
+/// A route's template values for one token (or none, for a route
+/// without a client).
+pub struct Values {
+    token: Option<Arc<Token>>,
+    /// One per `default_headers` entry, then one per `set_headers` entry.
+    pub(crate) headers: Vec<HeaderValue>,
+    /// One per `set_query` entry, not yet percent-encoded.
+    pub(crate) query: Vec<String>,
+}
+
+impl Values {
+    /// Renders every template of `route` with `token`.
+    pub fn render(route: &RouteSettings, token: Option<&Arc<Token>>) -> Result<Self, ProxyError> {
+        let view = token.map(|t| &**t as &dyn TokenView);
+        let headers = route
+            .default_headers
+            .iter()
+            .chain(&route.set_headers)
+            .map(|(name, template)| match template {
+                HeaderTemplate::Static(v) => Ok(v.clone()),
+                HeaderTemplate::Dynamic(t) => {
+                    let rendered = t
+                        .render_header(view)
+                        .map_err(|e| ProxyError::TokenContent {
+                            header: name.to_string(),
+                            reason: e.to_string(),
+                        })?;
+                    let mut v =
+                        HeaderValue::try_from(rendered).map_err(|_| ProxyError::TokenContent {
+                            header: name.to_string(),
+                            reason: "the token holds characters a header cannot carry".into(),
+                        })?;
+                    v.set_sensitive(true);
+                    Ok(v)
+                }
+            })
+            .collect::<Result<_, ProxyError>>()?;
+        let query = route
+            .set_query
+            .iter()
+            .map(|(name, template)| {
+                template
+                    .render_header(view)
+                    .map_err(|e| ProxyError::TokenContent {
+                        header: format!("?{name}"),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            token: token.cloned(),
+            headers,
+            query,
+        })
+    }
+
+    /// The token these values were rendered with.
+    pub fn token(&self) -> Option<&Arc<Token>> {
+        self.token.as_ref()
+    }
+
+    fn rendered_with(&self, token: Option<&Arc<Token>>) -> bool {
+        match (&self.token, token) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// A route's values for the token its client holds now (or for no token):
+/// rendered when the token changes, then shared by every request that
+/// carries it. Holding the token keeps its address from being reused, so
+/// pointer identity cannot match a different token.
+#[derive(Default)]
+pub(crate) struct ValueCache(Mutex<Option<Arc<Values>>>);
+
+impl ValueCache {
+    pub(crate) fn get(
+        &self,
+        route: &RouteSettings,
+        token: Option<&Arc<Token>>,
+    ) -> Result<Arc<Values>, ProxyError> {
+        let cached = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(v) = cached.filter(|v| v.rendered_with(token)) {
+            return Ok(v);
+        }
+        // Rendered outside the lock: a request racing this one for the
+        // same new token renders it too, and either result is right.
+        let fresh = Arc::new(Values::render(route, token)?);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use crate::token::model::TokenResponse;
+
+    fn route() -> RouteSettings {
+        let toml = r#"
+[clients.c]
+token_url = "http://127.0.0.1:1/token"
+client_id = "id"
+client_secret = "s"
+
+[[routes]]
+name = "r"
+hosts = ["api.example.com"]
+client = "c"
+set_headers = { Authorization = "Bearer <<oauth.token>>", "X-Team" = "platform" }
+default_headers = { "X-Kind" = "t-<<oauth.token>>" }
+set_query = { key = "<<oauth.token>>" }
+"#;
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
+        cfg.routes.into_iter().next().unwrap()
+    }
+
+    fn token(value: &str) -> Arc<Token> {
+        let resp = TokenResponse {
+            access_token: Secret::new(value),
+            ..Default::default()
+        };
+        Arc::new(Token::from_response(resp, std::time::Duration::from_secs(60)).unwrap())
+    }
+
+    #[test]
+    fn values_are_rendered_once_per_token_and_anew_for_the_next() {
+        let (route, cache) = (route(), ValueCache::default());
+        let (first, second) = (token("tok-1"), token("tok-2"));
+        let a = cache.get(&route, Some(&first)).unwrap();
+        assert_eq!(a.headers[0], "t-tok-1");
+        assert_eq!(a.headers[1], "Bearer tok-1");
+        assert_eq!(a.headers[2], "platform");
+        assert!(a.headers.iter().all(HeaderValue::is_sensitive));
+        assert_eq!(a.query, ["tok-1"]);
+        // Same token: the very same values, nothing rendered.
+        assert!(Arc::ptr_eq(&a, &cache.get(&route, Some(&first)).unwrap()));
+        // A new token (a refresh): rendered anew, and kept in its place.
+        let b = cache.get(&route, Some(&second)).unwrap();
+        assert_eq!(b.headers[1], "Bearer tok-2");
+        assert!(Arc::ptr_eq(&b, &cache.get(&route, Some(&second)).unwrap()));
+        // A token equal in value but not the same token is rendered for itself.
+        let again = token("tok-2");
+        let c = cache.get(&route, Some(&again)).unwrap();
+        assert!(!Arc::ptr_eq(&b, &c));
+        assert!(c.token().is_some_and(|t| Arc::ptr_eq(t, &again)));
+    }
+
+    #[test]
+    fn a_token_a_header_cannot_carry_is_an_error_every_time_and_never_kept() {
+        let (route, cache) = (route(), ValueCache::default());
+        let bad = token("line\nbreak");
+        for _ in 0..2 {
+            let err = cache.get(&route, Some(&bad)).err().unwrap();
+            assert!(matches!(err, ProxyError::TokenContent { .. }), "{err:?}");
+        }
+        assert!(cache.0.lock().unwrap().is_none());
+    }
+}
