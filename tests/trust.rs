@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::config::{client, route};
 use support::intercept::{connect_tls, Interception};
 use support::pki::new_ca;
 use support::sidekey::{Binary, Proxy};
@@ -29,14 +30,19 @@ use support::{expect_error, get_via_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Client `c` (token endpoint `token_url`) behind a Bearer route "api"
+/// for `host`.
+fn bearer_route(token_url: &str, host: &str) -> String {
+    format!(
+        "{}{}",
+        client("c", token_url),
+        route("api").host(host).client("c").bearer()
+    )
+}
+
 /// A route with a client for the upstream's address (`127.0.0.1`).
 fn bearer_config(ts: &TokenServer) -> String {
-    format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token")
-    )
+    bearer_route(&ts.url("/token"), "127.0.0.1")
 }
 
 /// App: writes `raw` to the proxy and reads the whole answer (the request
@@ -77,13 +83,9 @@ async fn the_apps_host_header_never_reaches_the_upstream() {
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
 }
 
+/// The route of `bearer_config` for `localhost`, the name a CONNECT uses.
 fn intercepted_bearer(ts: &TokenServer) -> String {
-    format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token"),
-    )
+    bearer_route(&ts.url("/token"), "localhost")
 }
 
 #[tokio::test]
@@ -230,12 +232,7 @@ async fn token_requests_ignore_proxy_variables_in_sidekeys_environment() {
     .map(|k| (k, trap_url.as_str()))
     .collect();
     let bin = Binary::start("", &bearer_config(&ts), &env).await;
-    let r = bin
-        .client()
-        .get(format!("http://{}/through", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&bin.client(), format!("http://{}/through", up.addr)).await;
     assert_eq!(r.status(), 200, "{}", bin.logs());
     assert_eq!(ts.calls(), 1);
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
@@ -256,11 +253,7 @@ async fn a_huge_expires_in_or_exp_does_not_break_the_client() {
     let proxy = Proxy::start("", &bearer_config(&ts)).await;
     let app = proxy.client();
     for _ in 0..3 {
-        let r = app
-            .get(format!("http://{}/x", up.addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get_via_proxy(&app, format!("http://{}/x", up.addr)).await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!(ts.calls(), 1, "the clamped token is cached");
@@ -277,12 +270,7 @@ async fn a_huge_expires_in_or_exp_does_not_break_the_client() {
     );
     ts2.set_extra(serde_json::json!({ "access_token": jwt, "expires_in": null }));
     let proxy2 = Proxy::start("", &bearer_config(&ts2)).await;
-    let r = proxy2
-        .client()
-        .get(format!("http://{}/y", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&proxy2.client(), format!("http://{}/y", up.addr)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         up.last().unwrap().headers["authorization"],
@@ -323,11 +311,7 @@ async fn a_token_response_over_one_mebibyte_is_refused() {
         Ok::<_, Infallible>(http::Response::new(body))
     })
     .await;
-    let cfg = format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://{addr}/token\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-    );
+    let cfg = bearer_route(&format!("http://{addr}/token"), "127.0.0.1");
     let proxy = Proxy::start("", &cfg).await;
     let r = get_via_proxy(&proxy.client(), format!("http://{}/x", up.addr)).await;
     let body = expect_error(r, 503, "token_unavailable").await.to_string();
@@ -533,19 +517,16 @@ async fn no_configured_secret_or_userinfo_appears_in_any_output() {
     // once was echoed in the 503 and in a WARN line on every retry.
     let key_secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQSECRETKEYMATERIAL";
     let cfg = format!(
-        "[clients.jwt]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\n\
-         client_auth = \"private_key_jwt\"\nprivate_key = \"{key_secret}\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"127.0.0.1\"]\nclient = \"jwt\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token")
+        "{}{}",
+        client("jwt", &ts.url("/token"))
+            .credentials("i", None)
+            .extra(&format!(
+                "client_auth = \"private_key_jwt\"\nprivate_key = \"{key_secret}\""
+            )),
+        route("api").host("127.0.0.1").client("jwt").bearer()
     );
     let bin = Binary::start("", &cfg, &[]).await;
-    let r = bin
-        .client()
-        .get(format!("http://{}/x", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&bin.client(), format!("http://{}/x", up.addr)).await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     assert!(!body.contains(key_secret), "503 body: {body}");
