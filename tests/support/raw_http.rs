@@ -104,6 +104,11 @@ pub fn http_response(status: &str, extra: &str, body: &str) -> String {
     )
 }
 
+/// A whole one-hour token answer on a connection that then closes.
+pub fn token_response(token: &str) -> String {
+    http_response("200 OK", "connection: close\r\n", &token_json(token, 3600))
+}
+
 pub fn token_json(token: &str, expires_in: u64) -> String {
     format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":{expires_in}}}"#)
 }
