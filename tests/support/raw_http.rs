@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,6 +59,32 @@ pub async fn counting_upstream(
     })
     .await;
     (addr, serving, accepted)
+}
+
+/// An upstream that answers the first request of each connection `200 ok`
+/// and reads the next one on it, then closes without an answer: the
+/// keep-alive race (the server's idle timer fires as the request arrives)
+/// made deterministic. The heads of all requests that arrived.
+pub async fn closing_after_one_answer() -> (SocketAddr, Serving, Arc<Mutex<Vec<String>>>) {
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let h = Arc::clone(&heads);
+    let (addr, serving) = raw_server(move |mut s| {
+        let h = Arc::clone(&h);
+        async move {
+            let Some(first) = read_request(&mut s).await else {
+                return;
+            };
+            h.lock().unwrap().push(first);
+            let _ = s
+                .write_all(http_response("200 OK", "", "ok").as_bytes())
+                .await;
+            if let Some(second) = read_request(&mut s).await {
+                h.lock().unwrap().push(second);
+            }
+        }
+    })
+    .await;
+    (addr, serving, heads)
 }
 
 /// Reads one request (head, then a Content-Length body); `None` at EOF.
