@@ -117,6 +117,10 @@ pub fn client(name: &str, token_url: &str) -> Client {
 }
 
 impl Client {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Another grant than `client_credentials`.
     pub fn grant(mut self, grant: &str) -> Self {
         self.grant = grant.into();
@@ -149,4 +153,35 @@ impl fmt::Display for Client {
         }
         writeln!(f, "{}", self.extra)
     }
+}
+
+// === [store] ===
+
+/// The key the store tests seal with (32 bytes, base64).
+pub const STORE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// `[store]` on the Redis at `url`, sealed with `STORE_KEY`, with an
+/// operation `timeout`, plus `extra` TOML lines.
+pub fn redis_store(url: &str, timeout: &str, extra: &str) -> String {
+    format!(
+        "[store]\nbackend = \"redis\"\nurl = {}\nencryption_key = \"{STORE_KEY}\"\ntimeout = {}\n{extra}",
+        toml_str(url),
+        toml_str(timeout)
+    )
+}
+
+/// `[store]` in the file at `path`.
+pub fn file_store(path: &std::path::Path) -> String {
+    format!(
+        "[store]\nbackend = \"file\"\npath = {}\n",
+        toml_str(&path.display().to_string())
+    )
+}
+
+/// `store`, then `client` behind the Bearer route `r` for 127.0.0.1.
+pub fn stored_client(store: &str, client: &Client) -> String {
+    format!(
+        "{store}\n{client}{}",
+        route("r").host("127.0.0.1").client(client.name()).bearer()
+    )
 }

@@ -24,6 +24,14 @@ pub struct Proxy {
 impl Proxy {
     /// `proxy_extra` goes into `[proxy]`; `rest` is the remaining config.
     pub async fn start(proxy_extra: &str, rest: &str) -> Proxy {
+        Self::try_start(proxy_extra, rest)
+            .await
+            .unwrap_or_else(|e| panic!("sidekey did not start: {e}"))
+    }
+
+    /// As `start`, for a config that loads but may be refused at start-up:
+    /// sidekey's start-up error, with its causes.
+    pub async fn try_start(proxy_extra: &str, rest: &str) -> Result<Proxy, String> {
         super::init_crypto();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("proxy.toml");
@@ -34,14 +42,14 @@ impl Proxy {
         .unwrap();
         let cfg = sidekey::config::load(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let server = sidekey::start(cfg).await.unwrap();
-        Proxy {
+        let server = sidekey::start(cfg).await.map_err(|e| format!("{e:#}"))?;
+        Ok(Proxy {
             addr: server.proxy_addr,
             admin: server.admin_addr.unwrap(),
             server: Some(server),
             dir,
             config_path,
-        }
+        })
     }
 
     pub fn url(&self) -> String {
