@@ -16,20 +16,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::config::{self, client, file_store, stored_client, STORE_KEY};
+use support::get_via_proxy;
 use support::oidc::Oidc;
 use support::redis::Redis;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
+/// Client `c` on the route `r` for 127.0.0.1, after `store`.
 fn client_config(token_url: &str, store: &str) -> String {
-    format!(
-        "{store}\n[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{token_url}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-    )
+    stored_client(store, &client("c", token_url))
 }
 
 /// A Redis store with a 2 s operation timeout: on a loaded machine a
@@ -40,15 +37,12 @@ fn redis_store(r: &Redis, extra: &str) -> String {
 }
 
 fn redis_store_within(r: &Redis, timeout: &str, extra: &str) -> String {
-    format!(
-        "[store]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key = \"{KEY}\"\ntimeout = \"{timeout}\"\n{extra}",
-        r.url()
-    )
+    config::redis_store(&r.url(), timeout, extra)
 }
 
 /// App: a GET through `p`; its status.
 async fn get(p: &Proxy, url: String) -> u16 {
-    p.client().get(url).send().await.unwrap().status().as_u16()
+    get_via_proxy(&p.client(), url).await.status().as_u16()
 }
 
 async fn tokens(admin: std::net::SocketAddr) -> serde_json::Value {
@@ -66,10 +60,7 @@ async fn a_restart_with_a_file_store_makes_no_token_request() {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.json");
-    let cfg = client_config(
-        &ts.url("/token"),
-        &format!("[store]\nbackend = \"file\"\npath = \"{}\"", file.display()),
-    );
+    let cfg = client_config(&ts.url("/token"), &file_store(&file));
     let first = Proxy::start("", &cfg).await;
     assert_eq!(get(&first, format!("http://{}/a", up.addr)).await, 200);
     first.shutdown().await;
@@ -273,7 +264,7 @@ fn a_redis_store_without_a_key_needs_allow_plaintext() {
         (key_file("missing.key"), false),
     ] {
         std::fs::write(dir.path().join("short.key"), "c2hvcnQ=\n").unwrap();
-        std::fs::write(dir.path().join("good.key"), format!("{KEY}\n")).unwrap();
+        std::fs::write(dir.path().join("good.key"), format!("{STORE_KEY}\n")).unwrap();
         std::fs::write(&path, &store).unwrap();
         let (code, text) = support::sidekey::check(&path);
         assert_eq!(code == Some(0), ok, "{store}
@@ -303,12 +294,7 @@ async fn steady(replicas: &[Binary], up: &Upstream, secs: u64) {
             break;
         }
         for (i, b) in replicas.iter().enumerate() {
-            let r = b
-                .client()
-                .get(format!("http://{}/r{round}-{i}", up.addr))
-                .send()
-                .await
-                .unwrap();
+            let r = get_via_proxy(&b.client(), format!("http://{}/r{round}-{i}", up.addr)).await;
             assert_eq!(r.status(), 200, "replica {i}, round {round}:\n{}", b.logs());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -324,14 +310,8 @@ async fn three_processes_make_one_token_request_per_lifetime_not_three() {
     }))
     .await;
     let up = Upstream::start().await;
-    let cfg = |store: &str| {
-        format!(
-            "{store}\n[clients.cc]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"cc\"\nclient_secret = \"cc-secret\"\n\
-             [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"cc\"\n\
-             set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-            idp.token_endpoint
-        )
-    };
+    let cc = client("cc", &idp.token_endpoint).credentials("cc", Some("cc-secret"));
+    let cfg = |store: &str| stored_client(store, &cc);
     let secs = 18;
     // Without a store: every replica fetches its own.
     let alone = [
@@ -381,13 +361,12 @@ async fn replicas_sharing_a_rotating_refresh_token_never_present_a_consumed_one(
     .await;
     let up = Upstream::start().await;
     let initial = idp.refresh_token("rt");
-    let cfg = format!(
-        "{}\n[clients.rt]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nclient_id = \"rt\"\nclient_secret = \"rt-secret\"\n\
-         refresh_token = \"{initial}\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"rt\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        redis_store(&redis, ""),
-        idp.token_endpoint
+    let cfg = stored_client(
+        &redis_store(&redis, ""),
+        &client("rt", &idp.token_endpoint)
+            .grant("refresh_token")
+            .credentials("rt", Some("rt-secret"))
+            .extra(&format!("refresh_token = \"{initial}\"")),
     );
     let replicas = [
         Binary::start("", &cfg, &[]).await,
