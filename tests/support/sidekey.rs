@@ -74,6 +74,16 @@ impl Proxy {
             .unwrap()
     }
 
+    /// The admin's `/tokens` (JSON).
+    pub async fn tokens(&self) -> String {
+        reqwest::get(format!("http://{}/tokens", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Rewrites the config file (the watcher picks it up).
     pub fn write_config(&self, proxy_extra: &str, rest: &str) {
         rewrite_config(&self.config_path, self.addr, self.admin, proxy_extra, rest);
