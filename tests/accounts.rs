@@ -245,12 +245,7 @@ async fn a_user_connects_once_and_calls_carry_their_own_token() {
     assert_ne!(bob_link, link);
 
     // /tokens and /metrics: counts, never who.
-    let tokens = reqwest::get(format!("http://{}/tokens", proxy.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tokens = proxy.tokens().await;
     assert!(tokens.contains("\"users\":1"), "{tokens}");
     assert!(!tokens.contains("alice") && !tokens.contains("tok-"));
     assert!(proxy
