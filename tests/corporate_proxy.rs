@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use support::parent_proxy::Tinyproxy;
 use support::pki::new_ca;
-use support::sidekey::{Binary, Proxy};
+use support::sidekey::{proxy_env, Binary, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
@@ -287,18 +287,7 @@ async fn sidekey_ignores_http_proxy_in_its_own_environment() {
         ..
     } = Rig::start("env test CA").await;
     let trap_url = format!("http://{}", trap.addr);
-    let env: Vec<(&str, &str)> = [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ]
-    .into_iter()
-    .map(|k| (k, trap_url.as_str()))
-    .collect();
-    let bin = Binary::start("", &cfg, &env).await;
+    let bin = Binary::start("", &cfg, &proxy_env(&trap_url)).await;
     for up in [&plain, &tls] {
         let r = bin
             .client()

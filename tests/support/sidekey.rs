@@ -236,6 +236,22 @@ impl Binary {
     }
 }
 
+/// Every proxy variable, in both cases, set to `url`: a child's
+/// environment as a shared pod spec or shell would set it for the app.
+pub fn proxy_env(url: &str) -> Vec<(&'static str, &str)> {
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|k| (k, url))
+    .collect()
+}
+
 /// Replaces a running proxy's config at once (write, then rename), keeping
 /// its bound ports: a reload cannot move listeners.
 fn rewrite_config(
