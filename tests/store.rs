@@ -45,13 +45,9 @@ async fn get(p: &Proxy, url: String) -> u16 {
     get_via_proxy(&p.client(), url).await.status().as_u16()
 }
 
-async fn tokens(admin: std::net::SocketAddr) -> serde_json::Value {
-    reqwest::get(format!("http://{admin}/tokens"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// `p`'s admin `/tokens`.
+async fn tokens(p: &Proxy) -> serde_json::Value {
+    serde_json::from_str(&p.tokens().await).unwrap()
 }
 
 #[tokio::test]
@@ -79,7 +75,7 @@ async fn a_restart_with_a_file_store_makes_no_token_request() {
         1,
         "the restart fetched although a valid token was stored"
     );
-    assert_eq!(tokens(second.admin).await["clients"]["c"]["source"], "file");
+    assert_eq!(tokens(&second).await["clients"]["c"]["source"], "file");
 }
 
 #[tokio::test]
@@ -117,7 +113,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     let sources: Vec<serde_json::Value> = {
         let mut v = Vec::new();
         for p in &replicas {
-            v.push(tokens(p.admin).await["clients"]["c"]["source"].clone());
+            v.push(tokens(p).await["clients"]["c"]["source"].clone());
         }
         v
     };
@@ -139,7 +135,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     let deadline = Instant::now() + Duration::from_secs(10);
     'stored: loop {
         for p in &replicas {
-            let left = tokens(p.admin).await["clients"]["c"]["expires_in_seconds"].as_u64();
+            let left = tokens(p).await["clients"]["c"]["expires_in_seconds"].as_u64();
             if left.is_some_and(|s| s > 600) {
                 break 'stored;
             }
@@ -156,7 +152,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     let before = ts.calls();
     let fresh = Proxy::start("", &cfg).await;
     assert_eq!(get(&fresh, format!("http://{}/y", up.addr)).await, 200);
-    assert_eq!(tokens(fresh.admin).await["clients"]["c"]["source"], "store");
+    assert_eq!(tokens(&fresh).await["clients"]["c"]["source"], "store");
     // Nor a refresh right after: the stored token is far from due.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ts.calls(), before, "the restarted replica fetched");
@@ -200,7 +196,7 @@ async fn redis_down_means_fetching_alone_and_sharing_resumes_when_it_is_back() {
         3,
         "c fetched and stored; d took it from the store"
     );
-    assert_eq!(tokens(d.admin).await["clients"]["c"]["source"], "store");
+    assert_eq!(tokens(&d).await["clients"]["c"]["source"], "store");
 }
 
 #[tokio::test]
