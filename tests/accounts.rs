@@ -21,25 +21,32 @@ mod support;
 
 use std::time::Duration;
 
-use support::config::{file_store, route, Route};
+use support::config::{file_store, redis_store, route, Route};
 use support::expect_error;
 use support::sidekey::{free_port, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
 /// A per-user authorization-code client, a route using it, `[login]` on
-/// `login` and a file store at `store`.
+/// `login` and a sealed file store at `store`.
 fn config(ts: &TokenServer, login: std::net::SocketAddr, store: &std::path::Path) -> String {
+    let sealed = format!(
+        "{}encryption_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+        file_store(store)
+    );
+    config_with_store(ts, login, &sealed)
+}
+
+/// `config` with another `[store]` section.
+fn config_with_store(ts: &TokenServer, login: std::net::SocketAddr, store: &str) -> String {
     format!(
         "[clients.crm]\ngrant = \"authorization_code\"\ntoken_url = \"{token}\"\nauthorize_url = \"{authorize}\"\n\
          client_id = \"app\"\nclient_secret = \"app-secret\"\nscopes = [\"crm.read\"]\naudience = \"https://crm.example\"\n\
          user = \"<<request.header.X-User>>\"\n\n{route}\n\
          [login]\nlisten = \"{login}\"\npublic_url = \"http://{login}\"\nreturn_to = [\"https://app.example/settings/\"]\nlink_ttl = \"1m\"\n\n\
-         [store]\nbackend = \"file\"\npath = \"{store}\"\nencryption_key = \"{key}\"\n",
+         {store}",
         token = ts.url("/token"),
         authorize = ts.url("/authorize"),
-        store = store.display(),
-        key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
         route = crm_route(),
     )
 }
@@ -503,13 +510,7 @@ async fn replicas_share_users_through_redis() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let cfg = |login: std::net::SocketAddr| {
-        config(&ts, login, std::path::Path::new("unused")).replace(
-            "backend = \"file\"\npath = \"unused\"",
-            &format!(
-                "backend = \"redis\"\nurl = \"{}\"\ntimeout = \"2s\"",
-                redis.url()
-            ),
-        )
+        config_with_store(&ts, login, &redis_store(&redis.url(), "2s", ""))
     };
     let a = Proxy::start("", &cfg(free_port())).await;
     let b = Proxy::start("", &cfg(free_port())).await;
