@@ -55,6 +55,16 @@ async fn raw(proxy: std::net::SocketAddr, raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// App: `request_line` with `Host: x`, `headers` and `Connection: close`
+/// (see `raw`).
+async fn raw_request(proxy: std::net::SocketAddr, request_line: &str, headers: &str) -> String {
+    raw(
+        proxy,
+        &format!("{request_line}\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
+    )
+    .await
+}
+
 // === Tokens going where the app did not name ===
 
 #[tokio::test]
@@ -410,11 +420,7 @@ async fn malformed_targets_are_bad_requests() {
         "CONNECT user:pw@localhost:443 HTTP/1.1".to_string(),
         "CONNECT localhost:70000 HTTP/1.1".to_string(),
     ] {
-        let resp = raw(
-            proxy.addr,
-            &format!("{target}\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let resp = raw_request(proxy.addr, &target, "").await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
         assert!(
             resp.to_ascii_lowercase()
@@ -437,12 +443,10 @@ async fn the_proxy_auth_scheme_is_case_insensitive() {
         ("Basic", "200"),
         ("Bearer", "407"),
     ] {
-        let resp = raw(
+        let resp = raw_request(
             proxy.addr,
-            &format!(
-                "GET http://{}/a HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {scheme} YXBwOnB3\r\nConnection: close\r\n\r\n",
-                up.addr
-            ),
+            &format!("GET http://{}/a HTTP/1.1", up.addr),
+            &format!("Proxy-Authorization: {scheme} YXBwOnB3\r\n"),
         )
         .await;
         assert!(
@@ -487,9 +491,10 @@ async fn unspecified_addresses_are_always_refused() {
     let proxy = Proxy::start("deny_destinations = [\"127.0.0.0/8\", \"::1/128\"]", "").await;
     let port = up.addr.port();
     for host in ["0.0.0.0", "0", "[::]", "[::ffff:0.0.0.0]"] {
-        let resp = raw(
+        let resp = raw_request(
             proxy.addr,
-            &format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("GET http://{host}:{port}/ HTTP/1.1"),
+            "",
         )
         .await;
         assert!(resp.starts_with("HTTP/1.1 403"), "{host}: {resp}");
@@ -526,12 +531,10 @@ async fn no_configured_secret_or_userinfo_appears_in_any_output() {
     );
     // Userinfo in a request target: refused, and not in the access log.
     let userinfo = "alice:s3cret-userinfo-pw";
-    let resp = raw(
+    let resp = raw_request(
         bin.addr,
-        &format!(
-            "GET http://{userinfo}@{}/u HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            up.addr
-        ),
+        &format!("GET http://{userinfo}@{}/u HTTP/1.1", up.addr),
+        "",
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
