@@ -21,26 +21,39 @@ mod support;
 
 use std::time::Duration;
 
+use support::config::{file_store, redis_store, route, Route};
+use support::expect_error;
 use support::sidekey::{free_port, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
 /// A per-user authorization-code client, a route using it, `[login]` on
-/// `login` and a file store at `store`.
+/// `login` and a sealed file store at `store`.
 fn config(ts: &TokenServer, login: std::net::SocketAddr, store: &std::path::Path) -> String {
+    let sealed = format!(
+        "{}encryption_key = \"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\"\n",
+        file_store(store)
+    );
+    config_with_store(ts, login, &sealed)
+}
+
+/// `config` with another `[store]` section.
+fn config_with_store(ts: &TokenServer, login: std::net::SocketAddr, store: &str) -> String {
     format!(
         "[clients.crm]\ngrant = \"authorization_code\"\ntoken_url = \"{token}\"\nauthorize_url = \"{authorize}\"\n\
          client_id = \"app\"\nclient_secret = \"app-secret\"\nscopes = [\"crm.read\"]\naudience = \"https://crm.example\"\n\
-         user = \"<<request.header.X-User>>\"\n\n\
-         [[routes]]\nname = \"crm\"\nhosts = [\"127.0.0.1\"]\nclient = \"crm\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n\n\
+         user = \"<<request.header.X-User>>\"\n\n{route}\n\
          [login]\nlisten = \"{login}\"\npublic_url = \"http://{login}\"\nreturn_to = [\"https://app.example/settings/\"]\nlink_ttl = \"1m\"\n\n\
-         [store]\nbackend = \"file\"\npath = \"{store}\"\nencryption_key = \"{key}\"\n",
+         {store}",
         token = ts.url("/token"),
         authorize = ts.url("/authorize"),
-        store = store.display(),
-        key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        route = crm_route(),
     )
+}
+
+/// The route `crm` for 127.0.0.1, through client `crm`.
+fn crm_route() -> Route {
+    route("crm").host("127.0.0.1").client("crm").bearer()
 }
 
 async fn call_as(proxy: &Proxy, up: &Upstream, user: Option<&str>) -> reqwest::Response {
@@ -51,16 +64,23 @@ async fn call_as(proxy: &Proxy, up: &Upstream, user: Option<&str>) -> reqwest::R
     req.send().await.unwrap()
 }
 
+/// Whether `resp` is a `login_required` answer, for polling.
+fn is_login_required(resp: &reqwest::Response) -> bool {
+    resp.status() == 401
+        && resp
+            .headers()
+            .get("x-sidekey-error")
+            .is_some_and(|e| e == "login_required")
+}
+
 /// The login link of a `login_required` answer (header and body agree).
 async fn login_url(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["x-sidekey-error"], "login_required");
-    let header = resp.headers()["x-sidekey-login"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "login_required");
+    let header = resp
+        .headers()
+        .get("x-sidekey-login")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = expect_error(resp, 401, "login_required").await;
     assert_eq!(body["client"], "crm");
     assert_eq!(body["login_url"], header.as_str());
     header
@@ -138,9 +158,7 @@ async fn a_user_connects_once_and_calls_carry_their_own_token() {
     let proxy = Proxy::start("", &config(&ts, login, &store)).await;
 
     // App: no user header at all.
-    let resp = call_as(&proxy, &up, None).await;
-    assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["x-sidekey-error"], "user_missing");
+    expect_error(call_as(&proxy, &up, None).await, 401, "user_missing").await;
 
     // App: alice has not connected.
     let link = login_url(call_as(&proxy, &up, Some("alice")).await).await;
@@ -234,12 +252,7 @@ async fn a_user_connects_once_and_calls_carry_their_own_token() {
     assert_ne!(bob_link, link);
 
     // /tokens and /metrics: counts, never who.
-    let tokens = reqwest::get(format!("http://{}/tokens", proxy.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tokens = proxy.tokens().await;
     assert!(tokens.contains("\"users\":1"), "{tokens}");
     assert!(!tokens.contains("alice") && !tokens.contains("tok-"));
     assert!(proxy
@@ -272,17 +285,7 @@ async fn a_user_connects_once_and_calls_carry_their_own_token() {
     support::eventually(
         Duration::from_secs(15),
         "alice's revoked login is noticed",
-        || {
-            let c = proxy.client();
-            let url = format!("http://{}/contacts", up.addr);
-            async move {
-                let r = c.get(url).header("x-user", "alice").send().await.unwrap();
-                r.status() == 401
-                    && r.headers()
-                        .get("x-sidekey-error")
-                        .is_some_and(|e| e == "login_required")
-            }
-        },
+        || async { is_login_required(&call_as(&proxy, &up, Some("alice")).await) },
     )
     .await;
     proxy.shutdown().await;
@@ -355,11 +358,9 @@ async fn a_login_returns_to_an_allowed_page_and_the_admin_can_disconnect() {
 /// what is kept), after a client section.
 fn login_and_store(login: std::net::SocketAddr, store: &std::path::Path) -> String {
     format!(
-        "[[routes]]\nname = \"crm\"\nhosts = [\"127.0.0.1\"]\nclient = \"crm\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n\n\
-         [login]\nlisten = \"{login}\"\npublic_url = \"http://{login}\"\n\n\
-         [store]\nbackend = \"file\"\npath = \"{}\"\n",
-        store.display()
+        "{}\n[login]\nlisten = \"{login}\"\npublic_url = \"http://{login}\"\n\n{}",
+        crm_route(),
+        file_store(store)
     )
 }
 
@@ -398,16 +399,14 @@ async fn a_custom_client_with_code_body_holds_a_token_per_user() {
     let first = up.last().unwrap().headers["authorization"].clone();
     assert!(first.to_str().unwrap().ends_with("-for-erin"));
     // The 2 s token expires; the user's refresh token (from refresh_token_path) renews it.
-    support::eventually(Duration::from_secs(10), "erin's token is refreshed", || {
-        let c = proxy.client();
-        let url = format!("http://{}/contacts", up.addr);
-        let first = first.clone();
-        let up = &up;
-        async move {
-            let r = c.get(url).header("x-user", "erin").send().await.unwrap();
-            r.status() == 200 && up.last().unwrap().headers["authorization"] != first
-        }
-    })
+    support::eventually(
+        Duration::from_secs(10),
+        "erin's token is refreshed",
+        || async {
+            call_as(&proxy, &up, Some("erin")).await.status() == 200
+                && up.last().unwrap().headers["authorization"] != first
+        },
+    )
     .await;
     let refresh = ts
         .requests()
@@ -511,13 +510,7 @@ async fn replicas_share_users_through_redis() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let cfg = |login: std::net::SocketAddr| {
-        config(&ts, login, std::path::Path::new("unused")).replace(
-            "backend = \"file\"\npath = \"unused\"",
-            &format!(
-                "backend = \"redis\"\nurl = \"{}\"\ntimeout = \"2s\"",
-                redis.url()
-            ),
-        )
+        config_with_store(&ts, login, &redis_store(&redis.url(), "2s", ""))
     };
     let a = Proxy::start("", &cfg(free_port())).await;
     let b = Proxy::start("", &cfg(free_port())).await;
@@ -660,14 +653,9 @@ async fn with_a_real_authorization_server_calls_carry_the_users_own_subject() {
     support::eventually(
         Duration::from_secs(15),
         "alice's token is refreshed",
-        || {
-            let c = proxy.client();
-            let url = format!("http://{}/contacts", up.addr);
-            let (up, auth) = (&up, auth.clone());
-            async move {
-                let r = c.get(url).header("x-user", "alice").send().await.unwrap();
-                r.status() == 200 && up.last().unwrap().headers["authorization"] != auth.as_str()
-            }
+        || async {
+            call_as(&proxy, &up, Some("alice")).await.status() == 200
+                && up.last().unwrap().headers["authorization"] != auth.as_str()
         },
     )
     .await;
@@ -692,16 +680,7 @@ async fn with_a_real_authorization_server_calls_carry_the_users_own_subject() {
     support::eventually(
         Duration::from_secs(15),
         "alice's revoked grant is noticed",
-        || {
-            let c = proxy.client();
-            let url = format!("http://{}/contacts", up.addr);
-            async move {
-                let r = c.get(url).header("x-user", "alice").send().await.unwrap();
-                r.headers()
-                    .get("x-sidekey-error")
-                    .is_some_and(|e| e == "login_required")
-            }
-        },
+        || async { is_login_required(&call_as(&proxy, &up, Some("alice")).await) },
     )
     .await;
     proxy.shutdown().await;
@@ -744,9 +723,7 @@ async fn an_upstream_401_refreshes_the_users_token_and_retries_once() {
         );
     }
     // bob, who never connected, gets his own login link, never alice's token.
-    let bob = call_as(&proxy, &up, Some("bob")).await;
-    assert_eq!(bob.status(), 401);
-    assert_eq!(bob.headers()["x-sidekey-error"], "login_required");
+    login_url(call_as(&proxy, &up, Some("bob")).await).await;
     assert_eq!(up.requests().len(), 3, "nothing went upstream for bob");
     proxy.shutdown().await;
 }

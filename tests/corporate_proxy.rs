@@ -18,23 +18,27 @@ mod support;
 
 use std::time::Duration;
 
+use support::config;
+use support::expect_error;
 use support::parent_proxy::Tinyproxy;
 use support::pki::new_ca;
-use support::sidekey::{Binary, Proxy};
+use support::sidekey::{proxy_env, Binary, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
+/// A Bearer route through client `c`, to `upstream` (`as-requested`,
+/// `https`, ...).
 fn route(name: &str, host: &str, upstream: &str) -> String {
-    format!(
-        "[[routes]]\nname = \"{name}\"\nhosts = [\"{host}\"]\nclient = \"c\"\nupstream = \"{upstream}\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-    )
+    config::route(name)
+        .host(host)
+        .client("c")
+        .bearer()
+        .extra(&format!("upstream = \"{upstream}\""))
+        .to_string()
 }
 
 fn client(token_url: &str) -> String {
-    format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{token_url}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n"
-    )
+    config::client("c", token_url).to_string()
 }
 
 /// What every test here starts with: a private CA trusted through
@@ -233,8 +237,7 @@ async fn without_credentials_the_parent_refuses_and_the_app_gets_a_502_not_its_4
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 502, "{target}");
-        assert_eq!(r.headers()["x-sidekey-error"], "upstream_unreachable");
+        expect_error(r, 502, "upstream_unreachable").await;
     }
     // The token came directly (no token_proxy); no upstream saw a request.
     assert_eq!(ts.calls(), 1);
@@ -287,18 +290,7 @@ async fn sidekey_ignores_http_proxy_in_its_own_environment() {
         ..
     } = Rig::start("env test CA").await;
     let trap_url = format!("http://{}", trap.addr);
-    let env: Vec<(&str, &str)> = [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ]
-    .into_iter()
-    .map(|k| (k, trap_url.as_str()))
-    .collect();
-    let bin = Binary::start("", &cfg, &env).await;
+    let bin = Binary::start("", &cfg, &proxy_env(&trap_url)).await;
     for up in [&plain, &tls] {
         let r = bin
             .client()

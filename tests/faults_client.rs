@@ -14,7 +14,6 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::config::{client, route};
 use support::held::*;
 use support::sidekey::Binary;
 use support::token_server::TokenServer;
@@ -31,13 +30,8 @@ async fn clients_leaving_mid_request_or_mid_response_leak_nothing() {
     // Requests with `X-Routed: 1` take route "r" (client "c", bodies teed
     // for a 401 retry); the others are unmatched (passed through).
     let cfg = format!(
-        "{}{}match_headers = {{ X-Routed = \"1\" }}\n",
-        client("c", &ts.url("/token")),
-        route("r")
-            .host("127.0.0.1")
-            .path_prefix("/")
-            .client("c")
-            .bearer()
+        "{}match_headers = {{ X-Routed = \"1\" }}\n",
+        token_config(&ts.url("/token"), "")
     );
     let bin = Binary::start("", &cfg, &[]).await;
     let app = bin.client();
@@ -156,13 +150,11 @@ async fn slowloris_clients_are_cut_on_the_proxy_and_admin_ports() {
     // 100 ms, and meanwhile a normal request.
     // Upstream: answers 200.
     let up = Upstream::start().await;
-    let bin = Binary::start("header_read_timeout = \"500ms\"", "", &[]).await;
-    let base = at_rest(&bin).await;
+    let (bin, base, app) = resting("header_read_timeout = \"500ms\"", "").await;
     let slow = (0..20).map(|i| {
         let addr = if i % 2 == 0 { bin.addr } else { bin.admin };
         async move { (i % 2 == 0, slowloris(addr, Duration::from_secs(5)).await) }
     });
-    let app = bin.client();
     let normal = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         app.get(format!("http://{}/x", up.addr))

@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use support::config::{client, route};
-use support::expect_error;
 use support::held::*;
 use support::raw_http::*;
 use support::sidekey::Binary;
 use support::token_server::{Mode, TokenServer};
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -37,24 +37,10 @@ async fn token_endpoint_500s_give_503_at_once_then_recover_after_backoff() {
     let up = Upstream::start().await;
     // Counted from the start: the first fetch may be made at start-up.
     let first = Instant::now();
-    let Rig {
-        bin,
-        base,
-        app,
-        url,
-    } = token_rig(&ts.url("/token"), "", up.addr).await;
+    let rig = token_rig(&ts.url("/token"), "", up.addr).await;
     for _ in 0..10 {
         let started = Instant::now();
-        let v = expect_error(
-            app.get(&url).send().await.unwrap(),
-            503,
-            "token_unavailable",
-        )
-        .await;
-        assert_eq!(
-            (v["route"].as_str(), v["client"].as_str()),
-            (Some("r"), Some("c"))
-        );
+        let v = rig.token_unavailable().await;
         assert!(v["message"].as_str().unwrap().contains("500"), "{v}");
         // While a retry is pending, the answer comes at once: no request
         // waits out a backoff.
@@ -67,11 +53,9 @@ async fn token_endpoint_500s_give_503_at_once_then_recover_after_backoff() {
         "nothing reaches the upstream without a token"
     );
     ts.set_mode(Mode::Ok);
-    let took = until_ok(&app, &url, Duration::from_secs(10)).await;
+    let took = rig.recovers("token endpoint 500s").await;
     eprintln!("recovered {took:?} after the endpoint came back");
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
-    drop(app);
-    settles(&bin, base, 3, "token endpoint 500s").await;
 }
 
 #[tokio::test]
@@ -81,16 +65,12 @@ async fn hanging_token_endpoint_gives_503_after_the_client_timeout() {
     ts.set_mode(Mode::Hang);
     // Upstream: answers 200.
     let up = Upstream::start().await;
-    let Rig {
-        bin,
-        base,
-        app,
-        url,
-    } = token_rig(&ts.url("/token"), "timeout = \"1s\"", up.addr).await;
+    let rig = token_rig(&ts.url("/token"), "timeout = \"1s\"", up.addr).await;
     // Five requests at once wait on one fetch, and all get 503 once the
     // client's timeout has passed.
     let started = Instant::now();
-    let answers = futures_util::future::join_all((0..5).map(|_| app.get(&url).send())).await;
+    let answers =
+        futures_util::future::join_all((0..5).map(|_| rig.app.get(&rig.url).send())).await;
     let took = started.elapsed();
     for r in answers {
         let v = expect_error(r.unwrap(), 503, "token_unavailable").await;
@@ -103,9 +83,7 @@ async fn hanging_token_endpoint_gives_503_after_the_client_timeout() {
     );
     assert_eq!(ts.calls(), 1, "five waiting requests share one fetch");
     ts.set_mode(Mode::Ok);
-    until_ok(&app, &url, Duration::from_secs(10)).await;
-    drop(app);
-    settles(&bin, base, 3, "hanging token endpoint").await;
+    rig.recovers("hanging token endpoint").await;
 }
 
 #[tokio::test]
@@ -121,7 +99,7 @@ async fn token_endpoint_closing_mid_response_gives_503_then_recovers() {
                 return;
             }
             let out = if fixed {
-                http_response("200 OK", "connection: close\r\n", &token_json("whole", 3600))
+                token_response("whole")
             } else {
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"access_token\":\"ha".to_string()
             };
@@ -130,23 +108,11 @@ async fn token_endpoint_closing_mid_response_gives_503_then_recovers() {
     })
     .await;
     let up = Upstream::start().await;
-    let Rig {
-        bin,
-        base,
-        app,
-        url,
-    } = token_rig(&format!("http://{ts}/token"), "", up.addr).await;
-    expect_error(
-        app.get(&url).send().await.unwrap(),
-        503,
-        "token_unavailable",
-    )
-    .await;
+    let rig = token_rig(&format!("http://{ts}/token"), "", up.addr).await;
+    rig.token_unavailable().await;
     fixed.store(true, Ordering::SeqCst);
-    until_ok(&app, &url, Duration::from_secs(10)).await;
+    rig.recovers("token endpoint closing mid-response").await;
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer whole");
-    drop(app);
-    settles(&bin, base, 3, "token endpoint closing mid-response").await;
 }
 
 #[tokio::test]
@@ -155,23 +121,11 @@ async fn token_endpoint_answering_invalid_json_gives_503_then_recovers() {
     let ts = TokenServer::start().await;
     ts.set_mode(Mode::Garbage);
     let up = Upstream::start().await;
-    let Rig {
-        bin,
-        base,
-        app,
-        url,
-    } = token_rig(&ts.url("/token"), "", up.addr).await;
-    let v = expect_error(
-        app.get(&url).send().await.unwrap(),
-        503,
-        "token_unavailable",
-    )
-    .await;
+    let rig = token_rig(&ts.url("/token"), "", up.addr).await;
+    let v = rig.token_unavailable().await;
     assert!(v["message"].as_str().unwrap().contains("not JSON"), "{v}");
     ts.set_mode(Mode::Ok);
-    until_ok(&app, &url, Duration::from_secs(10)).await;
-    drop(app);
-    settles(&bin, base, 3, "invalid JSON").await;
+    rig.recovers("invalid JSON").await;
 }
 
 #[tokio::test]
@@ -180,22 +134,9 @@ async fn a_token_without_expiry_lives_default_ttl() {
     let ts = TokenServer::start().await;
     ts.set_extra(serde_json::json!({ "expires_in": null }));
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client("c", &ts.url("/token")).extra("default_ttl = \"123s\""),
-        route("r")
-            .host("127.0.0.1")
-            .path_prefix("/")
-            .client("c")
-            .bearer()
-    );
+    let cfg = token_config(&ts.url("/token"), "default_ttl = \"123s\"");
     let bin = Binary::start("", &cfg, &[]).await;
-    let app = bin.client();
-    let r = app
-        .get(format!("http://{}/x", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&bin.client(), format!("http://{}/x", up.addr)).await;
     assert_eq!(r.status(), 200);
     let tokens: serde_json::Value =
         serde_json::from_str(&admin_get(bin.admin, "/tokens").await).unwrap();
@@ -280,15 +221,7 @@ async fn a_token_expiring_in_one_second_is_refreshed_and_never_sent_expired() {
         }
     })
     .await;
-    let cfg = format!(
-        "{}{}",
-        client("c", &format!("http://{ts}/token")),
-        route("r")
-            .host("127.0.0.1")
-            .path_prefix("/")
-            .client("c")
-            .bearer()
-    );
+    let cfg = token_config(&format!("http://{ts}/token"), "");
     let bin = Binary::start("", &cfg, &[]).await;
     let app = bin.client();
     let url = format!("http://{up}/x");
@@ -357,9 +290,7 @@ async fn a_fifty_megabyte_token_response_is_refused_in_bounded_memory() {
                 return;
             };
             if fixed {
-                let out =
-                    http_response("200 OK", "connection: close\r\n", &token_json("small", 3600));
-                let _ = s.write_all(out.as_bytes()).await;
+                let _ = s.write_all(token_response("small").as_bytes()).await;
                 return;
             }
             const SIZE: usize = 50 * 1024 * 1024;
@@ -415,12 +346,7 @@ async fn a_fifty_megabyte_token_response_is_refused_in_bounded_memory() {
     let app = bin.client();
     for path in ["cl", "chunked"] {
         let url = format!("http://{}/{path}", up.addr);
-        let v = expect_error(
-            app.get(&url).send().await.unwrap(),
-            503,
-            "token_unavailable",
-        )
-        .await;
+        let v = expect_error(get_via_proxy(&app, &url).await, 503, "token_unavailable").await;
         let msg = v["message"].as_str().unwrap();
         assert!(msg.contains("larger than 1024 KiB"), "{path}: {msg}");
     }

@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::expect_error;
+use support::config::route;
 use support::held::*;
 use support::raw_http::*;
 use support::sidekey::Binary;
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -45,9 +46,7 @@ async fn an_upstream_resetting_mid_body_cuts_that_response_only() {
         }
     })
     .await;
-    let bin = Binary::start("", "", &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
+    let (bin, base, app) = resting("", "").await;
     for _ in 0..5 {
         // The app sees the body cut: an error while reading it, or less
         // than the promised length (never a silent short 200).
@@ -74,16 +73,10 @@ async fn an_upstream_resetting_mid_body_cuts_that_response_only() {
 async fn a_slow_upstream_gives_504_after_upstream_timeout() {
     // Upstream: `/slow?ms=N` answers after N ms.
     let up = Upstream::start().await;
-    let bin = Binary::start("upstream_timeout = \"1s\"", "", &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
+    let (bin, base, app) = resting("upstream_timeout = \"1s\"", "").await;
     for _ in 0..3 {
         let started = Instant::now();
-        let r = app
-            .get(format!("http://{}/slow?ms=4000", up.addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get_via_proxy(&app, format!("http://{}/slow?ms=4000", up.addr)).await;
         let v = expect_error(r, 504, "upstream_timeout").await;
         assert!(v["message"].as_str().unwrap().contains("1s"), "{v}");
         let took = started.elapsed();
@@ -92,11 +85,7 @@ async fn a_slow_upstream_gives_504_after_upstream_timeout() {
             "504 after {took:?}, expected about the 1 s upstream_timeout"
         );
     }
-    let r = app
-        .get(format!("http://{}/slow?ms=10", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&app, format!("http://{}/slow?ms=10", up.addr)).await;
     assert_eq!(r.status(), 200);
     drop(app);
     settles(&bin, base, 3, "slow upstream").await;
@@ -119,9 +108,7 @@ async fn an_upstream_closing_keep_alive_after_each_response_is_invisible_to_the_
         }
     })
     .await;
-    let bin = Binary::start("", "", &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
+    let (bin, base, app) = resting("", "").await;
     const N: usize = 30;
     gets_all_succeed(&app, up, N).await;
     assert!(accepted.load(Ordering::SeqCst) >= N);
@@ -192,7 +179,10 @@ async fn a_reload_keeps_pooled_upstream_connections_unless_upstream_settings_cha
     })
     .await;
     let routes = |v: &str| {
-        format!("[[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nset_headers = {{ \"X-Version\" = \"{v}\" }}\n")
+        route("r")
+            .host("127.0.0.1")
+            .header("X-Version", v)
+            .to_string()
     };
     let bin = Binary::start("", &routes("one"), &[]).await;
     let app = bin.client();
@@ -222,37 +212,16 @@ async fn a_reload_keeps_pooled_upstream_connections_unless_upstream_settings_cha
 #[tokio::test]
 async fn a_pooled_connection_closed_as_the_next_request_arrives_is_retried_for_get() {
     // Upstream: answers the first request of a connection; the next one
-    // on it is read and the connection closed without an answer: the
-    // keep-alive race (the server's idle timer fires as the request
-    // arrives) made deterministic.
-    let arrived = Arc::new(AtomicUsize::new(0));
-    let a = Arc::clone(&arrived);
-    let (up, _up_task) = raw_server(move |mut s| {
-        let a = Arc::clone(&a);
-        async move {
-            if read_request(&mut s).await.is_none() {
-                return;
-            }
-            a.fetch_add(1, Ordering::SeqCst);
-            let _ = s
-                .write_all(http_response("200 OK", "", "ok").as_bytes())
-                .await;
-            if read_request(&mut s).await.is_some() {
-                a.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-    })
-    .await;
-    let bin = Binary::start("", "", &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
+    // on it is read and the connection closed without an answer.
+    let (up, _up_task, arrived) = closing_after_one_answer().await;
+    let (bin, base, app) = resting("", "").await;
     const N: usize = 10;
     gets_all_succeed(&app, up, N).await;
     // Every GET after the first met the closing pooled connection, then
     // went again on a fresh one: 2N - 1 arrivals.
     eprintln!(
         "{} requests arrived for {N} GETs",
-        arrived.load(Ordering::SeqCst)
+        arrived.lock().unwrap().len()
     );
     drop(app);
     settles(&bin, base, 3, "pooled connection closed under a request").await;
@@ -263,27 +232,10 @@ async fn a_put_with_a_body_meeting_a_closing_pooled_connection_is_not_sent_again
     // Same keep-alive race as above, for an idempotent request that has a
     // body: it went out streaming and is not kept, so a resend could only
     // carry an empty body. It must fail (502) instead, and arrive once.
-    let heads = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let h = Arc::clone(&heads);
-    let (up, _up_task) = raw_server(move |mut s| {
-        let h = Arc::clone(&h);
-        async move {
-            let Some(first) = read_request(&mut s).await else {
-                return;
-            };
-            h.lock().unwrap().push(first);
-            let _ = s
-                .write_all(http_response("200 OK", "", "ok").as_bytes())
-                .await;
-            if let Some(second) = read_request(&mut s).await {
-                h.lock().unwrap().push(second);
-            }
-        }
-    })
-    .await;
+    let (up, _up_task, heads) = closing_after_one_answer().await;
     let bin = Binary::start("", "", &[]).await;
     let app = bin.client();
-    let r = app.get(format!("http://{up}/warm")).send().await.unwrap();
+    let r = get_via_proxy(&app, format!("http://{up}/warm")).await;
     assert_eq!(r.status(), 200, "the first request pools the connection");
     let r = app
         .put(format!("http://{up}/doc"))

@@ -15,10 +15,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use support::config::route;
+use support::config::{self, client, route};
 use support::sidekey::Proxy;
 use support::token_server::{Mode, TokenRequest, TokenServer};
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 
 async fn call(proxy: &Proxy, up: &Upstream) -> reqwest::Response {
     proxy
@@ -49,9 +50,12 @@ async fn password_grant() {
     });
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.p]\ngrant = \"password\"\ntoken_url = \"{}\"\nclient_id = \"web\"\nclient_secret = \"web-secret\"\n\
-         username = \"alice\"\npassword = \"<<env.SIDEKEY_TEST_PW:-correct horse>>\"\nscopes = [\"profile\", \"api\"]\naudience = \"https://api\"\n{}",
-        ts.url("/token"),
+        "{}{}",
+        client("p", &ts.url("/token"))
+            .grant("password")
+            .credentials("web", Some("web-secret"))
+            .extra("username = \"alice\"\npassword = \"<<env.SIDEKEY_TEST_PW:-correct horse>>\"")
+            .extra("scopes = [\"profile\", \"api\"]\naudience = \"https://api\""),
         route("r").client("p").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
@@ -72,11 +76,15 @@ async fn refresh_token_rotation_is_saved_and_survives_a_restart() {
     std::fs::write(&rt_file, "rt-initial\n").unwrap();
     let state = dir.path().join("state/rt.json");
     let cfg = format!(
-        "[clients.u]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nclient_id = \"cli\"\nclient_secret = \"x\"\n\
-         refresh_token = \"<<file:{}>>\"\nstate_file = \"{}\"\n{}",
-        ts.url("/token"),
-        rt_file.display(),
-        state.display(),
+        "{}{}",
+        client("u", &ts.url("/token"))
+            .grant("refresh_token")
+            .credentials("cli", Some("x"))
+            .extra(&format!(
+                "refresh_token = \"<<file:{}>>\"\nstate_file = \"{}\"",
+                rt_file.display(),
+                state.display()
+            )),
         route("r").client("u").bearer()
     );
     ts.set_validator({
@@ -132,17 +140,18 @@ async fn a_rejected_refresh_token_is_reported_and_does_not_crash_loop() {
     ts.set_mode(Mode::OAuthError("invalid_grant".into()));
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.u]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nclient_id = \"cli\"\nclient_auth = \"none\"\nrefresh_token = \"revoked\"\n{}",
-        ts.url("/token"),
+        "{}{}",
+        client("u", &ts.url("/token"))
+            .grant("refresh_token")
+            .credentials("cli", None)
+            .extra("client_auth = \"none\"\nrefresh_token = \"revoked\""),
         route("r").client("u").bearer()
     );
     // Counted from the start: the first fetch may be made at start-up.
     let started = std::time::Instant::now();
     let proxy = Proxy::start("", &cfg).await;
     for _ in 0..20 {
-        let r = call(&proxy, &up).await;
-        assert_eq!(r.status(), 503);
-        let body: serde_json::Value = r.json().await.unwrap();
+        let body = expect_error(call(&proxy, &up).await, 503, "token_unavailable").await;
         let msg = body["message"].as_str().unwrap();
         assert!(
             msg.contains("invalid_grant") && msg.contains("the server said no"),
@@ -152,12 +161,11 @@ async fn a_rejected_refresh_token_is_reported_and_does_not_crash_loop() {
     }
     support::assert_backoff_held(ts.calls(), started, 2);
     // Still serving other traffic.
-    let r = proxy
-        .client()
-        .get(format!("http://127.0.0.1:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(
+        &proxy.client(),
+        format!("http://127.0.0.1:{}/", up.addr.port()),
+    )
+    .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -173,13 +181,18 @@ async fn login_runs_authorization_code_with_pkce_and_stores_the_refresh_token() 
     let cfg_path = dir.path().join("p.toml");
     std::fs::write(
         &cfg_path,
-        format!(
-            "[clients.u]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nauthorize_url = \"{}\"\nredirect_uri = \"http://127.0.0.1:{port}/callback\"\n\
-             client_id = \"cli\"\nclient_secret = \"cli-secret\"\nstate_file = \"{}\"\nscopes = [\"offline_access\", \"api\"]\n",
-            ts.url("/token"),
-            ts.url("/authorize"),
-            state.display()
-        ),
+        client("u", &ts.url("/token"))
+            .grant("refresh_token")
+            .credentials("cli", Some("cli-secret"))
+            .extra(&format!(
+                "authorize_url = \"{}\"\nredirect_uri = \"http://127.0.0.1:{port}/callback\"",
+                ts.url("/authorize")
+            ))
+            .extra(&format!(
+                "state_file = \"{}\"\nscopes = [\"offline_access\", \"api\"]",
+                state.display()
+            ))
+            .to_string(),
     )
     .unwrap();
     // IdP: the code must come with the verifier whose S256 is the challenge.
@@ -258,12 +271,15 @@ async fn token_exchange_rereads_a_rotated_subject_token_file() {
     let sa = dir.path().join("sa");
     std::fs::write(&sa, "sa-token-1\n").unwrap();
     let cfg = format!(
-        "[clients.x]\ngrant = \"token_exchange\"\ntoken_url = \"{}\"\nclient_id = \"x\"\nclient_secret = \"y\"\n\
-         subject_token = \"<<file:{}>>\"\nsubject_token_type = \"urn:ietf:params:oauth:token-type:jwt\"\n\
-         requested_token_type = \"urn:ietf:params:oauth:token-type:access_token\"\nactor_token = \"actor-1\"\n\
-         actor_token_type = \"urn:ietf:params:oauth:token-type:jwt\"\naudience = \"orders-api\"\nscopes = [\"orders.read\"]\n{}",
-        ts.url("/token"),
-        sa.display(),
+        "{}{}",
+        client("x", &ts.url("/token"))
+            .grant("token_exchange")
+            .credentials("x", Some("y"))
+            .extra(&format!("subject_token = \"<<file:{}>>\"", sa.display()))
+            .extra("subject_token_type = \"urn:ietf:params:oauth:token-type:jwt\"")
+            .extra("requested_token_type = \"urn:ietf:params:oauth:token-type:access_token\"")
+            .extra("actor_token = \"actor-1\"\nactor_token_type = \"urn:ietf:params:oauth:token-type:jwt\"")
+            .extra("audience = \"orders-api\"\nscopes = [\"orders.read\"]"),
         route("r").client("x").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
@@ -291,8 +307,10 @@ async fn client_auth_none_sends_only_the_client_id() {
     });
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.n]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"public-app\"\nclient_auth = \"none\"\n{}",
-        ts.url("/token"),
+        "{}{}",
+        client("n", &ts.url("/token"))
+            .credentials("public-app", None)
+            .extra("client_auth = \"none\""),
         route("r").client("n").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
@@ -365,9 +383,14 @@ async fn private_key_jwt(alg: &str, key_file: &str, pub_file: &str) {
     ts.set_validator(move |r| verify_assertion(r, jalg, &dkey, &a, &seen));
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.k]\ngrant = \"client_credentials\"\ntoken_url = \"{aud}\"\nclient_id = \"pk-client\"\nclient_auth = \"private_key_jwt\"\n\
-         private_key = \"<<file:{}>>\"\nkey_id = \"key-1\"\nsigning_alg = \"{alg}\"\n{}",
-        root.join(key_file).display(),
+        "{}{}",
+        client("k", &aud)
+            .credentials("pk-client", None)
+            .extra("client_auth = \"private_key_jwt\"")
+            .extra(&format!(
+                "private_key = \"<<file:{}>>\"\nkey_id = \"key-1\"\nsigning_alg = \"{alg}\"",
+                root.join(key_file).display()
+            )),
         route("r").client("k").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
@@ -405,9 +428,11 @@ async fn mutual_tls_to_the_token_endpoint() {
     std::fs::write(dir.path().join("k.pem"), key).unwrap();
     std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
     let base = format!(
-        "[tls]\nextra_roots = [\"{}\"]\n\n[clients.m]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"m\"\nclient_auth = \"none\"\n",
+        "[tls]\nextra_roots = [\"{}\"]\n\n{}",
         dir.path().join("ca.pem").display(),
-        ts.https_url("/token"),
+        client("m", &ts.https_url("/token"))
+            .credentials("m", None)
+            .extra("client_auth = \"none\""),
     );
     let with_cert = format!(
         "{base}tls_client_cert = \"<<file:{}>>\"\ntls_client_key = \"<<file:{}>>\"\n{}",
@@ -421,8 +446,7 @@ async fn mutual_tls_to_the_token_endpoint() {
     // Without the client certificate the TLS handshake is refused.
     let without = format!("{base}{}", route("r").client("m").bearer());
     let proxy2 = Proxy::start("", &without).await;
-    let r = call(&proxy2, &up).await;
-    assert_eq!(r.status(), 503);
+    expect_error(call(&proxy2, &up).await, 503, "token_unavailable").await;
     assert_eq!(
         ts.calls(),
         1,
@@ -437,10 +461,13 @@ async fn custom_grant_expresses_capillary_without_the_preset() {
     ts.set_ttl(900);
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.cap]\ngrant = \"custom\"\ntoken_url = \"{}\"\nclient_id = \"cap-key\"\nclient_secret = \"cap-secret\"\n\
-         content_type = \"application/json\"\nbody = '{{\"key\": \"<<client.client_id>>\", \"secret\": \"<<client.client_secret>>\"}}'\n\
-         token_path = \"data.accessToken\"\nexpires_in_path = \"data.ttlSeconds\"\n{}",
-        ts.url("/v3/oauth/token/generate"),
+        "{}{}",
+        client("cap", &ts.url("/v3/oauth/token/generate"))
+            .grant("custom")
+            .credentials("cap-key", Some("cap-secret"))
+            .extra("content_type = \"application/json\"")
+            .extra("body = '{\"key\": \"<<client.client_id>>\", \"secret\": \"<<client.client_secret>>\"}'")
+            .extra("token_path = \"data.accessToken\"\nexpires_in_path = \"data.ttlSeconds\""),
         route("r").client("cap").header("X-CAP-API-OAUTH-TOKEN", "<<oauth.token>>")
     );
     let proxy = Proxy::start("", &cfg).await;
@@ -470,10 +497,14 @@ async fn custom_form_grant_with_paths_and_rotating_refresh_token() {
     });
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.c]\ngrant = \"custom\"\ntoken_url = \"{}\"\nclient_id = \"cid\"\ncontent_type = \"application/x-www-form-urlencoded\"\n\
-         refresh_token = \"seed\"\nbody = \"id=<<client.client_id>>&rt=<<client.refresh_token>>\"\ntoken_path = \"access_token\"\n\
-         expires_in_path = \"expires_in\"\nrefresh_token_path = \"refresh_token\"\n{}",
-        ts.url("/token"),
+        "{}{}",
+        client("c", &ts.url("/token"))
+            .grant("custom")
+            .credentials("cid", None)
+            .extra("content_type = \"application/x-www-form-urlencoded\"")
+            .extra("refresh_token = \"seed\"\nbody = \"id=<<client.client_id>>&rt=<<client.refresh_token>>\"")
+            .extra("token_path = \"access_token\"\nexpires_in_path = \"expires_in\"")
+            .extra("refresh_token_path = \"refresh_token\""),
         route("r").client("c").bearer()
     );
     let proxy = Proxy::start("", &cfg).await;
@@ -497,8 +528,8 @@ async fn id_token_and_decoded_claims_fill_headers() {
     ts.set_extra(serde_json::json!({"id_token": id}));
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.o]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"o\"\nclient_secret = \"s\"\n{}",
-        ts.url("/token"),
+        "{}{}",
+        client("o", &ts.url("/token")),
         route("r")
             .client("o")
             .header("X-Id-Token", "<<oauth.idToken>>")
@@ -524,9 +555,12 @@ async fn a_custom_client_reads_its_id_token_at_id_token_path() {
     ts.set_extra(serde_json::json!({"auth": {"idToken": id}}));
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.v]\ngrant = \"custom\"\ntoken_url = \"{}\"\nclient_id = \"v\"\n\
-         body = '{{\"key\": \"k\"}}'\ntoken_path = \"access_token\"\nid_token_path = \"auth.idToken\"\n{}",
-        ts.url("/token"),
+        "{}{}",
+        client("v", &ts.url("/token"))
+            .grant("custom")
+            .credentials("v", None)
+            .extra("body = '{\"key\": \"k\"}'")
+            .extra("token_path = \"access_token\"\nid_token_path = \"auth.idToken\""),
         route("r")
             .client("v")
             .header("X-Id-Token", "<<oauth.idToken>>")
@@ -546,15 +580,21 @@ fn check_rejects_an_id_token_no_response_of_the_client_can_carry() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
     let client = |name: &str, grant: &str| {
-        let extra = if grant == "custom" {
-            "body = '{}'\ntoken_path = \"t\"\n"
+        let c = config::client(name, "https://i.example/t").grant(grant);
+        if grant == "custom" {
+            c.credentials("i", None)
+                .extra("body = '{}'\ntoken_path = \"t\"")
+                .to_string()
         } else {
-            "client_secret = \"s\"\n"
-        };
-        format!("[clients.{name}]\ngrant = \"{grant}\"\ntoken_url = \"https://i.example/t\"\nclient_id = \"i\"\n{extra}")
+            c.credentials("i", Some("s")).to_string()
+        }
     };
     let route = |name: &str, client: &str, header: &str| {
-        format!("[[routes]]\nname = \"{name}\"\nhosts = [\"{name}.example\"]\nclient = \"{client}\"\nset_headers = {{ \"X-Id\" = \"{header}\" }}\n")
+        config::route(name)
+            .host(&format!("{name}.example"))
+            .client(client)
+            .header("X-Id", header)
+            .to_string()
     };
     std::fs::write(
         &path,
@@ -592,15 +632,30 @@ async fn several_child_orgs_pick_their_own_client_and_the_selector_is_removed() 
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let url = ts.url("/v3/oauth/token/generate");
+    let org = |name: &str, key: &str, secret: &str| {
+        client(name, &url)
+            .grant("capillary")
+            .credentials(key, Some(secret))
+    };
+    // A route per org, chosen by `X-Org`, which it removes.
+    let by_header = |org: &str, store: &str| {
+        route(&format!("org-{org}"))
+            .client(&format!("org_{org}"))
+            .header("X-CAP-API-OAUTH-TOKEN", "<<oauth.token>>")
+            .header("X-CAP-API-ATTRIBUTION-ENTITY-CODE", store)
+            .extra(&format!("match_headers = {{ \"X-Org\" = \"{org}\" }}"))
+            .extra("remove_headers = [\"X-Org\"]")
+    };
     let cfg = format!(
-        "[clients.org_eu]\ngrant = \"capillary\"\ntoken_url = \"{url}\"\nclient_id = \"eu-key\"\nclient_secret = \"eu-secret\"\n\n\
-         [clients.org_in]\ngrant = \"capillary\"\ntoken_url = \"{url}\"\nclient_id = \"in-key\"\nclient_secret = \"in-secret\"\n\n\
-         [[routes]]\nname = \"org-eu\"\nhosts = [\"localhost\"]\nmatch_headers = {{ \"X-Org\" = \"eu\" }}\nclient = \"org_eu\"\nremove_headers = [\"X-Org\"]\n\
-         set_headers = {{ \"X-CAP-API-OAUTH-TOKEN\" = \"<<oauth.token>>\", \"X-CAP-API-ATTRIBUTION-ENTITY-CODE\" = \"eu-store\" }}\n\n\
-         [[routes]]\nname = \"org-in\"\nhosts = [\"localhost\"]\nmatch_headers = {{ \"X-Org\" = \"in\" }}\nclient = \"org_in\"\nremove_headers = [\"X-Org\"]\n\
-         set_headers = {{ \"X-CAP-API-OAUTH-TOKEN\" = \"<<oauth.token>>\", \"X-CAP-API-ATTRIBUTION-ENTITY-CODE\" = \"in-store\" }}\n\n\
-         [[routes]]\nname = \"org-in-by-path\"\nhosts = [\"localhost\"]\npath_prefix = \"/in/\"\nclient = \"org_in\"\n\
-         set_headers = {{ \"X-CAP-API-OAUTH-TOKEN\" = \"<<oauth.token>>\" }}\n",
+        "{}{}{}{}{}",
+        org("org_eu", "eu-key", "eu-secret"),
+        org("org_in", "in-key", "in-secret"),
+        by_header("eu", "eu-store"),
+        by_header("in", "in-store"),
+        route("org-in-by-path")
+            .path_prefix("/in/")
+            .client("org_in")
+            .header("X-CAP-API-OAUTH-TOKEN", "<<oauth.token>>"),
     );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();

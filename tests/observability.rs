@@ -18,24 +18,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use support::config;
 use support::intercept::{connect_tls, Interception};
 use support::pki::new_ca;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::{Mode, TokenServer};
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 
 fn client(name: &str, ts: &TokenServer) -> String {
-    format!(
-        "[clients.{name}]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"{name}-id\"\nclient_secret = \"{name}-secret\"\n",
-        ts.url("/oauth2/token")
-    )
+    config::client(name, &ts.url("/oauth2/token")).to_string()
 }
 
+/// Route `name` for `host`, a Bearer route when it has a client.
 fn route(name: &str, host: &str, client: Option<&str>) -> String {
-    let client = client
-        .map(|c| format!("client = \"{c}\"\nset_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"))
-        .unwrap_or_default();
-    format!("[[routes]]\nname = \"{name}\"\nhosts = [\"{host}\"]\n{client}")
+    let r = config::route(name).host(host);
+    match client {
+        Some(c) => r.client(c).bearer(),
+        None => r,
+    }
+    .to_string()
 }
 
 /// The value of the sample that starts with `series` (name and labels).
@@ -70,13 +72,8 @@ async fn sidekeys_503_is_counted_apart_from_the_upstreams_503() {
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
     let port = up.addr.port();
-    let ours = app
-        .get(format!("http://localhost:{port}/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ours.status(), 503);
-    assert_eq!(ours.headers()["x-sidekey-error"], "token_unavailable");
+    let ours = get_via_proxy(&app, format!("http://localhost:{port}/")).await;
+    expect_error(ours, 503, "token_unavailable").await;
     let theirs = app
         .get(format!("http://127.0.0.1:{port}/"))
         .send()

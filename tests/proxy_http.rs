@@ -13,17 +13,18 @@ mod support;
 
 use std::time::Duration;
 
-use support::config::route;
+use support::config::{client, route, Client};
+use support::held::until_ok;
 use support::sidekey::Proxy;
 use support::token_server::{Mode, TokenServer};
 use support::upstream::Upstream;
 use support::{expect_error, get_via_proxy};
 
-fn cc_client(ts: &TokenServer, extra: &str) -> String {
-    format!(
-        "[clients.orders]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"orders-sync\"\nclient_secret = \"s3cr3t-value\"\n{extra}\n",
-        ts.url("/oauth2/token")
-    )
+/// Client "orders": `orders-sync` with secret `s3cr3t-value`, plus `extra`.
+fn cc_client(ts: &TokenServer, extra: &str) -> Client {
+    client("orders", &ts.url("/oauth2/token"))
+        .credentials("orders-sync", Some("s3cr3t-value"))
+        .extra(extra)
 }
 
 /// Token server, upstream, and sidekey with client "orders" and a Bearer
@@ -82,11 +83,7 @@ async fn injects_bearer_token_and_static_headers_only_on_the_route() {
     let app = proxy.client();
 
     // App -> routed host: token and static header injected, Host kept.
-    let r = app
-        .get(format!("http://localhost:{port}/orders?x=1"))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&app, format!("http://localhost:{port}/orders?x=1")).await;
     assert_eq!(r.status(), 200);
     let got = up.last().unwrap();
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
@@ -114,11 +111,7 @@ async fn injects_bearer_token_and_static_headers_only_on_the_route() {
     );
 
     // App -> same upstream by IP (no route): nothing injected, untouched.
-    let r = app
-        .get(format!("http://127.0.0.1:{port}/other"))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&app, format!("http://127.0.0.1:{port}/other")).await;
     assert_eq!(r.status(), 200);
     let got = up.last().unwrap();
     assert!(
@@ -148,12 +141,11 @@ async fn client_secret_post_sends_credentials_in_the_form() {
             .header("Authorization", "<<oauth.tokenType>> <<oauth.token>>")
     );
     let proxy = Proxy::start("", &cfg).await;
-    let r = proxy
-        .client()
-        .get(format!("http://localhost:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(
+        &proxy.client(),
+        format!("http://localhost:{}/", up.addr.port()),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
     let req = &ts.requests()[0];
@@ -172,15 +164,25 @@ async fn capillary_route_gets_its_token_and_attribution_headers() {
     let ts = TokenServer::start().await;
     ts.expect_client("cap-key", "cap-secret");
     let up = Upstream::start().await;
+    let capillary = |name: &str, secret: &str| {
+        client(name, &ts.url("/v3/oauth/token/generate"))
+            .grant("capillary")
+            .credentials("cap-key", Some(secret))
+    };
     let cfg = format!(
-        "[clients.cap]\ngrant = \"capillary\"\ntoken_url = \"{}\"\nclient_id = \"cap-key\"\nclient_secret = \"cap-secret\"\n\n\
-         [clients.cap_bad]\ngrant = \"capillary\"\ntoken_url = \"{}\"\nclient_id = \"cap-key\"\nclient_secret = \"wrong-secret\"\n\n\
-         [[routes]]\nname = \"cap\"\nhosts = [\"localhost\"]\npath_prefix = \"/v2/\"\nclient = \"cap\"\n\
-         set_headers = {{ \"X-CAP-API-OAUTH-TOKEN\" = \"<<oauth.token>>\", \"X-CAP-API-ATTRIBUTION-ENTITY-TYPE\" = \"STORE_CODE\", \"X-CAP-API-ATTRIBUTION-ENTITY-CODE\" = \"store-042\" }}\n\n\
-         [[routes]]\nname = \"cap-bad\"\nhosts = [\"localhost\"]\npath_prefix = \"/bad/\"\nclient = \"cap_bad\"\n\
-         set_headers = {{ \"X-CAP-API-OAUTH-TOKEN\" = \"<<oauth.token>>\" }}\n",
-        ts.url("/v3/oauth/token/generate"),
-        ts.url("/v3/oauth/token/generate"),
+        "{}{}{}{}",
+        capillary("cap", "cap-secret"),
+        capillary("cap_bad", "wrong-secret"),
+        route("cap")
+            .path_prefix("/v2/")
+            .client("cap")
+            .header("X-CAP-API-OAUTH-TOKEN", "<<oauth.token>>")
+            .header("X-CAP-API-ATTRIBUTION-ENTITY-TYPE", "STORE_CODE")
+            .header("X-CAP-API-ATTRIBUTION-ENTITY-CODE", "store-042"),
+        route("cap-bad")
+            .path_prefix("/bad/")
+            .client("cap_bad")
+            .header("X-CAP-API-OAUTH-TOKEN", "<<oauth.token>>"),
     );
     let proxy = Proxy::start("", &cfg).await;
     let app = proxy.client();
@@ -232,7 +234,7 @@ async fn two_hundred_concurrent_cold_requests_make_one_token_request() {
     let reqs = (0..200).map(|_| {
         let app = app.clone();
         let url = url.clone();
-        tokio::spawn(async move { app.get(url).send().await.unwrap().status() })
+        tokio::spawn(async move { get_via_proxy(&app, url).await.status() })
     });
     for r in futures_util::future::join_all(reqs).await {
         assert_eq!(r.unwrap(), 200);
@@ -256,7 +258,7 @@ async fn refreshes_before_expiry_without_requests_waiting() {
     } = bearer("").await;
     ts.set_ttl(4);
     // refresh_before 60s is clamped to half the 4 s lifetime: refresh at ~2 s.
-    assert_eq!(app.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(get_via_proxy(&app, &url).await.status(), 200);
     assert_eq!(ts.calls(), 1);
     support::eventually(
         Duration::from_millis(3500),
@@ -268,7 +270,7 @@ async fn refreshes_before_expiry_without_requests_waiting() {
     // Requests now use the refreshed token without triggering a fetch.
     ts.set_delay(Duration::from_secs(5));
     let started = std::time::Instant::now();
-    assert_eq!(app.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(get_via_proxy(&app, &url).await.status(), 200);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "a request waited for a token fetch"
@@ -311,15 +313,7 @@ async fn token_endpoint_down_gives_503_at_once_then_recovers() {
     );
     // Recovery.
     ts.set_mode(Mode::Ok);
-    let mut ok = false;
-    for _ in 0..100 {
-        if app.get(&url).send().await.unwrap().status() == 200 {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ok, "did not recover after the token endpoint came back");
+    until_ok(&app, &url, Duration::from_secs(10)).await;
     assert!(proxy
         .metrics()
         .await
@@ -406,55 +400,57 @@ async fn strips_hop_by_hop_and_forged_error_headers() {
 async fn proxy_errors_are_json_with_codes() {
     let up = Upstream::start().await;
     let closed = support::sidekey::free_port();
-    let cfg = "[[routes]]\nname = \"denied\"\nhosts = [\"localhost\"]\npath_prefix = \"/nope\"\n";
+    let cfg = route("denied").path_prefix("/nope").to_string();
     let proxy = Proxy::start(
         "upstream_timeout = \"500ms\"\ndeny_destinations = [\"169.254.0.0/16\", \"127.0.0.2/32\"]",
-        cfg,
+        &cfg,
     )
     .await;
     let app = proxy.client();
-    let check = |status: u16, code: &'static str| {
-        move |r: reqwest::Response| {
-            assert_eq!(r.status(), status);
-            assert_eq!(r.headers()["x-sidekey-error"], code);
-            assert_eq!(r.headers()["content-type"], "application/json");
-            r
-        }
-    };
-    // Origin-form request straight to the proxy port: 400.
-    let r = reqwest::get(format!("{}/healthz", proxy.url()))
-        .await
-        .unwrap();
-    let body: serde_json::Value = check(400, "bad_request")(r).json().await.unwrap();
-    assert_eq!(body["error"], "bad_request");
-    assert!(body["route"].is_null());
-    // Nobody listening: 502.
-    check(502, "upstream_unreachable")(
-        app.get(format!("http://127.0.0.1:{}/", closed.port()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    // Upstream never answers: 504 after upstream_timeout.
-    check(504, "upstream_timeout")(
-        app.get(format!("http://127.0.0.1:{}/hang", up.addr.port()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    // Denied destination by IP literal and link-local metadata address: 403.
-    check(403, "denied")(
-        app.get(format!("http://127.0.0.2:{}/", up.addr.port()))
-            .send()
-            .await
-            .unwrap(),
-    );
-    check(403, "denied")(
-        app.get("http://169.254.169.254/latest/meta-data/")
-            .send()
-            .await
-            .unwrap(),
-    );
+    let direct = reqwest::Client::new();
+    let (closed, up) = (closed.port(), up.addr.port());
+    for (what, client, url, status, code) in [
+        (
+            "origin-form request straight to the proxy port",
+            &direct,
+            format!("{}/healthz", proxy.url()),
+            400,
+            "bad_request",
+        ),
+        (
+            "nobody listening",
+            &app,
+            format!("http://127.0.0.1:{closed}/"),
+            502,
+            "upstream_unreachable",
+        ),
+        (
+            "upstream never answers: after upstream_timeout",
+            &app,
+            format!("http://127.0.0.1:{up}/hang"),
+            504,
+            "upstream_timeout",
+        ),
+        (
+            "denied destination by IP literal",
+            &app,
+            format!("http://127.0.0.2:{up}/"),
+            403,
+            "denied",
+        ),
+        (
+            "denied link-local metadata address",
+            &app,
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            403,
+            "denied",
+        ),
+    ] {
+        let r = get_via_proxy(client, url).await;
+        assert_eq!(r.headers()["content-type"], "application/json", "{what}");
+        let body = expect_error(r, status, code).await;
+        assert!(body["route"].is_null(), "{what}: {body}");
+    }
     // Malformed target.
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -506,10 +502,8 @@ async fn unmatched_deny_and_proxy_auth() {
         .build()
         .unwrap();
     assert_eq!(
-        app.get(format!("http://localhost:{}/", up.addr.port()))
-            .send()
+        get_via_proxy(&app, format!("http://localhost:{}/", up.addr.port()))
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -531,18 +525,16 @@ async fn metrics_expose_the_spec_families() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let proxy = bearer_proxy(&ts, "").await;
-    proxy
-        .client()
-        .get(format!("http://localhost:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
-    proxy
-        .client()
-        .get(format!("http://127.0.0.1:{}/", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    get_via_proxy(
+        &proxy.client(),
+        format!("http://localhost:{}/", up.addr.port()),
+    )
+    .await;
+    get_via_proxy(
+        &proxy.client(),
+        format!("http://127.0.0.1:{}/", up.addr.port()),
+    )
+    .await;
     let m = proxy.metrics().await;
     for want in [
         "sidekey_requests_total{route=\"r\",status=\"200\"} 1",
@@ -577,11 +569,7 @@ async fn an_upstream_that_rejects_every_token_does_not_hammer_the_token_endpoint
     let proxy = bearer_proxy(&ts, "").await;
     let app = proxy.client();
     for _ in 0..20 {
-        let r = app
-            .get(format!("http://localhost:{}/", up.addr.port()))
-            .send()
-            .await
-            .unwrap();
+        let r = get_via_proxy(&app, format!("http://localhost:{}/", up.addr.port())).await;
         assert_eq!(r.status(), 401, "the 401 goes back to the app");
     }
     // First request: tok-1 rejected, tok-2 fetched and rejected too; after
@@ -609,12 +597,11 @@ async fn an_upstream_cannot_forge_a_login_link() {
         ))
     });
     let proxy = Proxy::start("", &route("r").host("localhost").to_string()).await;
-    let r = proxy
-        .client()
-        .get(format!("http://localhost:{}/me", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(
+        &proxy.client(),
+        format!("http://localhost:{}/me", up.addr.port()),
+    )
+    .await;
     assert_eq!(r.status(), 401);
     assert!(
         r.headers().get("x-sidekey-login").is_none(),

@@ -16,20 +16,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::config::{self, client, file_store, stored_client, STORE_KEY};
+use support::get_via_proxy;
 use support::oidc::Oidc;
 use support::redis::Redis;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
+/// Client `c` on the route `r` for 127.0.0.1, after `store`.
 fn client_config(token_url: &str, store: &str) -> String {
-    format!(
-        "{store}\n[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{token_url}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-    )
+    stored_client(store, &client("c", token_url))
 }
 
 /// A Redis store with a 2 s operation timeout: on a loaded machine a
@@ -40,24 +37,17 @@ fn redis_store(r: &Redis, extra: &str) -> String {
 }
 
 fn redis_store_within(r: &Redis, timeout: &str, extra: &str) -> String {
-    format!(
-        "[store]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key = \"{KEY}\"\ntimeout = \"{timeout}\"\n{extra}",
-        r.url()
-    )
+    config::redis_store(&r.url(), timeout, extra)
 }
 
 /// App: a GET through `p`; its status.
 async fn get(p: &Proxy, url: String) -> u16 {
-    p.client().get(url).send().await.unwrap().status().as_u16()
+    get_via_proxy(&p.client(), url).await.status().as_u16()
 }
 
-async fn tokens(admin: std::net::SocketAddr) -> serde_json::Value {
-    reqwest::get(format!("http://{admin}/tokens"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+/// `p`'s admin `/tokens`.
+async fn tokens(p: &Proxy) -> serde_json::Value {
+    serde_json::from_str(&p.tokens().await).unwrap()
 }
 
 #[tokio::test]
@@ -66,10 +56,7 @@ async fn a_restart_with_a_file_store_makes_no_token_request() {
     let up = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tokens.json");
-    let cfg = client_config(
-        &ts.url("/token"),
-        &format!("[store]\nbackend = \"file\"\npath = \"{}\"", file.display()),
-    );
+    let cfg = client_config(&ts.url("/token"), &file_store(&file));
     let first = Proxy::start("", &cfg).await;
     assert_eq!(get(&first, format!("http://{}/a", up.addr)).await, 200);
     first.shutdown().await;
@@ -88,7 +75,7 @@ async fn a_restart_with_a_file_store_makes_no_token_request() {
         1,
         "the restart fetched although a valid token was stored"
     );
-    assert_eq!(tokens(second.admin).await["clients"]["c"]["source"], "file");
+    assert_eq!(tokens(&second).await["clients"]["c"]["source"], "file");
 }
 
 #[tokio::test]
@@ -126,7 +113,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     let sources: Vec<serde_json::Value> = {
         let mut v = Vec::new();
         for p in &replicas {
-            v.push(tokens(p.admin).await["clients"]["c"]["source"].clone());
+            v.push(tokens(p).await["clients"]["c"]["source"].clone());
         }
         v
     };
@@ -148,7 +135,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     let deadline = Instant::now() + Duration::from_secs(10);
     'stored: loop {
         for p in &replicas {
-            let left = tokens(p.admin).await["clients"]["c"]["expires_in_seconds"].as_u64();
+            let left = tokens(p).await["clients"]["c"]["expires_in_seconds"].as_u64();
             if left.is_some_and(|s| s > 600) {
                 break 'stored;
             }
@@ -165,7 +152,7 @@ async fn replicas_share_one_token_through_redis_and_a_restart_fetches_nothing() 
     let before = ts.calls();
     let fresh = Proxy::start("", &cfg).await;
     assert_eq!(get(&fresh, format!("http://{}/y", up.addr)).await, 200);
-    assert_eq!(tokens(fresh.admin).await["clients"]["c"]["source"], "store");
+    assert_eq!(tokens(&fresh).await["clients"]["c"]["source"], "store");
     // Nor a refresh right after: the stored token is far from due.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ts.calls(), before, "the restarted replica fetched");
@@ -209,7 +196,7 @@ async fn redis_down_means_fetching_alone_and_sharing_resumes_when_it_is_back() {
         3,
         "c fetched and stored; d took it from the store"
     );
-    assert_eq!(tokens(d.admin).await["clients"]["c"]["source"], "store");
+    assert_eq!(tokens(&d).await["clients"]["c"]["source"], "store");
 }
 
 #[tokio::test]
@@ -273,7 +260,7 @@ fn a_redis_store_without_a_key_needs_allow_plaintext() {
         (key_file("missing.key"), false),
     ] {
         std::fs::write(dir.path().join("short.key"), "c2hvcnQ=\n").unwrap();
-        std::fs::write(dir.path().join("good.key"), format!("{KEY}\n")).unwrap();
+        std::fs::write(dir.path().join("good.key"), format!("{STORE_KEY}\n")).unwrap();
         std::fs::write(&path, &store).unwrap();
         let (code, text) = support::sidekey::check(&path);
         assert_eq!(code == Some(0), ok, "{store}
@@ -303,12 +290,7 @@ async fn steady(replicas: &[Binary], up: &Upstream, secs: u64) {
             break;
         }
         for (i, b) in replicas.iter().enumerate() {
-            let r = b
-                .client()
-                .get(format!("http://{}/r{round}-{i}", up.addr))
-                .send()
-                .await
-                .unwrap();
+            let r = get_via_proxy(&b.client(), format!("http://{}/r{round}-{i}", up.addr)).await;
             assert_eq!(r.status(), 200, "replica {i}, round {round}:\n{}", b.logs());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -324,14 +306,8 @@ async fn three_processes_make_one_token_request_per_lifetime_not_three() {
     }))
     .await;
     let up = Upstream::start().await;
-    let cfg = |store: &str| {
-        format!(
-            "{store}\n[clients.cc]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"cc\"\nclient_secret = \"cc-secret\"\n\
-             [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"cc\"\n\
-             set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-            idp.token_endpoint
-        )
-    };
+    let cc = client("cc", &idp.token_endpoint).credentials("cc", Some("cc-secret"));
+    let cfg = |store: &str| stored_client(store, &cc);
     let secs = 18;
     // Without a store: every replica fetches its own.
     let alone = [
@@ -381,13 +357,12 @@ async fn replicas_sharing_a_rotating_refresh_token_never_present_a_consumed_one(
     .await;
     let up = Upstream::start().await;
     let initial = idp.refresh_token("rt");
-    let cfg = format!(
-        "{}\n[clients.rt]\ngrant = \"refresh_token\"\ntoken_url = \"{}\"\nclient_id = \"rt\"\nclient_secret = \"rt-secret\"\n\
-         refresh_token = \"{initial}\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"rt\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        redis_store(&redis, ""),
-        idp.token_endpoint
+    let cfg = stored_client(
+        &redis_store(&redis, ""),
+        &client("rt", &idp.token_endpoint)
+            .grant("refresh_token")
+            .credentials("rt", Some("rt-secret"))
+            .extra(&format!("refresh_token = \"{initial}\"")),
     );
     let replicas = [
         Binary::start("", &cfg, &[]).await,

@@ -19,39 +19,19 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::config::{self, client, file_store, route, stored_client};
 use support::redis::Redis;
 use support::sidekey::Proxy;
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 
-const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-
 fn redis_store(r: &Redis) -> String {
-    format!(
-        "[store]\nbackend = \"redis\"\nurl = \"{}\"\nencryption_key = \"{KEY}\"\ntimeout = \"2s\"\n",
-        r.url()
-    )
+    config::redis_store(&r.url(), "2s", "")
 }
 
-fn file_store(path: &std::path::Path) -> String {
-    format!(
-        "[store]\nbackend = \"file\"\npath = \"{}\"\n",
-        path.display()
-    )
-}
-
-/// One client `c` (its grant keys in `client`) on one route.
-fn one_client(token_url: &str, store: &str, client: &str) -> String {
-    let grant = if client.contains("grant") {
-        ""
-    } else {
-        "grant = \"client_credentials\""
-    };
-    format!(
-        "{store}\n[clients.c]\ntoken_url = \"{token_url}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n{grant}\n{client}\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-    )
+/// One client `c` (`extra` settings) on one route.
+fn one_client(token_url: &str, store: &str, extra: &str) -> String {
+    stored_client(store, &client("c", token_url).extra(extra))
 }
 
 /// App: a GET through `p`; the status and the Authorization the upstream saw.
@@ -90,43 +70,62 @@ async fn clients_that_differ_in_any_rendered_setting_never_share_a_stored_token(
         p.display().to_string()
     };
     let (sa, sb) = (file("sa", "subject-a"), file("sb", "subject-b"));
-    // Pairs of clients alike but for one setting the endpoint sees.
+    // Pairs of clients alike (the same id and secret) but for one setting
+    // the endpoint sees.
     let pairs = [
         (
-            "grant = \"client_credentials\"\nparams = { resource = \"https://a\" }".to_string(),
-            "grant = \"client_credentials\"\nparams = { resource = \"https://b\" }".to_string(),
+            "client_credentials",
+            "params = { resource = \"https://a\" }".to_string(),
+            "params = { resource = \"https://b\" }".to_string(),
         ),
         (
-            "grant = \"password\"\nusername = \"ann\"\npassword = \"p\"".into(),
-            "grant = \"password\"\nusername = \"bob\"\npassword = \"p\"".into(),
+            "password",
+            "username = \"ann\"\npassword = \"p\"".into(),
+            "username = \"bob\"\npassword = \"p\"".into(),
         ),
         (
-            format!("grant = \"token_exchange\"\nsubject_token = \"<<file:{sa}>>\""),
-            format!("grant = \"token_exchange\"\nsubject_token = \"<<file:{sb}>>\""),
+            "token_exchange",
+            format!("subject_token = \"<<file:{sa}>>\""),
+            format!("subject_token = \"<<file:{sb}>>\""),
         ),
         (
-            "grant = \"refresh_token\"\nrefresh_token = \"rt-a\"".into(),
-            "grant = \"refresh_token\"\nrefresh_token = \"rt-b\"".into(),
+            "refresh_token",
+            "refresh_token = \"rt-a\"".into(),
+            "refresh_token = \"rt-b\"".into(),
         ),
     ];
-    for (i, (a, b)) in pairs.iter().enumerate() {
+    for (i, (grant, a, b)) in pairs.iter().enumerate() {
         let store = file_store(&dir.path().join(format!("tokens-{i}.json")));
+        let alike = |name: &str, extra: &str| {
+            client(name, &ts.url("/token"))
+                .grant(grant)
+                .credentials("i", Some("s"))
+                .extra(extra)
+        };
+        let routed = |name: &str| {
+            route(&format!("r{name}"))
+                .host("127.0.0.1")
+                .path_prefix(&format!("/{name}"))
+                .client(name)
+                .bearer()
+        };
         let cfg = format!(
-            "{store}\n[clients.a]\ntoken_url = \"{url}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n{a}\n\
-             [clients.b]\ntoken_url = \"{url}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n{b}\n\
-             [[routes]]\nname = \"ra\"\nhosts = [\"127.0.0.1\"]\npath_prefix = \"/a\"\nclient = \"a\"\n\
-             set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n\
-             [[routes]]\nname = \"rb\"\nhosts = [\"127.0.0.1\"]\npath_prefix = \"/b\"\nclient = \"b\"\n\
-             set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-            url = ts.url("/token"),
+            "{store}\n{}{}{}{}",
+            alike("a", a),
+            alike("b", b),
+            routed("a"),
+            routed("b")
         );
         let p = Proxy::start("", &cfg).await;
         let before = ts.calls();
         let (sa, ta) = get(&p, &up, "/a").await;
         let (sb, tb) = get(&p, &up, "/b").await;
         assert_eq!((sa, sb), (200, 200));
-        assert_ne!(ta, tb, "client b was served client a's token ({a} / {b})");
-        assert_eq!(ts.calls(), before + 2, "{a} / {b}");
+        assert_ne!(
+            ta, tb,
+            "client b was served client a's token ({grant}: {a} / {b})"
+        );
+        assert_eq!(ts.calls(), before + 2, "{grant}: {a} / {b}");
         p.shutdown().await;
     }
 }
@@ -139,12 +138,10 @@ async fn a_rotated_client_id_file_fetches_anew_instead_of_taking_the_stored_toke
     let id = dir.path().join("client_id");
     std::fs::write(&id, "org-one").unwrap();
     let store = file_store(&dir.path().join("tokens.json"));
-    let cfg = format!(
-        "{store}\n[clients.c]\ntoken_url = \"{}\"\nclient_id = \"<<file:{}>>\"\nclient_secret = \"s\"\ngrant = \"client_credentials\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token"),
-        id.display()
+    let cfg = stored_client(
+        &store,
+        &client("c", &ts.url("/token"))
+            .credentials(&format!("<<file:{}>>", id.display()), Some("s")),
     );
     let p = Proxy::start("", &cfg).await;
     assert_eq!(get(&p, &up, "/1").await, (200, "Bearer tok-1".into()));
@@ -299,21 +296,12 @@ async fn a_lock_without_expiry_or_held_by_another_replica_stalls_nothing_and_the
 
 /// sidekey's start-up error for `cfg`, if it refuses to start.
 async fn start_error(cfg: &str) -> Option<String> {
-    support::init_crypto();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(
-        &path,
-        format!("{}{cfg}", support::sidekey::proxy_section("")),
-    )
-    .unwrap();
-    let config = sidekey::config::load(&path).unwrap();
-    match sidekey::start(config).await {
-        Ok(s) => {
-            s.shutdown().await;
+    match Proxy::try_start("", cfg).await {
+        Ok(p) => {
+            p.shutdown().await;
             None
         }
-        Err(e) => Some(format!("{e:#}")),
+        Err(e) => Some(e),
     }
 }
 

@@ -20,23 +20,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use support::config::{client, route};
 use support::intercept::{connect_tls, Interception};
 use support::pki::new_ca;
-use support::sidekey::{Binary, Proxy};
+use support::sidekey::{proxy_env, Binary, Proxy};
 use support::token_server::TokenServer;
 use support::upstream::Upstream;
 use support::{expect_error, get_via_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Client `c` (token endpoint `token_url`) behind a Bearer route "api"
+/// for `host`.
+fn bearer_route(token_url: &str, host: &str) -> String {
+    format!(
+        "{}{}",
+        client("c", token_url),
+        route("api").host(host).client("c").bearer()
+    )
+}
+
 /// A route with a client for the upstream's address (`127.0.0.1`).
 fn bearer_config(ts: &TokenServer) -> String {
-    format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token")
-    )
+    bearer_route(&ts.url("/token"), "127.0.0.1")
 }
 
 /// App: writes `raw` to the proxy and reads the whole answer (the request
@@ -47,6 +53,16 @@ async fn raw(proxy: std::net::SocketAddr, raw: &str) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// App: `request_line` with `Host: x`, `headers` and `Connection: close`
+/// (see `raw`).
+async fn raw_request(proxy: std::net::SocketAddr, request_line: &str, headers: &str) -> String {
+    raw(
+        proxy,
+        &format!("{request_line}\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
+    )
+    .await
 }
 
 // === Tokens going where the app did not name ===
@@ -77,13 +93,9 @@ async fn the_apps_host_header_never_reaches_the_upstream() {
     assert_eq!(got.headers["authorization"], "Bearer tok-1");
 }
 
+/// The route of `bearer_config` for `localhost`, the name a CONNECT uses.
 fn intercepted_bearer(ts: &TokenServer) -> String {
-    format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"localhost\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token"),
-    )
+    bearer_route(&ts.url("/token"), "localhost")
 }
 
 #[tokio::test]
@@ -218,24 +230,8 @@ async fn token_requests_ignore_proxy_variables_in_sidekeys_environment() {
             t.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let env: Vec<(&str, &str)> = [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ]
-    .into_iter()
-    .map(|k| (k, trap_url.as_str()))
-    .collect();
-    let bin = Binary::start("", &bearer_config(&ts), &env).await;
-    let r = bin
-        .client()
-        .get(format!("http://{}/through", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let bin = Binary::start("", &bearer_config(&ts), &proxy_env(&trap_url)).await;
+    let r = get_via_proxy(&bin.client(), format!("http://{}/through", up.addr)).await;
     assert_eq!(r.status(), 200, "{}", bin.logs());
     assert_eq!(ts.calls(), 1);
     assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
@@ -256,11 +252,7 @@ async fn a_huge_expires_in_or_exp_does_not_break_the_client() {
     let proxy = Proxy::start("", &bearer_config(&ts)).await;
     let app = proxy.client();
     for _ in 0..3 {
-        let r = app
-            .get(format!("http://{}/x", up.addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get_via_proxy(&app, format!("http://{}/x", up.addr)).await;
         assert_eq!(r.status(), 200);
     }
     assert_eq!(ts.calls(), 1, "the clamped token is cached");
@@ -277,12 +269,7 @@ async fn a_huge_expires_in_or_exp_does_not_break_the_client() {
     );
     ts2.set_extra(serde_json::json!({ "access_token": jwt, "expires_in": null }));
     let proxy2 = Proxy::start("", &bearer_config(&ts2)).await;
-    let r = proxy2
-        .client()
-        .get(format!("http://{}/y", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&proxy2.client(), format!("http://{}/y", up.addr)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         up.last().unwrap().headers["authorization"],
@@ -323,11 +310,7 @@ async fn a_token_response_over_one_mebibyte_is_refused() {
         Ok::<_, Infallible>(http::Response::new(body))
     })
     .await;
-    let cfg = format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"http://{addr}/token\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-    );
+    let cfg = bearer_route(&format!("http://{addr}/token"), "127.0.0.1");
     let proxy = Proxy::start("", &cfg).await;
     let r = get_via_proxy(&proxy.client(), format!("http://{}/x", up.addr)).await;
     let body = expect_error(r, 503, "token_unavailable").await.to_string();
@@ -403,26 +386,27 @@ async fn a_small_body_is_still_replayed_after_a_401() {
 async fn te_trailers_is_forwarded_and_nothing_else_of_te() {
     let up = Upstream::start().await;
     let proxy = Proxy::start("", "").await;
-    let resp = raw(
-        proxy.addr,
-        &format!(
-            "GET http://{}/te HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: TE, close\r\n\r\n",
-            up.addr
-        ),
-    )
-    .await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert_eq!(up.last().unwrap().headers["te"], "trailers");
-    let resp = raw(
-        proxy.addr,
-        &format!(
-            "GET http://{}/te HTTP/1.1\r\nHost: x\r\nTE: gzip\r\nConnection: close\r\n\r\n",
-            up.addr
-        ),
-    )
-    .await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(up.last().unwrap().headers.get("te").is_none());
+    // The app's TE and Connection; the TE the upstream gets.
+    for (te, connection, forwarded) in [
+        ("trailers", "TE, close", Some("trailers")),
+        ("gzip", "close", None),
+    ] {
+        let resp = raw(
+            proxy.addr,
+            &format!(
+                "GET http://{}/te HTTP/1.1\r\nHost: x\r\nTE: {te}\r\nConnection: {connection}\r\n\r\n",
+                up.addr
+            ),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{te}: {resp}");
+        let got = up.last().unwrap().headers;
+        assert_eq!(
+            got.get("te").map(|v| v.to_str().unwrap()),
+            forwarded,
+            "TE: {te}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -436,11 +420,7 @@ async fn malformed_targets_are_bad_requests() {
         "CONNECT user:pw@localhost:443 HTTP/1.1".to_string(),
         "CONNECT localhost:70000 HTTP/1.1".to_string(),
     ] {
-        let resp = raw(
-            proxy.addr,
-            &format!("{target}\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let resp = raw_request(proxy.addr, &target, "").await;
         assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
         assert!(
             resp.to_ascii_lowercase()
@@ -463,12 +443,10 @@ async fn the_proxy_auth_scheme_is_case_insensitive() {
         ("Basic", "200"),
         ("Bearer", "407"),
     ] {
-        let resp = raw(
+        let resp = raw_request(
             proxy.addr,
-            &format!(
-                "GET http://{}/a HTTP/1.1\r\nHost: x\r\nProxy-Authorization: {scheme} YXBwOnB3\r\nConnection: close\r\n\r\n",
-                up.addr
-            ),
+            &format!("GET http://{}/a HTTP/1.1", up.addr),
+            &format!("Proxy-Authorization: {scheme} YXBwOnB3\r\n"),
         )
         .await;
         assert!(
@@ -513,9 +491,10 @@ async fn unspecified_addresses_are_always_refused() {
     let proxy = Proxy::start("deny_destinations = [\"127.0.0.0/8\", \"::1/128\"]", "").await;
     let port = up.addr.port();
     for host in ["0.0.0.0", "0", "[::]", "[::ffff:0.0.0.0]"] {
-        let resp = raw(
+        let resp = raw_request(
             proxy.addr,
-            &format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("GET http://{host}:{port}/ HTTP/1.1"),
+            "",
         )
         .await;
         assert!(resp.starts_with("HTTP/1.1 403"), "{host}: {resp}");
@@ -533,19 +512,16 @@ async fn no_configured_secret_or_userinfo_appears_in_any_output() {
     // once was echoed in the 503 and in a WARN line on every retry.
     let key_secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQSECRETKEYMATERIAL";
     let cfg = format!(
-        "[clients.jwt]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\n\
-         client_auth = \"private_key_jwt\"\nprivate_key = \"{key_secret}\"\n\n\
-         [[routes]]\nname = \"api\"\nhosts = [\"127.0.0.1\"]\nclient = \"jwt\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token")
+        "{}{}",
+        client("jwt", &ts.url("/token"))
+            .credentials("i", None)
+            .extra(&format!(
+                "client_auth = \"private_key_jwt\"\nprivate_key = \"{key_secret}\""
+            )),
+        route("api").host("127.0.0.1").client("jwt").bearer()
     );
     let bin = Binary::start("", &cfg, &[]).await;
-    let r = bin
-        .client()
-        .get(format!("http://{}/x", up.addr))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(&bin.client(), format!("http://{}/x", up.addr)).await;
     assert_eq!(r.status(), 503);
     let body = r.text().await.unwrap();
     assert!(!body.contains(key_secret), "503 body: {body}");
@@ -555,12 +531,10 @@ async fn no_configured_secret_or_userinfo_appears_in_any_output() {
     );
     // Userinfo in a request target: refused, and not in the access log.
     let userinfo = "alice:s3cret-userinfo-pw";
-    let resp = raw(
+    let resp = raw_request(
         bin.addr,
-        &format!(
-            "GET http://{userinfo}@{}/u HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            up.addr
-        ),
+        &format!("GET http://{userinfo}@{}/u HTTP/1.1", up.addr),
+        "",
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");

@@ -18,11 +18,12 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::expect_error;
+use support::config::{client, route, Client};
 use support::intercept::Interception;
 use support::sidekey::{Binary, Proxy};
 use support::token_server::{TokenRequest, TokenServer};
 use support::upstream::Upstream;
+use support::{expect_error, get_via_proxy};
 
 fn b64(s: &str) -> String {
     use base64::Engine;
@@ -42,22 +43,46 @@ fn jwt(sub: &str, exp_in: i64) -> String {
     )
 }
 
-fn obo_config(ts: &TokenServer, extra_client: &str) -> String {
+/// `client` behind the Bearer route `r` for 127.0.0.1.
+fn on_route(client: &Client) -> String {
     format!(
-        "[clients.obo]\ngrant = \"token_exchange\"\ntoken_url = \"{}\"\nclient_id = \"api-gw\"\nclient_secret = \"gw-secret\"\n\
-         subject_token = \"<<request.header.Authorization>>\"\naudience = \"https://orders.example\"\n{extra_client}\n\
-         [[routes]]\nname = \"orders\"\nhosts = [\"127.0.0.1\"]\nclient = \"obo\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token")
+        "{client}{}",
+        route("r").host("127.0.0.1").client(client.name()).bearer()
     )
 }
 
-async fn get_as(proxy: &Proxy, up: &Upstream, user: Option<&str>) -> reqwest::Response {
-    let mut req = proxy.client().get(format!("http://{}/orders", up.addr));
-    if let Some(u) = user {
-        req = req.header("authorization", format!("Bearer {u}"));
+/// The on-behalf-of client `obo` (`extra_client` settings) behind the
+/// Bearer route "orders".
+fn obo_config(ts: &TokenServer, extra_client: &str) -> String {
+    format!(
+        "{}{}",
+        client("obo", &ts.url("/token"))
+            .grant("token_exchange")
+            .credentials("api-gw", Some("gw-secret"))
+            .extra("subject_token = \"<<request.header.Authorization>>\"")
+            .extra("audience = \"https://orders.example\"")
+            .extra(extra_client),
+        route("orders").host("127.0.0.1").client("obo").bearer()
+    )
+}
+
+/// App: a GET to `/orders` on `up`, with `authorization` if given.
+async fn get_with(
+    app: &reqwest::Client,
+    up: &Upstream,
+    authorization: Option<&str>,
+) -> reqwest::Response {
+    let mut req = app.get(format!("http://{}/orders", up.addr));
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
     }
     req.send().await.unwrap()
+}
+
+/// App: a GET to `/orders` on `up` as `user` (a Bearer credential).
+async fn get_as(proxy: &Proxy, up: &Upstream, user: Option<&str>) -> reqwest::Response {
+    let bearer = user.map(|u| format!("Bearer {u}"));
+    get_with(&proxy.client(), up, bearer.as_deref()).await
 }
 
 // === On-behalf-of ===
@@ -102,12 +127,7 @@ async fn each_user_gets_their_own_exchanged_token_and_a_cache_hit_after() {
         assert_eq!(call.auth, Some(("api-gw".into(), "gw-secret".into())));
     }
     // /tokens: counts, never a user or a token.
-    let tokens = reqwest::get(format!("http://{}/tokens", proxy.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tokens = proxy.tokens().await;
     assert!(
         !tokens.contains("tok-") && !tokens.contains(&alice[..20]),
         "{tokens}"
@@ -139,15 +159,8 @@ async fn only_a_bearer_credential_is_exchanged_as_the_subject() {
         "Digest username=\"alice\"".to_string(),
         jwt("alice", 3600),
     ] {
-        let r = proxy
-            .client()
-            .get(format!("http://{}/orders", up.addr))
-            .header("authorization", &value)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401, "{value}");
-        assert_eq!(r.headers()["x-sidekey-error"], "subject_missing", "{value}");
+        let r = get_with(&proxy.client(), &up, Some(&value)).await;
+        expect_error(r, 401, "subject_missing").await;
     }
     assert_eq!(ts.calls(), 0, "nothing but a Bearer token is a subject");
     assert_eq!(up.count(), 0);
@@ -206,13 +219,7 @@ async fn idp_text_never_echoes_the_subject_nor_forges_a_text_log_line() {
     });
     let bin = Binary::start_logging("text", "", &obo_config(&ts, ""), &[]).await;
     for user in [&mallory, &trent] {
-        let r = bin
-            .client()
-            .get(format!("http://{}/orders", up.addr))
-            .header("authorization", format!("Bearer {user}"))
-            .send()
-            .await
-            .unwrap();
+        let r = get_with(&bin.client(), &up, Some(&format!("Bearer {user}"))).await;
         assert_eq!(r.status(), 401);
         let body = r.text().await.unwrap();
         assert!(
@@ -278,12 +285,7 @@ async fn the_per_user_cache_is_bounded() {
     }
     // u1 was evicted by u3, so it is exchanged again: 4 exchanges.
     assert_eq!(ts.calls(), 4);
-    let v: serde_json::Value = reqwest::get(format!("http://{}/tokens", proxy.admin))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&proxy.tokens().await).unwrap();
     assert_eq!(v["clients"]["obo"]["subjects"], 2);
     assert_eq!(v["clients"]["obo"]["max_subjects"], 2);
 }
@@ -293,11 +295,16 @@ async fn a_subject_from_another_header_is_removed_before_forwarding() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.obo]\ngrant = \"token_exchange\"\ntoken_url = \"{}\"\nclient_id = \"gw\"\nclient_secret = \"s\"\n\
-         subject_token = \"<<request.header.X-User-Token>>\"\nsubject_token_type = \"urn:ietf:params:oauth:token-type:jwt\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"obo\"\n\
-         set_headers = {{ \"X-Api-Token\" = \"<<oauth.token>>\" }}\n",
-        ts.url("/token")
+        "{}{}",
+        client("obo", &ts.url("/token"))
+            .grant("token_exchange")
+            .credentials("gw", Some("s"))
+            .extra("subject_token = \"<<request.header.X-User-Token>>\"")
+            .extra("subject_token_type = \"urn:ietf:params:oauth:token-type:jwt\""),
+        route("r")
+            .host("127.0.0.1")
+            .client("obo")
+            .header("X-Api-Token", "<<oauth.token>>")
     );
     let proxy = Proxy::start("", &cfg).await;
     let r = proxy
@@ -327,13 +334,11 @@ async fn a_rotated_subject_file_means_a_new_exchange_within_two_seconds() {
     let dir = tempfile::tempdir().unwrap();
     let sa = dir.path().join("sa-token");
     std::fs::write(&sa, "projected-1\n").unwrap();
-    let cfg = format!(
-        "[clients.sa]\ngrant = \"token_exchange\"\ntoken_url = \"{}\"\nclient_id = \"wl\"\nclient_secret = \"s\"\n\
-         subject_token = \"<<file:{}>>\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"sa\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token"),
-        sa.display()
+    let cfg = on_route(
+        &client("sa", &ts.url("/token"))
+            .grant("token_exchange")
+            .credentials("wl", Some("s"))
+            .extra(&format!("subject_token = \"<<file:{}>>\"", sa.display())),
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(get_as(&proxy, &up, None).await.status(), 200);
@@ -362,10 +367,12 @@ async fn a_rotated_subject_file_means_a_new_exchange_within_two_seconds() {
 
 fn query_config(ts: &TokenServer, host: &str, tls: &str) -> String {
     format!(
-        "{tls}[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\
-         [[routes]]\nname = \"q\"\nhosts = [\"{host}\"]\nclient = \"c\"\n\
-         set_query = {{ access_token = \"<<oauth.token>>\", api-version = \"2024-01\" }}\n",
-        ts.url("/token")
+        "{tls}{}{}",
+        client("c", &ts.url("/token")),
+        route("q")
+            .host(host)
+            .client("c")
+            .extra("set_query = { access_token = \"<<oauth.token>>\", api-version = \"2024-01\" }")
     )
 }
 
@@ -383,15 +390,14 @@ async fn set_query_sets_or_replaces_a_parameter_percent_encoded() {
     ts.set_extra(serde_json::json!({ "access_token": "a+b/c=d&e f" }));
     let up = Upstream::start().await;
     let proxy = Binary::start("", &query_config(&ts, "127.0.0.1", ""), &[]).await;
-    let r = proxy
-        .client()
-        .get(format!(
+    let r = get_via_proxy(
+        &proxy.client(),
+        format!(
             "http://{}/items?x=1&access_token=the-apps-own&y=%2F",
             up.addr
-        ))
-        .send()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let q = query_of(&up);
     assert_eq!(
@@ -418,11 +424,11 @@ async fn set_query_works_inside_an_intercepted_https_request() {
     let ts = TokenServer::start().await;
     let s = Interception::start("", &query_config(&ts, "localhost", "")).await;
     let (app, up) = (s.client(), &s.up);
-    let r = app
-        .get(format!("https://localhost:{}/items?page=2", up.addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let r = get_via_proxy(
+        &app,
+        format!("https://localhost:{}/items?page=2", up.addr.port()),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         query_of(up),
@@ -444,16 +450,14 @@ async fn custom_clients_use_the_refresh_url_and_body_once_a_refresh_token_is_hel
     let up = Upstream::start().await;
     // A secret with the characters that break naive JSON templating.
     let secret = "pa\"ss\\wo&rd\nx";
-    let cfg = format!(
-        "[clients.capacity]\ngrant = \"custom\"\ntoken_url = \"{}\"\nrefresh_url = \"{}\"\n\
-         client_id = \"cap-id\"\nclient_secret = '''{secret}'''\n\
-         body = '{{\"grant_type\": \"client_credentials\", \"client_id\": <<client.client_id>>, \"client_secret\": \"<<client.client_secret>>\"}}'\n\
-         refresh_body = '{{\"refresh_token\": <<client.refresh_token>>, \"grant_type\": \"refresh_token\"}}'\n\
-         token_path = \"access_token\"\nexpires_in_path = \"expires_in\"\nrefresh_token_path = \"refresh_token\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"capacity\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/oauth/token"),
-        ts.url("/oauth/refresh"),
+    let cfg = on_route(
+        &client("capacity", &ts.url("/oauth/token"))
+            .grant("custom")
+            .credentials("cap-id", Some(secret))
+            .extra(&format!("refresh_url = \"{}\"", ts.url("/oauth/refresh")))
+            .extra("body = '{\"grant_type\": \"client_credentials\", \"client_id\": <<client.client_id>>, \"client_secret\": \"<<client.client_secret>>\"}'")
+            .extra("refresh_body = '{\"refresh_token\": <<client.refresh_token>>, \"grant_type\": \"refresh_token\"}'")
+            .extra("token_path = \"access_token\"\nexpires_in_path = \"expires_in\"\nrefresh_token_path = \"refresh_token\""),
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(get_as(&proxy, &up, None).await.status(), 200);
@@ -486,14 +490,13 @@ async fn form_bodies_percent_encode_their_values() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
     let secret = "a&b=c+d \"e\"";
-    let cfg = format!(
-        "[clients.f]\ngrant = \"custom\"\ntoken_url = \"{}\"\ncontent_type = \"application/x-www-form-urlencoded\"\n\
-         client_id = \"fid\"\nclient_secret = '{secret}'\n\
-         body = \"grant_type=client_credentials&client_id=<<client.client_id>>&client_secret=<<client.client_secret>>\"\n\
-         token_path = \"access_token\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"f\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token"),
+    let cfg = on_route(
+        &client("f", &ts.url("/token"))
+            .grant("custom")
+            .credentials("fid", Some(secret))
+            .extra("content_type = \"application/x-www-form-urlencoded\"")
+            .extra("body = \"grant_type=client_credentials&client_id=<<client.client_id>>&client_secret=<<client.client_secret>>\"")
+            .extra("token_path = \"access_token\""),
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(get_as(&proxy, &up, None).await.status(), 200);
@@ -587,11 +590,11 @@ async fn password_grant_without_a_secret_refreshes_and_falls_back_to_the_passwor
         Ok(())
     });
     let up = Upstream::start().await;
-    let cfg = format!(
-        "[clients.cmem]\ngrant = \"password\"\ntoken_url = \"{}\"\nclient_id = \"cmem-public\"\nusername = \"svc\"\npassword = \"pw\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"cmem\"\n\
-         set_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n",
-        ts.url("/token")
+    let cfg = on_route(
+        &client("cmem", &ts.url("/token"))
+            .grant("password")
+            .credentials("cmem-public", None)
+            .extra("username = \"svc\"\npassword = \"pw\""),
     );
     let proxy = Proxy::start("", &cfg).await;
     for _ in 0..3 {
@@ -625,19 +628,24 @@ async fn password_grant_without_a_secret_refreshes_and_falls_back_to_the_passwor
 async fn identical_clients_share_one_token_and_keep_it_across_reloads() {
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
-    let client = |name: &str| {
+    let same =
+        |name: &str| client(name, &ts.url("/token")).credentials("same", Some("same-secret"));
+    let on = |name: &str, client: &str| {
+        route(name)
+            .host("127.0.0.1")
+            .path_prefix(&format!("/{name}"))
+            .client(client)
+            .bearer()
+    };
+    let cfg = |v: &str| {
         format!(
-            "[clients.{name}]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"same\"\nclient_secret = \"same-secret\"\n",
-            ts.url("/token")
+            "{}{}{}{}",
+            same("one"),
+            same("two"),
+            on("a", "one").header("X-V", v),
+            on("b", "two")
         )
     };
-    let routes = |v: &str| {
-        format!(
-            "[[routes]]\nname = \"a\"\nhosts = [\"127.0.0.1\"]\npath_prefix = \"/a\"\nclient = \"one\"\nset_headers = {{ Authorization = \"Bearer <<oauth.token>>\", \"X-V\" = \"{v}\" }}\n\
-             [[routes]]\nname = \"b\"\nhosts = [\"127.0.0.1\"]\npath_prefix = \"/b\"\nclient = \"two\"\nset_headers = {{ Authorization = \"Bearer <<oauth.token>>\" }}\n"
-        )
-    };
-    let cfg = |v: &str| format!("{}{}{}", client("one"), client("two"), routes(v));
     let proxy = Proxy::start("", &cfg("1")).await;
     let app = proxy.client();
     let (a, b) = tokio::join!(
@@ -650,11 +658,7 @@ async fn identical_clients_share_one_token_and_keep_it_across_reloads() {
     proxy.write_config("", &cfg("2"));
     tokio::time::sleep(Duration::from_millis(800)).await;
     for p in ["a", "b"] {
-        let r = app
-            .get(format!("http://{}/{p}", up.addr))
-            .send()
-            .await
-            .unwrap();
+        let r = get_via_proxy(&app, format!("http://{}/{p}", up.addr)).await;
         assert_eq!(r.status(), 200);
         assert_eq!(up.last().unwrap().headers["authorization"], "Bearer tok-1");
     }
@@ -675,10 +679,13 @@ async fn token_decoded_alone_renders_the_whole_claims_object() {
     ts.set_extra(serde_json::json!({ "id_token": id }));
     let up = Upstream::start().await;
     let cfg = format!(
-        "[clients.c]\ngrant = \"client_credentials\"\ntoken_url = \"{}\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\
-         [[routes]]\nname = \"r\"\nhosts = [\"127.0.0.1\"]\nclient = \"c\"\n\
-         set_headers = {{ \"X-Claims\" = \"<<oauth.tokenDecoded>>\", \"X-Org\" = \"<<oauth.tokenDecoded.org.id>>\" }}\n",
-        ts.url("/token")
+        "{}{}",
+        client("c", &ts.url("/token")),
+        route("r")
+            .host("127.0.0.1")
+            .client("c")
+            .header("X-Claims", "<<oauth.tokenDecoded>>")
+            .header("X-Org", "<<oauth.tokenDecoded.org.id>>")
     );
     let proxy = Proxy::start("", &cfg).await;
     assert_eq!(get_as(&proxy, &up, None).await.status(), 200);

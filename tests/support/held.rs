@@ -172,8 +172,30 @@ pub async fn settles(bin: &Binary, base: usize, slack: usize, what: &str) {
     }
 }
 
-/// sidekey with client `c` (token endpoint `token_url`, `extra` settings)
-/// behind route `r` for every path on 127.0.0.1; its fds at rest, an app
+/// Client `c` (token endpoint `token_url`, `extra` settings) behind the
+/// Bearer route `r` for every path on 127.0.0.1.
+pub fn token_config(token_url: &str, extra: &str) -> String {
+    format!(
+        "{}{}",
+        client("c", token_url).extra(extra),
+        route("r")
+            .host("127.0.0.1")
+            .path_prefix("/")
+            .client("c")
+            .bearer()
+    )
+}
+
+/// The real binary on `proxy_extra` and `cfg`, once at rest: it, its fds
+/// at rest, and an app client through it.
+pub async fn resting(proxy_extra: &str, cfg: &str) -> (Binary, usize, reqwest::Client) {
+    let bin = Binary::start(proxy_extra, cfg, &[]).await;
+    let base = at_rest(&bin).await;
+    let app = bin.client();
+    (bin, base, app)
+}
+
+/// sidekey with `token_config(token_url, extra)`; its fds at rest, an app
 /// client through it, and the URL `/x` on `up`.
 pub struct Rig {
     pub bin: Binary,
@@ -183,23 +205,36 @@ pub struct Rig {
 }
 
 pub async fn token_rig(token_url: &str, extra: &str, up: SocketAddr) -> Rig {
-    let cfg = format!(
-        "{}{}",
-        client("c", token_url).extra(extra),
-        route("r")
-            .host("127.0.0.1")
-            .path_prefix("/")
-            .client("c")
-            .bearer()
-    );
-    let bin = Binary::start("", &cfg, &[]).await;
-    let base = at_rest(&bin).await;
-    let app = bin.client();
+    let (bin, base, app) = resting("", &token_config(token_url, extra)).await;
     Rig {
         bin,
         base,
         app,
         url: format!("http://{up}/x"),
+    }
+}
+
+impl Rig {
+    /// App: a GET to `url`, answered 503 `token_unavailable` for route `r`
+    /// and client `c`; the error body.
+    pub async fn token_unavailable(&self) -> serde_json::Value {
+        let r = super::get_via_proxy(&self.app, &self.url).await;
+        let v = super::expect_error(r, 503, "token_unavailable").await;
+        assert_eq!(
+            (v["route"].as_str(), v["client"].as_str()),
+            (Some("r"), Some("c"))
+        );
+        v
+    }
+
+    /// Once the fault is gone: `url` answers 200 within 10 s, then (the app
+    /// client dropped) sidekey settles back to its fds at rest, give or
+    /// take 3 pooled connections; how long the recovery took.
+    pub async fn recovers(self, what: &str) -> Duration {
+        let took = until_ok(&self.app, &self.url, Duration::from_secs(10)).await;
+        drop(self.app);
+        settles(&self.bin, self.base, 3, what).await;
+        took
     }
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,6 +61,32 @@ pub async fn counting_upstream(
     (addr, serving, accepted)
 }
 
+/// An upstream that answers the first request of each connection `200 ok`
+/// and reads the next one on it, then closes without an answer: the
+/// keep-alive race (the server's idle timer fires as the request arrives)
+/// made deterministic. The heads of all requests that arrived.
+pub async fn closing_after_one_answer() -> (SocketAddr, Serving, Arc<Mutex<Vec<String>>>) {
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let h = Arc::clone(&heads);
+    let (addr, serving) = raw_server(move |mut s| {
+        let h = Arc::clone(&h);
+        async move {
+            let Some(first) = read_request(&mut s).await else {
+                return;
+            };
+            h.lock().unwrap().push(first);
+            let _ = s
+                .write_all(http_response("200 OK", "", "ok").as_bytes())
+                .await;
+            if let Some(second) = read_request(&mut s).await {
+                h.lock().unwrap().push(second);
+            }
+        }
+    })
+    .await;
+    (addr, serving, heads)
+}
+
 /// Reads one request (head, then a Content-Length body); `None` at EOF.
 pub async fn read_request(s: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
@@ -102,6 +128,11 @@ pub fn http_response(status: &str, extra: &str, body: &str) -> String {
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
         body.len()
     )
+}
+
+/// A whole one-hour token answer on a connection that then closes.
+pub fn token_response(token: &str) -> String {
+    http_response("200 OK", "connection: close\r\n", &token_json(token, 3600))
 }
 
 pub fn token_json(token: &str, expires_in: u64) -> String {

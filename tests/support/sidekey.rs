@@ -24,6 +24,14 @@ pub struct Proxy {
 impl Proxy {
     /// `proxy_extra` goes into `[proxy]`; `rest` is the remaining config.
     pub async fn start(proxy_extra: &str, rest: &str) -> Proxy {
+        Self::try_start(proxy_extra, rest)
+            .await
+            .unwrap_or_else(|e| panic!("sidekey did not start: {e}"))
+    }
+
+    /// As `start`, for a config that loads but may be refused at start-up:
+    /// sidekey's start-up error, with its causes.
+    pub async fn try_start(proxy_extra: &str, rest: &str) -> Result<Proxy, String> {
         super::init_crypto();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("proxy.toml");
@@ -34,14 +42,14 @@ impl Proxy {
         .unwrap();
         let cfg = sidekey::config::load(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let server = sidekey::start(cfg).await.unwrap();
-        Proxy {
+        let server = sidekey::start(cfg).await.map_err(|e| format!("{e:#}"))?;
+        Ok(Proxy {
             addr: server.proxy_addr,
             admin: server.admin_addr.unwrap(),
             server: Some(server),
             dir,
             config_path,
-        }
+        })
     }
 
     pub fn url(&self) -> String {
@@ -59,6 +67,16 @@ impl Proxy {
 
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The admin's `/tokens` (JSON).
+    pub async fn tokens(&self) -> String {
+        reqwest::get(format!("http://{}/tokens", self.admin))
             .await
             .unwrap()
             .text()
@@ -216,6 +234,22 @@ impl Binary {
             .success();
         assert!(ok, "kill -{sig} failed");
     }
+}
+
+/// Every proxy variable, in both cases, set to `url`: a child's
+/// environment as a shared pod spec or shell would set it for the app.
+pub fn proxy_env(url: &str) -> Vec<(&'static str, &str)> {
+    [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .into_iter()
+    .map(|k| (k, url))
+    .collect()
 }
 
 /// Replaces a running proxy's config at once (write, then rename), keeping
