@@ -91,7 +91,7 @@ struct Flight(Option<Arc<Slot>>);
 impl Flight {
     fn land(mut self, result: Result<Arc<Token>, FetchError>) -> Result<Arc<Token>, FetchError> {
         if let Some(slot) = self.0.take() {
-            slot.store(&result);
+            slot.record(&result);
         }
         result
     }
@@ -100,7 +100,7 @@ impl Flight {
 impl Drop for Flight {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
-            slot.store(&Err(FetchError::Setup(
+            slot.record(&Err(FetchError::Setup(
                 "the token fetch did not finish".into(),
             )));
         }
@@ -304,7 +304,7 @@ impl Slot {
 
     /// Records the outcome of a fetch: the new token and its refresh time,
     /// or the error and the next retry.
-    fn store(self: &Arc<Self>, result: &Result<Arc<Token>, FetchError>) {
+    fn record(self: &Arc<Self>, result: &Result<Arc<Token>, FetchError>) {
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .token_fetches
