@@ -108,7 +108,7 @@ impl Shared {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         // The store lives as long as the process: changing it needs a restart.
-        let store = crate::token::shared::SharedStore::build(
+        let store = crate::token::store::SharedStore::build(
             &config.store,
             &config.tls,
             Arc::clone(&metrics),

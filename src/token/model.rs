@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::jwt;
-use super::shared::{unix_ms, Provenance, Stored};
+use super::store::{unix_ms, Provenance, Stored};
 use crate::secret::Secret;
 use crate::template::TokenView;
 

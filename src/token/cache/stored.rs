@@ -12,13 +12,16 @@ use tokio::time::Instant;
 use super::{refresh_at, Slot};
 use crate::config::ClientSettings;
 use crate::token::model::{FetchError, Token};
-use crate::token::shared::{Lock, Provenance, SharedStore};
+use crate::token::store::{Lock, Provenance, SharedStore};
 
 /// How often a waiting replica looks for the fetching replica's token.
 const POLL: Duration = Duration::from_millis(100);
 
 impl Slot {
-    pub(super) async fn fetch_shared(&self, store: &SharedStore) -> Result<Arc<Token>, FetchError> {
+    pub(super) async fn fetch_with_store(
+        &self,
+        store: &SharedStore,
+    ) -> Result<Arc<Token>, FetchError> {
         let s = &self.settings;
         let rejected = {
             let mut st = self.lock();
