@@ -31,7 +31,7 @@ pub(crate) mod rewrite;
 pub(crate) mod roots;
 pub(crate) mod route;
 pub(crate) mod runtime;
-// A leaf: config validates keys with it and token/shared seals with it,
+// A leaf: config validates keys with it and token/store seals with it,
 // so config never has to import the token stage.
 mod seal;
 pub(crate) mod secret;

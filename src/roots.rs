@@ -23,7 +23,7 @@ pub(crate) fn certificates(
 /// A rustls root store of `certificates`. Roots of the OS store that
 /// webpki cannot use are skipped, as browsers do; an operator's own
 /// `extra_roots` that cannot be used are a config error.
-pub(crate) fn store(
+pub(crate) fn root_store(
     source: UpstreamRoots,
     extra_roots: &[PathBuf],
 ) -> anyhow::Result<rustls::RootCertStore> {

@@ -105,7 +105,7 @@ impl Shared {
         let config_digest = Mutex::new(content_digest(&config.path));
         let metrics = Arc::new(Metrics::new());
         // The store lives as long as the process: changing it needs a restart.
-        let store = crate::token::shared::SharedStore::build(
+        let store = crate::token::store::SharedStore::build(
             &config.store,
             &config.tls,
             Arc::clone(&metrics),
@@ -177,29 +177,30 @@ impl Shared {
                 }
                 Runtime::build(cfg, &self.tokens, Some(&current)).map_err(|e| format!("{e:#}"))
             });
-        let outcome = match result {
+        let ok = match result {
             Ok(rt) => {
                 let routes = rt.routes.routes().len();
                 self.runtime.store(Arc::new(rt));
                 tracing::info!(config = %path.display(), routes, "config reloaded");
-                "ok"
+                true
             }
             Err(e) => {
                 tracing::error!(config = %path.display(), error = %e, "config reload rejected; the previous config keeps serving");
-                "error"
+                false
             }
         };
+        let outcome = if ok { "ok" } else { "error" };
         self.metrics
             .reloads
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
-        self.metrics.op.reloaded(outcome == "ok");
+        self.metrics.op.reloaded(ok);
         let ca = self
             .runtime()
             .intercept
             .as_ref()
             .and_then(|i| i.ca_not_after());
         self.metrics.op.set_ca_expiry(ca);
-        outcome == "ok"
+        ok
     }
 }

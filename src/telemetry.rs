@@ -84,7 +84,7 @@ where
     let provider = SdkTracerProvider::builder()
         // The SDK's batch processor: a queue (spans beyond it are dropped,
         // never waited for) drained by its own thread.
-        .with_batch_exporter(export::Watched::new(exporter, url))
+        .with_batch_exporter(export::Exporter::new(exporter, url))
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             settings.sample_ratio,
         ))))

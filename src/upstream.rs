@@ -264,7 +264,7 @@ pub(crate) fn client_tls(
     source: UpstreamRoots,
     extra_roots: &[PathBuf],
 ) -> anyhow::Result<rustls::ClientConfig> {
-    let roots = crate::roots::store(source, extra_roots)?;
+    let roots = crate::roots::root_store(source, extra_roots)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -1,7 +1,7 @@
 //! The module import graph of `src/` has no cycle. Nodes are the top-level
 //! modules, with the submodules of `config/` and `token/` as nodes of their
-//! own (deeper files fold into them, e.g. `token/shared/backend.rs` is
-//! `token::shared`); an edge is any `crate::…` or `super::…` path in a
+//! own (deeper files fold into them, e.g. `token/store/backend.rs` is
+//! `token::store`); an edge is any `crate::…` or `super::…` path in a
 //! file's non-test code, resolved to the node that defines the item (a name
 //! re-exported by `config/mod.rs` counts for the file that defines it).
 //! With no cycle the nodes fall into layers, and an "upward import" (a
@@ -45,8 +45,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `config/validate.rs` -> ["config", "validate"]; `token/shared/mod.rs`
-/// -> ["token", "shared"]; `lib.rs` -> [].
+/// `config/validate.rs` -> ["config", "validate"]; `token/store/mod.rs`
+/// -> ["token", "store"]; `lib.rs` -> [].
 fn module_path(rel: &Path) -> Vec<String> {
     let mut parts: Vec<String> = rel
         .iter()
@@ -276,7 +276,7 @@ fn cycle_from(g: &Graph, start: &str) -> Option<Vec<String>> {
 }
 
 /// The same graph between top-level modules only: `config::store ->
-/// token::shared` becomes `config -> token`.
+/// token::store` becomes `config -> token`.
 fn top_level(g: &Graph) -> Graph {
     let top = |n: &str| n.split("::").next().unwrap_or(n).to_string();
     let mut out = Graph::new();

@@ -48,12 +48,13 @@ enum Writer {
 }
 
 #[derive(Default)]
-struct Shared {
+/// The lines waiting to be written, and the wake-up of the writer thread.
+struct Buffer {
     state: Mutex<State>,
     wake: Condvar,
 }
 
-impl Shared {
+impl Buffer {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock leaves only bytes behind: keep going.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -62,11 +63,11 @@ impl Shared {
 
 /// The `MakeWriter` handed to tracing-subscriber.
 #[derive(Clone)]
-pub(super) struct Batch(Arc<Shared>);
+pub(super) struct Batch(Arc<Buffer>);
 
 /// Writes what is left and stops the writer thread when dropped.
 pub struct Guard {
-    shared: Arc<Shared>,
+    buffer: Arc<Buffer>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -76,8 +77,8 @@ pub(super) fn stderr() -> (Batch, Guard) {
 }
 
 fn spawn<W: Write + Send + 'static>(out: W) -> (Batch, Guard) {
-    let shared = Arc::new(Shared::default());
-    let worker = Arc::clone(&shared);
+    let buffer = Arc::new(Buffer::default());
+    let worker = Arc::clone(&buffer);
     let thread = std::thread::Builder::new()
         .name("sidekey-log".into())
         .spawn(move || run(&worker, out))
@@ -87,16 +88,16 @@ fn spawn<W: Write + Send + 'static>(out: W) -> (Batch, Guard) {
         // (written at exit by the guard) up to LIMIT rather than fail.
         eprintln!("sidekey: cannot start the log writer thread; logs are written at exit");
     }
-    (Batch(Arc::clone(&shared)), Guard { shared, thread })
+    (Batch(Arc::clone(&buffer)), Guard { buffer, thread })
 }
 
-fn run<W: Write>(shared: &Shared, mut out: W) {
+fn run<W: Write>(buffer: &Buffer, mut out: W) {
     let mut spare = Vec::new();
     loop {
         let (closed, dropped) = {
-            let mut state = shared.lock();
+            let mut state = buffer.lock();
             state.writer = Writer::Idle;
-            state = shared
+            state = buffer
                 .wake
                 .wait_while(state, |s| s.buf.is_empty() && !s.closed)
                 .unwrap_or_else(PoisonError::into_inner);
@@ -124,13 +125,13 @@ fn run<W: Write>(shared: &Shared, mut out: W) {
             }
         }
         if closed {
-            shared.lock().done = true;
-            shared.wake.notify_all();
+            buffer.lock().done = true;
+            buffer.wake.notify_all();
             return;
         }
-        let mut state = shared.lock();
+        let mut state = buffer.lock();
         state.writer = Writer::Gathering;
-        let mut state = shared
+        let mut state = buffer
             .wake
             .wait_timeout_while(state, FLUSH_EVERY, |s| {
                 s.writer == Writer::Gathering && !s.closed
@@ -149,7 +150,7 @@ impl Batch {
 }
 
 /// What one event writes through.
-pub(super) struct Line<'a>(&'a Shared);
+pub(super) struct Line<'a>(&'a Buffer);
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -186,14 +187,14 @@ impl<'a> MakeWriter<'a> for Batch {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        self.buffer.lock().closed = true;
         // One condvar serves both sides: wake them all.
-        self.shared.wake.notify_all();
+        self.buffer.wake.notify_all();
         match self.thread.take() {
             Some(t) => {
-                let state = self.shared.lock();
+                let state = self.buffer.lock();
                 let (state, _) = self
-                    .shared
+                    .buffer
                     .wake
                     .wait_timeout_while(state, EXIT_WAIT, |s| !s.done)
                     .unwrap_or_else(PoisonError::into_inner);
@@ -205,7 +206,7 @@ impl Drop for Guard {
                 // lines, behind rather than hang the exit.
             }
             None => {
-                let rest = std::mem::take(&mut self.shared.lock().buf);
+                let rest = std::mem::take(&mut self.buffer.lock().buf);
                 let _ = std::io::stderr().write_all(&rest);
             }
         }

@@ -140,7 +140,7 @@ pub(crate) async fn serve_connection<IO, H, F>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let watch = Watch {
+    let closer = Closer {
         idle_timeout: limits.idle_timeout,
         drain,
         clock,
@@ -156,14 +156,14 @@ pub(crate) async fn serve_connection<IO, H, F>(
             .keep_alive_interval(Some(h2_keepalive(limits.idle_timeout)))
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
             .serve_connection(io, svc);
-        Box::pin(watch.drive(conn)).await;
+        Box::pin(closer.drive(conn)).await;
     } else {
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout))
             .serve_connection(io, svc)
             .with_upgrades();
-        watch.drive(conn).await;
+        closer.drive(conn).await;
     }
 }
 
@@ -195,14 +195,14 @@ where
 
 /// What ends a served connection besides the client: the drain, and the
 /// idle watchdog (no request in flight and no byte moved).
-struct Watch {
+struct Closer {
     idle_timeout: Duration,
     drain: Arc<Drain>,
     clock: Arc<Clock>,
     inflight: Arc<AtomicUsize>,
 }
 
-impl Watch {
+impl Closer {
     async fn drive<C: Graceful>(self, conn: C) {
         tokio::pin!(conn);
         let idle_timeout = self.idle_timeout;

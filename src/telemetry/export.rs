@@ -10,13 +10,13 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
 
 #[derive(Debug)]
-pub(super) struct Watched {
+pub(super) struct Exporter {
     inner: opentelemetry_otlp::SpanExporter,
     url: String,
     failing: AtomicBool,
 }
 
-impl Watched {
+impl Exporter {
     pub(super) fn new(inner: opentelemetry_otlp::SpanExporter, url: String) -> Self {
         Self {
             inner,
@@ -43,7 +43,7 @@ impl Watched {
     }
 }
 
-impl SpanExporter for Watched {
+impl SpanExporter for Exporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len();
         let result = self.inner.export(batch).await;

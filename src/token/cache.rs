@@ -5,18 +5,19 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::model::{FetchError, Token, TokenResponse};
-use super::shared::SharedStore;
+use super::store::SharedStore;
 use crate::config::ClientSettings;
 use crate::metrics::{ClientLabel, FetchLabels, Metrics};
 use crate::secret::Secret;
 
-type Inflight = Shared<BoxFuture<'static, Result<Arc<Token>, FetchError>>>;
+/// Every request waiting for the one fetch polls a clone of it.
+type Inflight = futures_util::future::Shared<BoxFuture<'static, Result<Arc<Token>, FetchError>>>;
 
 /// Asks a token endpoint once; `grants::Fetcher` in production, fakes in tests.
 pub trait FetchToken: Send + Sync + 'static {
@@ -91,7 +92,7 @@ struct Flight(Option<Arc<Slot>>);
 impl Flight {
     fn land(mut self, result: Result<Arc<Token>, FetchError>) -> Result<Arc<Token>, FetchError> {
         if let Some(slot) = self.0.take() {
-            slot.store(&result);
+            slot.record(&result);
         }
         result
     }
@@ -100,7 +101,7 @@ impl Flight {
 impl Drop for Flight {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
-            slot.store(&Err(FetchError::Setup(
+            slot.record(&Err(FetchError::Setup(
                 "the token fetch did not finish".into(),
             )));
         }
@@ -127,8 +128,9 @@ impl Slot {
         Self::build(settings, fetcher, metrics, true, None)
     }
 
-    /// A client's slot that shares its token through `store`.
-    pub fn shared(
+    /// A client's slot that also keeps its token in `store` (`[store]`),
+    /// so a restart or another replica finds it there.
+    pub fn with_store(
         settings: Arc<ClientSettings>,
         fetcher: Box<dyn FetchToken>,
         metrics: Arc<Metrics>,
@@ -271,7 +273,7 @@ impl Slot {
     /// else one request to the endpoint.
     async fn fetch(&self) -> Result<Arc<Token>, FetchError> {
         match &self.store {
-            Some(store) => self.fetch_shared(store).await,
+            Some(store) => self.fetch_with_store(store).await,
             None => self.fetch_here().await,
         }
     }
@@ -304,7 +306,7 @@ impl Slot {
 
     /// Records the outcome of a fetch: the new token and its refresh time,
     /// or the error and the next retry.
-    fn store(self: &Arc<Self>, result: &Result<Arc<Token>, FetchError>) {
+    fn record(self: &Arc<Self>, result: &Result<Arc<Token>, FetchError>) {
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.metrics
             .token_fetches

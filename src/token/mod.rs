@@ -8,10 +8,10 @@ pub(crate) mod grants;
 mod jwt;
 pub(crate) mod model;
 pub(crate) mod per_user;
-pub(crate) mod shared;
+pub(crate) mod registry;
 pub(crate) mod store;
 pub(crate) mod tickets;
 
 pub(crate) use cache::Slot;
 pub(crate) use model::{FetchError, Token, TokenResponse};
-pub(crate) use store::{Registry, TokenSource};
+pub(crate) use registry::{Registry, TokenSource};

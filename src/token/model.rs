@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::jwt;
-use super::shared::{unix_ms, Stored};
+use super::store::{unix_ms, Provenance, Stored};
 use crate::secret::Secret;
 use crate::template::TokenView;
 
@@ -39,8 +39,8 @@ pub struct Token {
     pub scopes: Vec<String>,
     pub issued_at: Instant,
     pub expires_at: Instant,
-    /// Where it came from, for `/tokens`: `fetch`, `store` or `file`.
-    pub origin: &'static str,
+    /// Where it came from, for `/tokens`.
+    pub provenance: Provenance,
 }
 
 impl Token {
@@ -95,14 +95,14 @@ impl Token {
                 .unwrap_or_default(),
             issued_at: now,
             expires_at,
-            origin: "fetch",
+            provenance: Provenance::Fetched,
         })
     }
 
     /// A token another replica (or an earlier run) stored; `None` once it
     /// has expired. Issue and expiry times carry over, so every replica
     /// refreshes at the same point of its life.
-    pub fn from_stored(s: Stored, origin: &'static str) -> Option<Self> {
+    pub fn from_stored(s: Stored, provenance: Provenance) -> Option<Self> {
         let now_ms = unix_ms();
         let left = Duration::from_millis(s.expires_unix_ms.checked_sub(now_ms).filter(|l| *l > 0)?);
         let age = Duration::from_millis(now_ms.saturating_sub(s.issued_unix_ms));
@@ -120,7 +120,7 @@ impl Token {
             scopes: s.scopes,
             issued_at: now.checked_sub(age).unwrap_or(now),
             expires_at: now.checked_add(left.min(MAX_LIFETIME))?,
-            origin,
+            provenance,
         })
     }
 

@@ -18,7 +18,7 @@ use sha2::Digest;
 use super::cache::Slot;
 use super::grants::{custom, form, Fetcher};
 use super::model::{FetchError, Token, TokenResponse};
-use super::shared::SharedStore;
+use super::store::SharedStore;
 use super::tickets::Logins;
 use crate::config::ClientSettings;
 use crate::metrics::{ClientLabel, Metrics};

@@ -14,7 +14,7 @@ use crate::secret::Secret;
 use crate::token::cache::FetchToken;
 use crate::token::grants::{custom, form, Fetcher};
 use crate::token::model::{FetchError, Token, TokenResponse};
-use crate::token::shared::{unix_ms, SharedStore, Stored};
+use crate::token::store::{unix_ms, SharedStore, Stored};
 
 /// What is kept per user.
 #[derive(serde::Serialize, serde::Deserialize)]

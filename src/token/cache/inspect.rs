@@ -48,7 +48,7 @@ impl Slot {
             "state": state,
             "expires_in_seconds": valid.map(|t| t.expires_in().as_secs()),
             "scopes": valid.map(|t| t.scopes.clone()),
-            "source": valid.map(|t| t.origin),
+            "source": valid.map(|t| t.provenance.as_str()),
             "last_error": st.last_error.as_ref().map(ToString::to_string),
             "retry_in_seconds": st.retry_at.filter(|at| *at > now).map(|at| (at - now).as_secs_f64()),
             "fetches": { "ok": st.fetched_ok, "error": st.fetched_err },

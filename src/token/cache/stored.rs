@@ -12,13 +12,16 @@ use tokio::time::Instant;
 use super::{refresh_at, Slot};
 use crate::config::ClientSettings;
 use crate::token::model::{FetchError, Token};
-use crate::token::shared::{Lock, SharedStore};
+use crate::token::store::{Lock, Provenance, SharedStore};
 
 /// How often a waiting replica looks for the fetching replica's token.
 const POLL: Duration = Duration::from_millis(100);
 
 impl Slot {
-    pub(super) async fn fetch_shared(&self, store: &SharedStore) -> Result<Arc<Token>, FetchError> {
+    pub(super) async fn fetch_with_store(
+        &self,
+        store: &SharedStore,
+    ) -> Result<Arc<Token>, FetchError> {
         let s = &self.settings;
         let rejected = {
             let mut st = self.lock();
@@ -86,7 +89,7 @@ impl Slot {
                 return None;
             }
         }
-        let t = Token::from_stored(stored, store.origin())?;
+        let t = Token::from_stored(stored, store.provenance())?;
         (refresh_at(&t, self.settings.refresh_before) > Instant::now()).then(|| Arc::new(t))
     }
 
@@ -119,7 +122,7 @@ impl Slot {
 /// store is there already).
 async fn save(store: &SharedStore, s: &ClientSettings, result: &Result<Arc<Token>, FetchError>) {
     if let Ok(t) = result {
-        if t.origin == "fetch" {
+        if t.provenance == Provenance::Fetched {
             store.save(s, &t.to_stored()).await;
         }
     }

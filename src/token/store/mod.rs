@@ -34,6 +34,30 @@ pub struct Stored {
     pub expires_unix_ms: u64,
 }
 
+/// Where a cached token came from: fetched by this process, or read from
+/// one of the store's backends. `/tokens` shows it as `source` and the
+/// store's log lines name the backend with it: `as_str` is that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// This process asked the token endpoint.
+    Fetched,
+    /// Read from the `[store]` file.
+    File,
+    /// Read from the `[store]` Redis/Valkey.
+    Redis,
+}
+
+impl Provenance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fetched => "fetch",
+            Self::File => "file",
+            // What `/tokens` and the store's log lines say for Redis.
+            Self::Redis => "store",
+        }
+    }
+}
+
 /// The outcome of taking a client's fetch lock.
 pub enum Lock {
     /// This replica fetches; release with `unlock`.
@@ -108,8 +132,8 @@ impl SharedStore {
     }
 
     /// Where a token from this store is said to come from (`/tokens`).
-    pub fn origin(&self) -> &'static str {
-        self.backend.origin()
+    pub fn provenance(&self) -> Provenance {
+        self.backend.provenance()
     }
 
     /// `{prefix}{kind}:{digest}`: the client's cache key (a digest of
@@ -277,10 +301,10 @@ impl SharedStore {
         let was = self.healthy.swap(error.is_none(), Ordering::Relaxed);
         match (&error, was) {
             (Some(e), true) => {
-                tracing::warn!(store = self.origin(), op, error = %e, "token store failing: fetching tokens on our own until it is back")
+                tracing::warn!(store = self.provenance().as_str(), op, error = %e, "token store failing: fetching tokens on our own until it is back")
             }
             (None, false) => tracing::info!(
-                store = self.origin(),
+                store = self.provenance().as_str(),
                 "token store is back: sharing tokens again"
             ),
             _ => {}

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 pub(super) use super::file::FileStore;
+use super::Provenance;
 
 /// Store values larger than this are corrupt (no token is near it): they
 /// are dropped without being read whole, so a planted value cannot take
@@ -68,10 +69,10 @@ impl Backend {
         }))
     }
 
-    pub(super) fn origin(&self) -> &'static str {
+    pub(super) fn provenance(&self) -> Provenance {
         match self {
-            Self::File(_) => "file",
-            Self::Redis(_) => "store",
+            Self::File(_) => Provenance::File,
+            Self::Redis(_) => Provenance::Redis,
         }
     }
 

@@ -10,7 +10,7 @@ use super::cache::Slot;
 use super::grants::Fetcher;
 use super::model::FetchError;
 use super::per_user::PerUser;
-use super::shared::SharedStore;
+use super::store::SharedStore;
 use super::tickets::Logins;
 use crate::config::{ClientKey, ClientSettings, GrantSettings};
 use crate::metrics::Metrics;
@@ -41,8 +41,8 @@ pub(crate) struct Registry {
     /// reload that changes `token_proxy` or the roots gets a new fetcher.
     egress: DashMap<ClientKey, u64>,
     metrics: Arc<Metrics>,
-    /// `[store]`, shared by every client's slot (not per-user ones).
-    shared: Option<Arc<SharedStore>>,
+    /// `[store]`, used by every client's slot (not per-user ones).
+    store: Option<Arc<SharedStore>>,
     /// Login links and logins in progress of per-user accounts.
     pub logins: Arc<Logins>,
 }
@@ -52,12 +52,12 @@ impl Registry {
         Self::with_store(metrics, None)
     }
 
-    pub(crate) fn with_store(metrics: Arc<Metrics>, shared: Option<Arc<SharedStore>>) -> Self {
+    pub(crate) fn with_store(metrics: Arc<Metrics>, store: Option<Arc<SharedStore>>) -> Self {
         Self {
             slots: DashMap::new(),
             egress: DashMap::new(),
             metrics,
-            shared,
+            store,
             logins: Arc::new(Logins::new()),
         }
     }
@@ -88,7 +88,7 @@ impl Registry {
                 header.clone(),
                 fetcher,
                 metrics,
-                self.shared.clone(),
+                self.store.clone(),
                 Arc::clone(&self.logins),
             ));
             self.slots.insert(key, source.clone());
@@ -106,11 +106,11 @@ impl Registry {
                 fetcher,
                 metrics,
             )),
-            _ => TokenSource::Client(Slot::shared(
+            _ => TokenSource::Client(Slot::with_store(
                 Arc::clone(settings),
                 Box::new(fetcher),
                 metrics,
-                self.shared.clone(),
+                self.store.clone(),
             )),
         };
         self.slots.insert(key, source.clone());
