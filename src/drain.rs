@@ -4,9 +4,11 @@
 //! `drain_timeout`, and cut what is left. Nothing is detached.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 pub(crate) struct Drain {
@@ -38,12 +40,13 @@ impl Drain {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let cut = self.cut.clone();
-        self.tracker.spawn(async move {
-            tokio::select! {
-                () = task => {}
-                () = cut.cancelled() => {}
-            }
+        // Not an async block with a `select!`: it would keep the task's
+        // future twice in the spawned task, once as the block's capture and
+        // once inside the select (rustc does not overlap them), which for a
+        // served connection was ~2 KiB more per idle keep-alive client.
+        self.tracker.spawn(Cut {
+            task,
+            cut: self.cut.clone().cancelled_owned(),
         });
     }
 
@@ -74,6 +77,28 @@ impl Drain {
         // Cut tasks end at their next poll; do not hang on a stuck one.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
         left
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A task that ends when it finishes or when the drain cuts it.
+    struct Cut<F> {
+        #[pin]
+        task: F,
+        #[pin]
+        cut: WaitForCancellationFutureOwned,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Cut<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.task.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.cut.poll(cx)
     }
 }
 

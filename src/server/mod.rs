@@ -151,18 +151,23 @@ pub(crate) async fn serve_connection<IO, H, F>(
     // and size every connection for HTTP/2's state). HTTP/2 is boxed: an
     // HTTP/1.1 connection's task carries only HTTP/1.1's state.
     if h2 {
-        let conn = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Some(h2_keepalive(limits.idle_timeout)))
-            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-            .serve_connection(io, svc);
-        Box::pin(closer.drive(conn)).await;
+        let mut conn = Box::pin(
+            http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(h2_keepalive(limits.idle_timeout)))
+                .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+                .serve_connection(io, svc),
+        );
+        closer.drive(conn.as_mut()).await;
     } else {
-        let conn = http1::Builder::new()
+        // Pinned here and lent to `drive`: passed by value, it would be
+        // held twice in this task (`drive`'s argument, then its pinned
+        // local), which an idle keep-alive connection pays for.
+        let conn = std::pin::pin!(http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout))
             .serve_connection(io, svc)
-            .with_upgrades();
+            .with_upgrades());
         closer.drive(conn).await;
     }
 }
@@ -203,8 +208,7 @@ struct Closer {
 }
 
 impl Closer {
-    async fn drive<C: Graceful>(self, conn: C) {
-        tokio::pin!(conn);
+    async fn drive<C: Graceful>(self, mut conn: Pin<&mut C>) {
         let idle_timeout = self.idle_timeout;
         let mut closing = false;
         let mut check_at = self.clock.last() + idle_timeout;
