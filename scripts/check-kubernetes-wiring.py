@@ -32,7 +32,7 @@ TRUST_ENV = ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "CURL
 NO_PROXY_MUST = ["localhost", "127.0.0.1", "::1", ".svc", ".cluster.local", "kubernetes.default.svc"]
 DEFAULT_DRAIN_S = 30  # [proxy] drain_timeout default (SPEC.md)
 DEFAULT_MAX_CONNECTIONS = 10000  # [proxy] max_connections default
-CONN_KIB = 19.8  # measured per idle client connection (bench/README.md)
+CONN_KIB = 12.0  # measured per idle client connection (bench/README.md)
 BASE_MIB = 16  # sidekey's resident baseline, rounded up
 PATHS = {
     "Deployment": ["spec", "template"],
