@@ -156,7 +156,7 @@ fn build(
             headers.remove(name);
         }
         if let Some(values) = values {
-            set_headers(&route.settings, values, &mut headers);
+            set_headers(&route.settings, values, &mut headers)?;
         }
     }
     let mut req = Request::new(body);
@@ -168,22 +168,42 @@ fn build(
 }
 
 /// `default_headers` where the app sent none (checked before any is
-/// added), then `set_headers`, with values rendered for this token.
-fn set_headers(route: &crate::config::RouteSettings, values: &Values, headers: &mut HeaderMap) {
-    let (defaults, sets) = values.headers.split_at(route.default_headers.len());
+/// added), then `set_headers`, with values rendered for this token. A
+/// default the token cannot fill is an error only where the app did not
+/// send the header itself.
+fn set_headers(
+    route: &crate::config::RouteSettings,
+    values: &Values,
+    headers: &mut HeaderMap,
+) -> Result<(), ProxyError> {
     let absent = route
         .default_headers
         .iter()
         .map(|(name, _)| !headers.contains_key(name))
         .collect::<Vec<_>>();
-    for (((name, _), value), absent) in route.default_headers.iter().zip(defaults).zip(absent) {
-        if absent {
-            headers.insert(name.clone(), value.clone());
+    for (((name, _), value), absent) in route
+        .default_headers
+        .iter()
+        .zip(&values.defaults)
+        .zip(absent)
+    {
+        match value {
+            _ if !absent => {}
+            Ok(v) => {
+                headers.insert(name.clone(), v.clone());
+            }
+            Err(reason) => {
+                return Err(ProxyError::TokenContent {
+                    header: name.to_string(),
+                    reason: reason.clone(),
+                })
+            }
         }
     }
-    for ((name, _), value) in route.set_headers.iter().zip(sets) {
+    for ((name, _), value) in route.set_headers.iter().zip(&values.sets) {
         headers.insert(name.clone(), value.clone());
     }
+    Ok(())
 }
 
 /// Response filter: hop-by-hop headers and any forged `X-Sidekey-Error`
@@ -325,5 +345,66 @@ mod tests {
         assert_eq!(strip("/n?a=b&access_tokens=x"), None);
         assert_eq!(strip("/n#access_token=not-a-query"), None);
         assert_eq!(strip("/plain"), None);
+    }
+
+    #[test]
+    fn a_default_header_the_app_sent_is_kept_even_when_the_token_cannot_fill_it() {
+        let toml = r#"
+[clients.c]
+token_url = "http://127.0.0.1:1/token"
+client_id = "id"
+client_secret = "s"
+[[routes]]
+name = "r"
+hosts = ["api.example.com"]
+client = "c"
+set_headers = { Authorization = "Bearer <<oauth.token>>" }
+default_headers = { "X-Sub" = "<<oauth.tokenDecoded.sub>>" }
+"#;
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
+        let route = Route::new(cfg.routes.into_iter().next().unwrap(), None);
+        let token = std::sync::Arc::new(
+            crate::token::Token::from_response(
+                crate::token::model::TokenResponse {
+                    access_token: crate::secret::Secret::new("opaque"),
+                    ..Default::default()
+                },
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap(),
+        );
+        let values = route.values(Some(&token), false).unwrap();
+        let target = inbound::target(&"http://api.example.com/".parse().unwrap()).unwrap();
+        let head = |app_sends: bool| {
+            let mut headers = HeaderMap::new();
+            if app_sends {
+                headers.insert("x-sub", HeaderValue::from_static("alice"));
+            }
+            Head {
+                method: Method::GET,
+                path_and_query: PathAndQuery::from_static("/"),
+                headers,
+                upgrade: false,
+            }
+        };
+        let send = |app_sends: bool| {
+            let pq = PathAndQuery::from_static("/");
+            let uri = upstream_uri(Some(&route), &target, &pq, Some(&values)).unwrap();
+            upstream_request(
+                Some(&route),
+                &head(app_sends),
+                uri,
+                Some(&values),
+                crate::body::empty(),
+            )
+        };
+        let req = send(true).unwrap();
+        assert_eq!(req.headers()["x-sub"], "alice");
+        assert_eq!(req.headers()["authorization"], "Bearer opaque");
+        let err = send(false).err().unwrap();
+        assert!(
+            matches!(&err, ProxyError::TokenContent { header, .. } if header == "x-sub"),
+            "{err:?}"
+        );
     }
 }

@@ -17,8 +17,12 @@ use crate::token::Token;
 /// without a client).
 pub struct Values {
     token: Option<Arc<Token>>,
-    /// One per `default_headers` entry, then one per `set_headers` entry.
-    pub(crate) headers: Vec<HeaderValue>,
+    /// One per `default_headers` entry: a value, or why the token cannot
+    /// give one. Only a default the app did not send is an error (a
+    /// request that brings its own never needs the token's claim).
+    pub(crate) defaults: Vec<Result<HeaderValue, String>>,
+    /// One per `set_headers` entry.
+    pub(crate) sets: Vec<HeaderValue>,
     /// One per `set_query` entry, not yet percent-encoded.
     pub(crate) query: Vec<String>,
 }
@@ -27,27 +31,19 @@ impl Values {
     /// Renders every template of `route` with `token`.
     pub fn render(route: &RouteSettings, token: Option<&Arc<Token>>) -> Result<Self, ProxyError> {
         let view = token.map(|t| &**t as &dyn TokenView);
-        let headers = route
+        let defaults = route
             .default_headers
             .iter()
-            .chain(&route.set_headers)
-            .map(|(name, template)| match template {
-                HeaderTemplate::Static(v) => Ok(v.clone()),
-                HeaderTemplate::Dynamic(t) => {
-                    let rendered = t
-                        .render_header(view)
-                        .map_err(|e| ProxyError::TokenContent {
-                            header: name.to_string(),
-                            reason: e.to_string(),
-                        })?;
-                    let mut v =
-                        HeaderValue::try_from(rendered).map_err(|_| ProxyError::TokenContent {
-                            header: name.to_string(),
-                            reason: "the token holds characters a header cannot carry".into(),
-                        })?;
-                    v.set_sensitive(true);
-                    Ok(v)
-                }
+            .map(|(_, template)| value(template, view))
+            .collect();
+        let sets = route
+            .set_headers
+            .iter()
+            .map(|(name, template)| {
+                value(template, view).map_err(|reason| ProxyError::TokenContent {
+                    header: name.to_string(),
+                    reason,
+                })
             })
             .collect::<Result<_, ProxyError>>()?;
         let query = route
@@ -64,7 +60,8 @@ impl Values {
             .collect::<Result<_, _>>()?;
         Ok(Self {
             token: token.cloned(),
-            headers,
+            defaults,
+            sets,
             query,
         })
     }
@@ -79,6 +76,21 @@ impl Values {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
+        }
+    }
+}
+
+/// One header value: a static one as configured, a template rendered with
+/// the token (and marked sensitive).
+fn value(template: &HeaderTemplate, view: Option<&dyn TokenView>) -> Result<HeaderValue, String> {
+    match template {
+        HeaderTemplate::Static(v) => Ok(v.clone()),
+        HeaderTemplate::Dynamic(t) => {
+            let rendered = t.render_header(view).map_err(|e| e.to_string())?;
+            let mut v = HeaderValue::try_from(rendered)
+                .map_err(|_| "the token holds characters a header cannot carry".to_string())?;
+            v.set_sensitive(true);
+            Ok(v)
         }
     }
 }
@@ -150,16 +162,16 @@ set_query = { key = "<<oauth.token>>" }
         let (route, cache) = (route(), ValueCache::default());
         let (first, second) = (token("tok-1"), token("tok-2"));
         let a = cache.get(&route, Some(&first)).unwrap();
-        assert_eq!(a.headers[0], "t-tok-1");
-        assert_eq!(a.headers[1], "Bearer tok-1");
-        assert_eq!(a.headers[2], "platform");
-        assert!(a.headers.iter().all(HeaderValue::is_sensitive));
+        assert_eq!(a.defaults[0].as_ref().unwrap(), "t-tok-1");
+        assert_eq!(a.sets[0], "Bearer tok-1");
+        assert_eq!(a.sets[1], "platform");
+        assert!(a.sets.iter().all(HeaderValue::is_sensitive));
         assert_eq!(a.query, ["tok-1"]);
         // Same token: the very same values, nothing rendered.
         assert!(Arc::ptr_eq(&a, &cache.get(&route, Some(&first)).unwrap()));
         // A new token (a refresh): rendered anew, and kept in its place.
         let b = cache.get(&route, Some(&second)).unwrap();
-        assert_eq!(b.headers[1], "Bearer tok-2");
+        assert_eq!(b.sets[0], "Bearer tok-2");
         assert!(Arc::ptr_eq(&b, &cache.get(&route, Some(&second)).unwrap()));
         // A token equal in value but not the same token is rendered for itself.
         let again = token("tok-2");
@@ -177,5 +189,32 @@ set_query = { key = "<<oauth.token>>" }
             assert!(matches!(err, ProxyError::TokenContent { .. }), "{err:?}");
         }
         assert!(cache.0.lock().unwrap().is_none());
+    }
+
+    /// A default header whose claim the token lacks does not fail the
+    /// request when the app sent the header itself (it did fail, for every
+    /// request, while every default was rendered up front).
+    #[test]
+    fn a_default_the_token_cannot_fill_fails_only_where_the_app_sent_none() {
+        let toml = r#"
+[clients.c]
+token_url = "http://127.0.0.1:1/token"
+client_id = "id"
+client_secret = "s"
+[[routes]]
+name = "r"
+hosts = ["api.example.com"]
+client = "c"
+set_headers = { Authorization = "Bearer <<oauth.token>>" }
+default_headers = { "X-Sub" = "<<oauth.tokenDecoded.sub>>" }
+"#;
+        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
+        let route = cfg.routes.into_iter().next().unwrap();
+        let values = Values::render(&route, Some(&token("opaque-token")))
+            .expect("rendering must not fail on a default the app may send itself");
+        assert!(values.defaults[0]
+            .as_ref()
+            .is_err_and(|e| e.contains("sub")));
+        assert_eq!(values.sets[0], "Bearer opaque-token");
     }
 }

@@ -196,5 +196,5 @@ set_headers = { "X-Team" = "platform" }
     // Without a client: one set of values, kept.
     let none = route.values(None, false).unwrap();
     assert!(Arc::ptr_eq(&none, &route.values(None, false).unwrap()));
-    assert_eq!(none.headers[0], "platform");
+    assert_eq!(none.sets[0], "platform");
 }
