@@ -3,6 +3,7 @@
 //! conditional ones atomically in Lua.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -23,14 +24,21 @@ pub(super) enum Got {
     TooLarge(u64),
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per process: boxing the Redis side saves nothing"
+)]
 pub(super) enum Backend {
-    File(FileStore),
+    /// Shared with the blocking pool, where its writes (a whole-file
+    /// rewrite and fsync) run: on the one serving thread of `workers = 1`
+    /// they would stall every connection.
+    File(Arc<FileStore>),
     Redis(RedisStore),
 }
 
 impl Backend {
     pub(super) fn file(path: &Path) -> anyhow::Result<Self> {
-        Ok(Self::File(FileStore::open(path)?))
+        Ok(Self::File(Arc::new(FileStore::open(path)?)))
     }
 
     pub(super) fn redis(
@@ -121,7 +129,10 @@ impl Backend {
         ttl: Option<Duration>,
     ) -> Result<(), String> {
         match self {
-            Self::File(f) => f.set(key, value, ttl),
+            Self::File(f) => {
+                let (f, key, value) = (Arc::clone(f), key.to_owned(), value.to_owned());
+                blocking(move || f.set(&key, &value, ttl)).await
+            }
             Self::Redis(r) => {
                 let mut cmd = redis::cmd("SET");
                 cmd.arg(key).arg(value);
@@ -165,7 +176,10 @@ impl Backend {
     /// a token still the one a 401 rejected).
     pub(super) async fn del_if(&self, key: &str, value: &str) -> Result<(), String> {
         match self {
-            Self::File(f) => f.del_if(key, value),
+            Self::File(f) => {
+                let (f, key, value) = (Arc::clone(f), key.to_owned(), value.to_owned());
+                blocking(move || f.del_if(&key, &value)).await
+            }
             Self::Redis(r) => {
                 let script = redis::Script::new(
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
@@ -183,7 +197,11 @@ impl Backend {
         new: &str,
     ) -> Result<bool, String> {
         match self {
-            Self::File(f) => f.compare_and_set(key, old, new),
+            Self::File(f) => {
+                let (f, key) = (Arc::clone(f), key.to_owned());
+                let (old, new) = (old.map(str::to_owned), new.to_owned());
+                blocking(move || f.compare_and_set(&key, old.as_deref(), &new)).await
+            }
             Self::Redis(r) => {
                 let script = redis::Script::new(
                     "local cur = redis.call('GET', KEYS[1]) \
@@ -249,4 +267,14 @@ pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs a file store write on tokio's blocking pool (each write takes the
+/// store's lock, so they stay atomic whichever thread runs them).
+async fn blocking<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| format!("file store write did not finish: {e}"))?
 }
