@@ -349,30 +349,9 @@ mod tests {
 
     #[test]
     fn a_default_header_the_app_sent_is_kept_even_when_the_token_cannot_fill_it() {
-        let toml = r#"
-[clients.c]
-token_url = "http://127.0.0.1:1/token"
-client_id = "id"
-client_secret = "s"
-[[routes]]
-name = "r"
-hosts = ["api.example.com"]
-client = "c"
-set_headers = { Authorization = "Bearer <<oauth.token>>" }
-default_headers = { "X-Sub" = "<<oauth.tokenDecoded.sub>>" }
-"#;
-        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
-        let route = Route::new(cfg.routes.into_iter().next().unwrap(), None);
-        let token = std::sync::Arc::new(
-            crate::token::Token::from_response(
-                crate::token::model::TokenResponse {
-                    access_token: crate::secret::Secret::new("opaque"),
-                    ..Default::default()
-                },
-                std::time::Duration::from_secs(60),
-            )
-            .unwrap(),
-        );
+        use crate::values::fixture;
+        let route = Route::new(fixture::route(fixture::DEFAULT_SUB), None);
+        let token = fixture::token("opaque");
         let values = route.values(Some(&token), false).unwrap();
         let target = inbound::target(&"http://api.example.com/".parse().unwrap()).unwrap();
         let head = |app_sends: bool| {

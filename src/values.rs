@@ -124,37 +124,47 @@ impl ValueCache {
     }
 }
 
+/// A route of client `c` with the given header lines, and tokens: what
+/// the value tests here, in rewrite and in route are written against.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixture {
     use super::*;
-    use crate::secret::Secret;
-    use crate::token::model::TokenResponse;
 
-    fn route() -> RouteSettings {
-        let toml = r#"
-[clients.c]
-token_url = "http://127.0.0.1:1/token"
-client_id = "id"
-client_secret = "s"
-
-[[routes]]
-name = "r"
-hosts = ["api.example.com"]
-client = "c"
-set_headers = { Authorization = "Bearer <<oauth.token>>", "X-Team" = "platform" }
-default_headers = { "X-Kind" = "t-<<oauth.token>>" }
-set_query = { key = "<<oauth.token>>" }
-"#;
-        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
+    pub(crate) fn route(lines: &str) -> RouteSettings {
+        let toml = format!(
+            "[clients.c]\ntoken_url = \"http://127.0.0.1:1/token\"\nclient_id = \"id\"\nclient_secret = \"s\"\n\
+             [[routes]]\nname = \"r\"\nhosts = [\"api.example.com\"]\nclient = \"c\"\n{lines}"
+        );
+        let cfg =
+            crate::config::load_str(std::path::Path::new("t.toml"), &toml, &|_| None).unwrap();
         cfg.routes.into_iter().next().unwrap()
     }
 
-    fn token(value: &str) -> Arc<Token> {
-        let resp = TokenResponse {
-            access_token: Secret::new(value),
+    pub(crate) fn token(value: &str) -> Arc<Token> {
+        let resp = crate::token::model::TokenResponse {
+            access_token: crate::secret::Secret::new(value),
             ..Default::default()
         };
         Arc::new(Token::from_response(resp, std::time::Duration::from_secs(60)).unwrap())
+    }
+
+    /// A default whose claim an opaque token lacks.
+    pub(crate) const DEFAULT_SUB: &str =
+        "set_headers = { Authorization = \"Bearer <<oauth.token>>\" }\n\
+         default_headers = { \"X-Sub\" = \"<<oauth.tokenDecoded.sub>>\" }";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{self, token};
+    use super::*;
+
+    fn route() -> RouteSettings {
+        fixture::route(
+            "set_headers = { Authorization = \"Bearer <<oauth.token>>\", \"X-Team\" = \"platform\" }\n\
+             default_headers = { \"X-Kind\" = \"t-<<oauth.token>>\" }\n\
+             set_query = { key = \"<<oauth.token>>\" }",
+        )
     }
 
     #[test]
@@ -196,20 +206,7 @@ set_query = { key = "<<oauth.token>>" }
     /// request, while every default was rendered up front).
     #[test]
     fn a_default_the_token_cannot_fill_fails_only_where_the_app_sent_none() {
-        let toml = r#"
-[clients.c]
-token_url = "http://127.0.0.1:1/token"
-client_id = "id"
-client_secret = "s"
-[[routes]]
-name = "r"
-hosts = ["api.example.com"]
-client = "c"
-set_headers = { Authorization = "Bearer <<oauth.token>>" }
-default_headers = { "X-Sub" = "<<oauth.tokenDecoded.sub>>" }
-"#;
-        let cfg = crate::config::load_str(std::path::Path::new("t.toml"), toml, &|_| None).unwrap();
-        let route = cfg.routes.into_iter().next().unwrap();
+        let route = fixture::route(fixture::DEFAULT_SUB);
         let values = Values::render(&route, Some(&token("opaque-token")))
             .expect("rendering must not fail on a default the app may send itself");
         assert!(values.defaults[0]

@@ -41,6 +41,15 @@ fn client(token_url: &str) -> String {
     config::client("c", token_url).to_string()
 }
 
+/// The client and one route to plain-HTTP upstreams on 127.0.0.1.
+fn plain_route_config(ts: &TokenServer) -> String {
+    format!(
+        "{}{}",
+        client(&ts.url("/token")),
+        route("r", "127.0.0.1", "as-requested")
+    )
+}
+
 /// What every test here starts with: a private CA trusted through
 /// `extra_roots`, a token server, a plain and a TLS upstream, and the client
 /// plus a route to each upstream.
@@ -250,11 +259,7 @@ async fn sidekey_upstream_proxy_in_the_environment_overrides_the_config() {
     let parent = Tinyproxy::start().await;
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client(&ts.url("/token")),
-        route("r", "127.0.0.1", "as-requested")
-    );
+    let cfg = plain_route_config(&ts);
     // The file names a parent nobody listens on; the variable wins.
     let dead = support::sidekey::free_port();
     let bin = Binary::start(
@@ -310,11 +315,7 @@ async fn a_reload_that_sets_token_proxy_sends_the_next_token_request_through_it(
     let parent = Tinyproxy::start().await;
     let ts = TokenServer::start().await;
     let up = Upstream::start().await;
-    let cfg = format!(
-        "{}{}",
-        client(&ts.url("/token")),
-        route("r", "127.0.0.1", "as-requested")
-    );
+    let cfg = plain_route_config(&ts);
     let sidekey = Proxy::start("", &cfg).await;
     let get = || async {
         let r = sidekey.client().get(format!("http://{}/x", up.addr)).send();

@@ -162,16 +162,7 @@ set_headers = { "X-Team" = "platform" }
 "#,
     );
     let route = &t.routes()[0];
-    let token = Arc::new(
-        crate::token::Token::from_response(
-            crate::token::model::TokenResponse {
-                access_token: crate::secret::Secret::new("user-token"),
-                ..Default::default()
-            },
-            std::time::Duration::from_secs(60),
-        )
-        .unwrap(),
-    );
+    let token = crate::values::fixture::token("user-token");
     let own = route.values(Some(&token), false).unwrap();
     assert!(Arc::ptr_eq(
         &own,
